@@ -1,0 +1,197 @@
+#include "common.hpp"
+
+#include <cpl_error.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+
+#include "cdk/core/error.hpp"
+#include "cdk/core/version.hpp"
+
+namespace cdk::apps {
+
+namespace {
+
+volatile std::sig_atomic_t g_interrupted = 0;
+void on_signal(int) { g_interrupted = 1; }
+
+// GDAL-style progress on stderr: "0...10...20..." without carriage returns when stderr is
+// not a terminal; a bar with an ETA that redraws in place when it is.
+class TerminalProgress {
+public:
+    explicit TerminalProgress(bool tty) : tty_(tty), start_(Clock::now()) {}
+
+    bool update(double done, const std::string& message) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (g_interrupted) return false;
+        if (done < last_done_) {  // a new task started
+            finish_line();
+            reset();
+        }
+        last_done_ = done;
+        if (!message.empty() && message != message_) {
+            if (started_) finish_line();
+            message_ = message;
+            reset();
+        }
+        if (tty_) draw_bar(done);
+        else draw_dots(done);
+        return true;
+    }
+
+    void finish_line() {
+        if (started_ && !finished_) std::fputc('\n', stderr);
+        started_ = false;
+        finished_ = true;
+    }
+
+private:
+    using Clock = std::chrono::steady_clock;
+
+    void reset() {
+        next_tick_ = 0;
+        started_ = false;
+        finished_ = false;
+        start_ = Clock::now();
+    }
+
+    void begin() {
+        if (started_) return;
+        started_ = true;
+        finished_ = false;
+        if (!message_.empty() && !tty_) std::fprintf(stderr, "%s: ", message_.c_str());
+    }
+
+    void draw_dots(double done) {
+        begin();
+        const int target = static_cast<int>(std::floor(done * 40 + 1e-9));  // 2.5 % steps
+        while (next_tick_ <= target && next_tick_ <= 40) {
+            if (next_tick_ % 4 == 0) std::fprintf(stderr, "%d", next_tick_ * 10 / 4);
+            else std::fputc('.', stderr);
+            ++next_tick_;
+        }
+        if (done >= 1.0 && !finished_) {
+            std::fprintf(stderr, " - done in %.1f s.\n", seconds());
+            finished_ = true;
+            started_ = false;
+        }
+        std::fflush(stderr);
+    }
+
+    void draw_bar(double done) {
+        begin();
+        const double s = seconds();
+        auto now = Clock::now();
+        if (done < 1.0 && now - last_draw_ < std::chrono::milliseconds(100)) return;
+        last_draw_ = now;
+        const int width = 30, fill = static_cast<int>(done * width);
+        std::string bar(fill, '#');
+        bar.resize(width, '-');
+        char eta[32] = "";
+        if (done > 0.01 && done < 1.0) std::snprintf(eta, sizeof eta, " ETA %.0f s", s / done * (1 - done));
+        std::fprintf(stderr, "\r%s [%s] %3.0f%%%s   ", message_.c_str(), bar.c_str(), done * 100, eta);
+        if (done >= 1.0 && !finished_) {
+            std::fprintf(stderr, " done in %.1f s.\n", s);
+            finished_ = true;
+            started_ = false;
+        }
+        std::fflush(stderr);
+    }
+
+    double seconds() const {
+        return std::chrono::duration<double>(Clock::now() - start_).count();
+    }
+
+    std::mutex mu_;
+    bool tty_;
+    Clock::time_point start_, last_draw_{};
+    std::string message_;
+    double last_done_ = 0;
+    int next_tick_ = 0;
+    bool started_ = false, finished_ = false;
+};
+
+LogLevel g_min_level = LogLevel::Info;
+TerminalProgress* g_progress = nullptr;
+
+void write_log(LogLevel level, const std::string& message) {
+    if (level < g_min_level) return;
+    if (g_progress) g_progress->finish_line();
+    const char* prefix = level == LogLevel::Error     ? "ERROR: "
+                         : level == LogLevel::Warning ? "Warning: "
+                         : level == LogLevel::Debug   ? "debug: "
+                                                      : "";
+    std::fprintf(stderr, "%s%s\n", prefix, message.c_str());
+    std::fflush(stderr);
+}
+
+// GDAL failures become exceptions carrying CPLGetLastErrorMsg(); here only warnings and
+// debug messages are shown, routed through the program's logger.
+void CPL_STDCALL gdal_error_handler(CPLErr cls, CPLErrorNum, const char* msg) {
+    if (cls == CE_Warning) write_log(LogLevel::Debug, std::string("GDAL: ") + msg);
+    else if (cls == CE_Debug) write_log(LogLevel::Debug, std::string("GDAL: ") + msg);
+}
+
+}  // namespace
+
+void add_common_flags(CLI::App& app, CommonFlags& flags) {
+    app.set_version_flag("--version", std::string(app.get_name()) + " (cdkit) " + kVersion);
+    app.add_flag("-q,--quiet", flags.quiet, "Print only warnings and errors on stderr");
+    app.add_flag("-v,--verbose", flags.verbose, "Print debug messages on stderr");
+    app.add_flag("--debug", flags.debug, "Let errors escape as exceptions (for debugging)");
+    app.add_option("--threads", flags.threads, "Worker threads (0 = all cores)")
+        ->check(CLI::Range(0, 1024));
+}
+
+int run_guarded(const CommonFlags& flags, const std::function<void(const RunContext&)>& body) {
+    g_min_level = flags.quiet ? LogLevel::Warning : flags.verbose ? LogLevel::Debug : LogLevel::Info;
+    CPLSetErrorHandler(gdal_error_handler);
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    TerminalProgress bar(::isatty(STDERR_FILENO));
+    g_progress = &bar;
+    ProgressFn progress;
+    if (!flags.quiet)
+        progress = [&bar](double done, const std::string& msg) { return bar.update(done, msg); };
+    else
+        progress = [](double, const std::string&) { return !g_interrupted; };
+    RunContext ctx(write_log, progress);
+
+    auto finish = [&](int code) {
+        bar.finish_line();
+        g_progress = nullptr;
+        return code;
+    };
+    if (flags.debug) {
+        body(ctx);
+        return finish(0);
+    }
+    try {
+        body(ctx);
+    } catch (const Cancelled&) {
+        write_log(LogLevel::Error, "interrupted; no output was left behind");
+        return finish(130);
+    } catch (const std::exception& e) {
+        bar.finish_line();
+        write_log(LogLevel::Error, e.what());
+        return finish(1);
+    }
+    if (g_interrupted) {
+        write_log(LogLevel::Error, "interrupted");
+        return finish(130);
+    }
+    return finish(0);
+}
+
+void print_result(const std::string& json_text) {
+    std::fwrite(json_text.data(), 1, json_text.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+}
+
+}  // namespace cdk::apps

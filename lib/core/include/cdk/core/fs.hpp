@@ -1,0 +1,45 @@
+#pragma once
+
+#include <string>
+
+namespace cdk {
+
+/// An output file that appears under its final name only when commit() is called.
+/// Until then data goes to a hidden temporary name in the same folder; the destructor
+/// removes the temporary if commit() was never reached (an error or an interruption).
+class AtomicPath {
+public:
+    /// Plan an output at `final_path`. Throws IoError if its folder does not exist, or
+    /// ConfigError if it exists and `overwrite` is false.
+    AtomicPath(std::string final_path, bool overwrite);
+    ~AtomicPath();
+    AtomicPath(const AtomicPath&) = delete;
+    AtomicPath& operator=(const AtomicPath&) = delete;
+
+    /// Where to write now (a file or a folder, the caller decides).
+    const std::string& temp() const { return temp_; }
+    /// The name the output will have.
+    const std::string& final_path() const { return final_; }
+    /// Rename the temporary onto the final name (replacing an old output when allowed).
+    void commit();
+
+private:
+    std::string final_;
+    std::string temp_;
+    bool overwrite_;
+    bool committed_ = false;
+};
+
+/// Write a text file atomically (temporary name, then rename).
+void write_text_file(const std::string& path, const std::string& text, bool overwrite = true);
+
+/// `path` expressed relative to folder `base` (generic '/' separators).
+std::string relative_path(const std::string& path, const std::string& base);
+
+/// Join a relative path onto a base folder; absolute paths are returned as they are.
+std::string resolve_path(const std::string& path, const std::string& base);
+
+/// Shortest decimal text that reads back as the same double (for CSV/JSON output).
+std::string format_number(double v);
+
+}  // namespace cdk

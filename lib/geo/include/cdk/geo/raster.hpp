@@ -1,0 +1,116 @@
+#pragma once
+
+#include <gdal_priv.h>
+
+#include <algorithm>
+#include <array>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cdk/core/fs.hpp"
+
+namespace cdk::geo {
+
+/// Shared, reference-counted GDAL dataset (GDAL's own counter: warped VRTs hold references
+/// to their sources, so datasets are released, never deleted behind a VRT's back).
+using DatasetPtr = std::shared_ptr<GDALDataset>;
+
+/// Calls GDALAllRegister once; every entry point of lib/geo calls it.
+void ensure_gdal_registered();
+
+/// Open a raster read-only; throws IoError "cannot open raster 'p': <GDAL message>".
+DatasetPtr open_raster(const std::string& path);
+
+/// Wrap a dataset pointer the caller owns one reference of.
+DatasetPtr adopt_dataset(GDALDataset* ds);
+
+/// A pixel rectangle: column/row offset and size.
+struct Window {
+    int x = 0;       ///< first column
+    int y = 0;       ///< first row
+    int width = 0;   ///< columns
+    int height = 0;  ///< rows
+    /// Number of pixels.
+    long long pixels() const { return static_cast<long long>(width) * height; }
+    bool operator==(const Window& o) const {
+        return x == o.x && y == o.y && width == o.width && height == o.height;
+    }
+};
+
+/// Size and georeferencing of a raster.
+struct Grid {
+    int width = 0;                                ///< columns
+    int height = 0;                               ///< rows
+    std::array<double, 6> geotransform{0, 1, 0, 0, 0, 1};  ///< GDAL geotransform
+    bool has_geotransform = false;                ///< false for plain images (PNG ...)
+    std::string crs_wkt;                          ///< WKT of the CRS, empty when none
+
+    /// The grid of a window of this grid (same CRS, shifted origin).
+    Grid sub(const Window& w) const;
+    /// Whether both grids have the same size, CRS and geotransform (within 1e-6 pixel).
+    bool same_as(const Grid& o) const;
+    /// Whether the CRS of both grids is the same (both empty counts as the same).
+    bool same_crs(const Grid& o) const;
+    /// Geographic extent (xmin, ymin, xmax, ymax) in the grid's CRS.
+    std::array<double, 4> extent() const;
+    /// Readable description for messages: "795x782, EPSG:4326, pixel 8.98e-05".
+    std::string describe() const;
+};
+
+/// The grid of a dataset.
+Grid grid_of(GDALDataset& ds);
+
+/// EPSG code of a WKT CRS, or 0 when it has none.
+int epsg_of(const std::string& wkt);
+
+/// Area of one pixel in square metres (geodesic estimate for geographic CRSs), 0 if unknown.
+double pixel_area_m2(const Grid& grid);
+
+/// Data type from a name ("UInt16"); throws ConfigError for unknown names.
+GDALDataType parse_data_type(const std::string& name);
+
+/// Options for writing a raster, as in gdal_translate (-of, -co).
+struct WriteOptions {
+    std::string format = "GTiff";                ///< GDAL driver: GTiff or COG
+    std::vector<std::string> creation_options;  ///< KEY=VALUE pairs passed to the driver
+    bool overwrite = false;                      ///< replace an existing output
+};
+
+/// Check a driver name and its creation options before any work starts.
+void validate(const WriteOptions& options);
+
+/// A raster being written: it exists under a temporary name until commit(), which
+/// flushes, closes (a failed close is an error) and renames. Destroying an uncommitted
+/// writer removes the temporary file.
+class RasterWriter {
+public:
+    /// Create `path` with `bands` bands of `type` on `grid`.
+    RasterWriter(const std::string& path, const Grid& grid, int bands, GDALDataType type,
+                 const WriteOptions& options, std::optional<double> nodata = std::nullopt);
+    ~RasterWriter();
+    RasterWriter(const RasterWriter&) = delete;
+    RasterWriter& operator=(const RasterWriter&) = delete;
+
+    /// Write one band's window from a buffer of `buf_type` (row-major, window-sized).
+    void write(int band, const Window& w, const void* data, GDALDataType buf_type);
+    /// Write all bands of a window from a band-sequential buffer.
+    void write_all(const Window& w, const void* data, GDALDataType buf_type);
+    /// The dataset being written (to set colour tables, descriptions ...).
+    GDALDataset& dataset() { return *ds_; }
+    /// Finish: build the final format, close, rename into place.
+    void commit();
+
+private:
+    std::string path_;
+    WriteOptions options_;
+    AtomicPath out_;
+    std::string work_path_;
+    GDALDataset* ds_ = nullptr;
+};
+
+/// Give band 1 of a change mask the colour table 0 = grey, 1 = red, 255 = transparent.
+void set_change_colour_table(GDALRasterBand& band);
+
+}  // namespace cdk::geo

@@ -1,0 +1,258 @@
+#include "cdk/geo/raster.hpp"
+
+#include <cpl_string.h>
+#include <ogr_spatialref.h>
+
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+#include <sstream>
+
+#include "cdk/core/error.hpp"
+
+namespace cdk::geo {
+
+void ensure_gdal_registered() {
+    static std::once_flag once;
+    std::call_once(once, [] { GDALAllRegister(); });
+}
+
+DatasetPtr adopt_dataset(GDALDataset* ds) {
+    return DatasetPtr(ds, [](GDALDataset* d) {
+        if (d) d->ReleaseRef();
+    });
+}
+
+namespace {
+std::string gdal_message() {
+    std::string msg = CPLGetLastErrorMsg();
+    return msg.empty() ? "unknown GDAL error" : msg;
+}
+}  // namespace
+
+DatasetPtr open_raster(const std::string& path) {
+    ensure_gdal_registered();
+    CPLErrorReset();
+    auto* ds = GDALDataset::Open(path.c_str(), GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR);
+    if (!ds) {
+        VSIStatBufL st;
+        if (path.rfind("/vsi", 0) != 0 && VSIStatL(path.c_str(), &st) != 0)
+            throw IoError("cannot open raster " + quote(path) + ": no such file");
+        throw IoError("cannot open raster " + quote(path) + ": " + gdal_message());
+    }
+    if (ds->GetRasterCount() == 0) {
+        ds->ReleaseRef();
+        throw IoError("cannot open raster " + quote(path) + ": it has no raster bands");
+    }
+    return adopt_dataset(ds);
+}
+
+Grid Grid::sub(const Window& w) const {
+    Grid g = *this;
+    g.width = w.width;
+    g.height = w.height;
+    const auto& t = geotransform;
+    g.geotransform[0] = t[0] + w.x * t[1] + w.y * t[2];
+    g.geotransform[3] = t[3] + w.x * t[4] + w.y * t[5];
+    return g;
+}
+
+bool Grid::same_crs(const Grid& o) const {
+    if (crs_wkt.empty() || o.crs_wkt.empty()) return crs_wkt.empty() == o.crs_wkt.empty();
+    if (crs_wkt == o.crs_wkt) return true;
+    OGRSpatialReference a, b;
+    if (a.importFromWkt(crs_wkt.c_str()) != OGRERR_NONE) return false;
+    if (b.importFromWkt(o.crs_wkt.c_str()) != OGRERR_NONE) return false;
+    const char* opts[] = {"IGNORE_DATA_AXIS_TO_SRS_AXIS_MAPPING=YES", nullptr};
+    return a.IsSame(&b, opts);
+}
+
+bool Grid::same_as(const Grid& o) const {
+    if (width != o.width || height != o.height) return false;
+    if (has_geotransform != o.has_geotransform) return false;
+    if (!has_geotransform) return true;
+    const double px = std::max(std::abs(geotransform[1]), std::abs(geotransform[5]));
+    for (int i = 0; i < 6; ++i)
+        if (std::abs(geotransform[i] - o.geotransform[i]) > 1e-6 * px * std::max(1, width))
+            return false;
+    return same_crs(o);
+}
+
+std::array<double, 4> Grid::extent() const {
+    const auto& t = geotransform;
+    double xs[4], ys[4];
+    int k = 0;
+    for (int r : {0, height})
+        for (int c : {0, width}) {
+            xs[k] = t[0] + c * t[1] + r * t[2];
+            ys[k] = t[3] + c * t[4] + r * t[5];
+            ++k;
+        }
+    return {*std::min_element(xs, xs + 4), *std::min_element(ys, ys + 4),
+            *std::max_element(xs, xs + 4), *std::max_element(ys, ys + 4)};
+}
+
+int epsg_of(const std::string& wkt) {
+    if (wkt.empty()) return 0;
+    OGRSpatialReference s;
+    if (s.importFromWkt(wkt.c_str()) != OGRERR_NONE) return 0;
+    s.AutoIdentifyEPSG();
+    const char* code = s.GetAuthorityCode(nullptr);
+    const char* auth = s.GetAuthorityName(nullptr);
+    if (code && auth && std::string(auth) == "EPSG") return std::atoi(code);
+    return 0;
+}
+
+std::string Grid::describe() const {
+    std::ostringstream os;
+    os << width << "x" << height;
+    if (!has_geotransform) return os.str() + ", no georeferencing";
+    int epsg = epsg_of(crs_wkt);
+    os << ", " << (epsg ? "EPSG:" + std::to_string(epsg) : crs_wkt.empty() ? "no CRS" : "custom CRS");
+    os << ", origin (" << geotransform[0] << ", " << geotransform[3] << "), pixel "
+       << geotransform[1] << " x " << geotransform[5];
+    return os.str();
+}
+
+Grid grid_of(GDALDataset& ds) {
+    Grid g;
+    g.width = ds.GetRasterXSize();
+    g.height = ds.GetRasterYSize();
+    double gt[6];
+    if (ds.GetGeoTransform(gt) == CE_None) {
+        g.has_geotransform = true;
+        std::copy(gt, gt + 6, g.geotransform.begin());
+    }
+    if (const auto* srs = ds.GetSpatialRef()) {
+        char* wkt = nullptr;
+        const char* opts[] = {"FORMAT=WKT2_2019", nullptr};
+        if (srs->exportToWkt(&wkt, opts) == OGRERR_NONE && wkt) g.crs_wkt = wkt;
+        CPLFree(wkt);
+    }
+    return g;
+}
+
+double pixel_area_m2(const Grid& grid) {
+    if (!grid.has_geotransform) return 0;
+    const auto& t = grid.geotransform;
+    const double cell = std::abs(t[1] * t[5] - t[2] * t[4]);
+    if (grid.crs_wkt.empty()) return 0;
+    OGRSpatialReference s;
+    if (s.importFromWkt(grid.crs_wkt.c_str()) != OGRERR_NONE) return 0;
+    if (s.IsGeographic()) {
+        // Degrees to metres at the scene's centre latitude (spherical, good to ~0.5 %).
+        const double lat = (t[3] + t[5] * grid.height / 2.0) * M_PI / 180.0;
+        const double m_per_deg = 6371008.8 * M_PI / 180.0;
+        return cell * m_per_deg * m_per_deg * std::cos(lat);
+    }
+    return cell * s.GetLinearUnits() * s.GetLinearUnits();
+}
+
+GDALDataType parse_data_type(const std::string& name) {
+    GDALDataType t = GDALGetDataTypeByName(name.c_str());
+    if (t == GDT_Unknown) throw ConfigError("unknown data type " + quote(name));
+    return t;
+}
+
+void validate(const WriteOptions& options) {
+    ensure_gdal_registered();
+    if (options.format != "GTiff" && options.format != "COG")
+        throw ConfigError("output format " + quote(options.format) +
+                          " is not supported (use GTiff or COG)");
+    for (const auto& co : options.creation_options)
+        if (co.find('=') == std::string::npos || co.front() == '=')
+            throw ConfigError("creation option " + quote(co) + " is not of the form KEY=VALUE");
+}
+
+RasterWriter::RasterWriter(const std::string& path, const Grid& grid, int bands, GDALDataType type,
+                           const WriteOptions& options, std::optional<double> nodata)
+    : path_(path), options_(options), out_(path, options.overwrite) {
+    validate(options);
+    CPLStringList co;
+    const bool cog = options.format == "COG";
+    // COG cannot be created directly: write a plain tiled GeoTIFF, then CreateCopy at commit().
+    if (cog) {
+        work_path_ = out_.temp() + ".work.tif";
+        co.SetNameValue("TILED", "YES");
+    } else {
+        work_path_ = out_.temp();
+        for (const auto& kv : options.creation_options) co.AddString(kv.c_str());
+    }
+    auto* drv = GetGDALDriverManager()->GetDriverByName("GTiff");
+    CPLErrorReset();
+    ds_ = drv->Create(work_path_.c_str(), grid.width, grid.height, bands, type, co.List());
+    if (!ds_) throw IoError("cannot create " + quote(path) + ": " + gdal_message());
+    if (grid.has_geotransform) {
+        double gt[6];
+        std::copy(grid.geotransform.begin(), grid.geotransform.end(), gt);
+        ds_->SetGeoTransform(gt);
+    }
+    if (!grid.crs_wkt.empty()) {
+        OGRSpatialReference srs;
+        if (srs.importFromWkt(grid.crs_wkt.c_str()) == OGRERR_NONE) ds_->SetSpatialRef(&srs);
+    }
+    if (nodata)
+        for (int b = 1; b <= bands; ++b) ds_->GetRasterBand(b)->SetNoDataValue(*nodata);
+}
+
+RasterWriter::~RasterWriter() {
+    if (ds_) {
+        GDALClose(ds_);
+        ds_ = nullptr;
+    }
+    if (work_path_ != out_.temp()) VSIUnlink(work_path_.c_str());
+}
+
+void RasterWriter::write(int band, const Window& w, const void* data, GDALDataType buf_type) {
+    CPLErrorReset();
+    if (ds_->GetRasterBand(band)->RasterIO(GF_Write, w.x, w.y, w.width, w.height,
+                                            const_cast<void*>(data), w.width, w.height, buf_type,
+                                            0, 0) != CE_None)
+        throw IoError("cannot write " + quote(path_) + ": " + gdal_message());
+}
+
+void RasterWriter::write_all(const Window& w, const void* data, GDALDataType buf_type) {
+    CPLErrorReset();
+    const int n = ds_->GetRasterCount();
+    if (ds_->RasterIO(GF_Write, w.x, w.y, w.width, w.height, const_cast<void*>(data), w.width,
+                      w.height, buf_type, n, nullptr, 0, 0, 0, nullptr) != CE_None)
+        throw IoError("cannot write " + quote(path_) + ": " + gdal_message());
+}
+
+void RasterWriter::commit() {
+    CPLErrorReset();
+    if (options_.format == "COG") {
+        auto* drv = GetGDALDriverManager()->GetDriverByName("COG");
+        if (!drv) throw IoError("GDAL has no COG driver (GDAL >= 3.1 is needed)");
+        CPLStringList co;
+        for (const auto& kv : options_.creation_options) co.AddString(kv.c_str());
+        ds_->FlushCache();
+        auto* cog = drv->CreateCopy(out_.temp().c_str(), ds_, FALSE, co.List(), nullptr, nullptr);
+        if (!cog) throw IoError("cannot write " + quote(path_) + ": " + gdal_message());
+        CPLErrorReset();
+        GDALClose(cog);
+        if (CPLGetLastErrorType() == CE_Failure)
+            throw IoError("cannot close " + quote(path_) + ": " + gdal_message());
+    }
+    GDALDataset* ds = ds_;
+    ds_ = nullptr;
+    CPLErrorReset();
+    GDALClose(ds);  // returns void before GDAL 3.7: a failed close shows in the error state
+    if (CPLGetLastErrorType() == CE_Failure)
+        throw IoError("cannot close " + quote(path_) + ": " + gdal_message());
+    if (work_path_ != out_.temp()) VSIUnlink(work_path_.c_str());
+    out_.commit();
+}
+
+void set_change_colour_table(GDALRasterBand& band) {
+    GDALColorTable ct;
+    GDALColorEntry none{160, 160, 160, 255}, change{230, 30, 30, 255}, nodata{0, 0, 0, 0};
+    ct.SetColorEntry(0, &none);
+    ct.SetColorEntry(1, &change);
+    for (int i = 2; i < 255; ++i) ct.SetColorEntry(i, &nodata);
+    ct.SetColorEntry(255, &nodata);
+    band.SetColorTable(&ct);
+    band.SetColorInterpretation(GCI_PaletteIndex);
+}
+
+}  // namespace cdk::geo
