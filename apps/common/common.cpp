@@ -29,6 +29,7 @@ public:
     bool update(double done, const std::string& message) {
         std::lock_guard<std::mutex> lock(mu_);
         if (g_interrupted) return false;
+        if (done >= 1.0 && last_done_ >= 1.0 && (message.empty() || message == message_)) return true;
         if (done < last_done_) {  // a new task started
             finish_line();
             reset();

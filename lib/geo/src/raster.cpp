@@ -188,8 +188,17 @@ RasterWriter::RasterWriter(const std::string& path, const Grid& grid, int bands,
         ds_->SetGeoTransform(gt);
     }
     if (!grid.crs_wkt.empty()) {
-        OGRSpatialReference srs;
-        if (srs.importFromWkt(grid.crs_wkt.c_str()) == OGRERR_NONE) ds_->SetSpatialRef(&srs);
+        // Parsing WKT through PROJ costs about a millisecond: tiling writes thousands of
+        // files on one CRS, so keep the last one parsed per thread.
+        thread_local std::string last_wkt;
+        thread_local OGRSpatialReference last_srs;
+        if (last_wkt != grid.crs_wkt) {
+            last_srs.Clear();
+            if (last_srs.importFromWkt(grid.crs_wkt.c_str()) != OGRERR_NONE)
+                throw ConfigError("cannot parse the CRS of " + quote(path));
+            last_wkt = grid.crs_wkt;
+        }
+        ds_->SetSpatialRef(&last_srs);
     }
     if (nodata)
         for (int b = 1; b <= bands; ++b) ds_->GetRasterBand(b)->SetNoDataValue(*nodata);

@@ -15,6 +15,7 @@ namespace cdk::geo {
 struct SceneSpec {
     std::vector<std::string> files;  ///< one multi-band raster, or several single-band files
     std::vector<int> bands;          ///< 1-based bands to keep, in order (empty = all)
+    std::vector<std::string> names;  ///< band names from --band-pattern tokens (else derived)
 
     /// Parse "a.tif", "b02.tif;b03.tif;b04.tif", or a folder with `band_pattern`
     /// ("B04,B03,B02": one glob per band, `*TOKEN*` when it has no wildcard, each must
