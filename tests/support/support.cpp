@@ -15,6 +15,14 @@ namespace fs = std::filesystem;
 
 namespace cdk::test {
 
+namespace {
+// Tests check GDAL's messages through exceptions; keep its default handler off stderr.
+const bool kQuietGdal = [] {
+    CPLSetErrorHandler(CPLQuietErrorHandler);
+    return true;
+}();
+}  // namespace
+
 TempDir::TempDir() {
     std::string tmpl = (fs::temp_directory_path() / "cdk-test-XXXXXX").string();
     if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");

@@ -184,21 +184,36 @@ Scene Scene::open(const SceneSpec& spec, const std::string& resampling, std::opt
     validate_resampling(resampling);
     Scene s;
     s.name_ = spec.describe();
-    auto first = open_raster(spec.files[0]);
-    refuse_gcp_only(*first, spec.files[0]);
-    s.grid_ = grid_of(*first);
+    std::vector<DatasetPtr> opened;
+    for (const auto& f : spec.files) {
+        opened.push_back(open_raster(f));
+        refuse_gcp_only(*opened.back(), f);
+    }
+    // The reference grid is the finest one, the first among equals: for Sentinel-2 band
+    // files listed in band order (B01 at 60 m first) that is B02's 10 m grid.
+    size_t ref = 0;
+    double best = 0;
+    for (size_t f = 0; f < opened.size(); ++f) {
+        Grid g = grid_of(*opened[f]);
+        if (!g.has_geotransform) continue;
+        const double area = std::abs(g.geotransform[1] * g.geotransform[5] - g.geotransform[2] * g.geotransform[4]);
+        if (best == 0 || area < best * (1 - 1e-9)) {
+            best = area;
+            ref = f;
+        }
+    }
+    s.grid_ = grid_of(*opened[ref]);
     std::vector<BandRef> all;
     std::vector<std::string> names;
     for (size_t f = 0; f < spec.files.size(); ++f) {
-        DatasetPtr ds = f == 0 ? first : open_raster(spec.files[f]);
-        if (f > 0) {
-            refuse_gcp_only(*ds, spec.files[f]);
+        DatasetPtr ds = opened[f];
+        if (f != ref) {
             Grid g = grid_of(*ds);
             if (!g.same_as(s.grid_)) {
                 if (!g.has_geotransform || !s.grid_.has_geotransform) {
                     if (g.width != s.grid_.width || g.height != s.grid_.height)
                         throw ConfigError("band file " + quote(spec.files[f]) + " (" + g.describe() +
-                                          ") does not match " + quote(spec.files[0]) + " (" +
+                                          ") does not match " + quote(spec.files[ref]) + " (" +
                                           s.grid_.describe() + ") and has no georeferencing to resample it");
                 } else {
                     ds = warp_onto(*ds, s.grid_, resampling, false, spec.files[f]);
@@ -208,11 +223,11 @@ Scene Scene::open(const SceneSpec& spec, const std::string& resampling, std::opt
         const std::string stem = fs::path(spec.files[f]).stem().string();
         for (int b = 1; b <= ds->GetRasterCount(); ++b) {
             auto* band = ds->GetRasterBand(b);
-            BandRef ref{ds, b, std::nullopt};
+            BandRef bref{ds, b, std::nullopt};
             int has = 0;
             double nd = band->GetNoDataValue(&has);
-            if (has) ref.nodata = nd;
-            all.push_back(ref);
+            if (has) bref.nodata = nd;
+            all.push_back(bref);
             std::string desc = band->GetDescription();
             const std::string base = f < spec.names.size() ? spec.names[f] : stem;
             if (spec.files.size() > 1) names.push_back(ds->GetRasterCount() == 1 ? base : base + ":" + std::to_string(b));

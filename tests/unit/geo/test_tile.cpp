@@ -1,1 +1,140 @@
 #include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cdk/core/csv.hpp"
+#include "cdk/core/error.hpp"
+#include "cdk/geo/tile.hpp"
+#include "support/support.hpp"
+
+using namespace cdk::geo;
+using cdk::test::make_raster;
+using cdk::test::RasterSpec;
+using cdk::test::TempDir;
+
+namespace {
+// 40 x 30 pair, 2 bands; date 2 has nodata (0) in columns 0..3; the label marks change in
+// rows 0..7 of columns 10..19 and nodata (255, tagged) at (39, 29).
+void make_pair(const TempDir& tmp) {
+    RasterSpec s;
+    s.width = 40;
+    s.height = 30;
+    s.bands = 2;
+    s.nodata = 0;
+    make_raster(tmp / "pre.tif", s, [](int b, int, int) { return 10 * b; });
+    make_raster(tmp / "post.tif", s, [](int b, int x, int) { return x < 4 ? 0 : 10 * b + 5; });
+    RasterSpec l = s;
+    l.bands = 1;
+    l.nodata = 255;
+    make_raster(tmp / "label.tif", l, [](int, int x, int y) {
+        if (x == 39 && y == 29) return 255;
+        return (x >= 10 && x < 20 && y < 8) ? 1 : 0;
+    });
+}
+}  // namespace
+
+TEST_CASE("tiling writes tiles, a manifest with CAR over valid pixels, and statistics", "[geo][tile]") {
+    TempDir tmp;
+    make_pair(tmp);
+    TileOptions o;
+    o.pre = tmp / "pre.tif";
+    o.post = tmp / "post.tif";
+    o.label = tmp / "label.tif";
+    o.out = tmp / "tiles";
+    o.tile_size = 16;
+    o.min_valid = 0.0;
+    auto summary = tile_scenes(o);
+    // x offsets 0,16,24; y offsets 0,14 -> 6 tiles
+    CHECK(summary["tiles"] == 6);
+    auto t = cdk::read_csv(tmp / "tiles/tiles.csv");
+    REQUIRE(t.header == std::vector<std::string>{"id", "scene", "x", "y", "width", "height", "car",
+                                                  "valid_fraction", "a", "b", "label"});
+    REQUIRE(t.rows.size() == 6);
+    const auto& r0 = t.rows[0];  // tile (0,0): 16x16, columns 0..3 invalid (date 2 nodata)
+    CHECK(r0[0] == "scene_0_0");
+    CHECK(std::stod(r0[7]) == Approx(12.0 * 16 / 256));
+    // changed: columns 10..15, rows 0..7 = 48 pixels over 192 valid
+    CHECK(std::stod(r0[6]) == Approx(48.0 / 192));
+    const auto& r5 = t.rows[5];  // tile (24,14): includes the label nodata pixel (39,29)
+    CHECK(r5[2] == "24");
+    CHECK(r5[3] == "14");
+    CHECK(std::stod(r5[7]) == Approx(255.0 / 256));
+    CHECK(std::stod(r5[6]) == 0.0);
+    // The label tile is 0/1/255 with 255 where any input is invalid.
+    auto lab = cdk::test::read_band(tmp / "tiles" + "/" + r0[10]);
+    CHECK(lab[0] == 255);
+    CHECK(lab[4] == 0);
+    CHECK(lab[12] == 1);
+    // Tiles are georeferenced on the scene's grid, shifted to the tile origin.
+    auto ds = open_raster(tmp / "tiles" + "/" + r5[8]);
+    auto g = grid_of(*ds);
+    CHECK(g.geotransform[0] == Approx(500000 + 24 * 10));
+    CHECK(g.geotransform[3] == Approx(5000000 - 14 * 10));
+    CHECK(g.width == 16);
+    CHECK(epsg_of(g.crs_wkt) == 32633);
+    CHECK(ds->GetRasterCount() == 2);
+    // dataset.json statistics: pre band 2 is 20 everywhere, post band 2 is 25 where valid.
+    std::ifstream jf(tmp / "tiles/dataset.json");
+    auto j = nlohmann::json::parse(jf);
+    CHECK(j["bands"] == 2);
+    CHECK(j["data_type"] == "Byte");
+    CHECK(j["nodata"] == 0);
+    CHECK(j["statistics"]["pre"][1]["mean"] == Approx(20));
+    CHECK(j["statistics"]["post"][1]["p98"] == Approx(25));
+    CHECK(j["statistics"]["all"][1]["mean"] == Approx(22.5));
+    CHECK(j["statistics"]["all"][1]["std"] == Approx(2.5));
+    CHECK(j["epsg"] == 32633);
+    // No temporary folders left beside the output.
+    CHECK(cdk::test::list_dir(tmp.path()) ==
+          std::vector<std::string>{"label.tif", "post.tif", "pre.tif", "tiles"});
+}
+
+TEST_CASE("tiles below the valid fraction are skipped; the output is not overwritten", "[geo][tile]") {
+    TempDir tmp;
+    make_pair(tmp);
+    TileOptions o;
+    o.pre = tmp / "pre.tif";
+    o.post = tmp / "post.tif";
+    o.out = tmp / "tiles";
+    o.tile_size = 16;
+    o.min_valid = 0.8;  // the three left tiles have 0.75 valid
+    auto summary = tile_scenes(o);
+    CHECK(summary["tiles"] == 4);
+    CHECK(summary["skipped"] == 2);
+    auto t = cdk::read_csv(tmp / "tiles/tiles.csv");
+    CHECK(t.rows[0][6].empty());  // no label: no CAR
+    CHECK(t.rows[0][10].empty());
+    CHECK_THROWS_WITH(tile_scenes(o), Catch::Contains("exists") && Catch::Contains("--overwrite"));
+    o.write.overwrite = true;
+    o.min_valid = 0;
+    CHECK(tile_scenes(o)["tiles"] == 6);
+}
+
+TEST_CASE("a failing scene in a pairs file leaves nothing behind", "[geo][tile]") {
+    TempDir tmp;
+    make_pair(tmp);
+    std::ofstream(tmp / "pairs.csv") << "scene,pre,post,label\nok,pre.tif,post.tif,label.tif\nbad,pre.tif,missing.tif,\n";
+    TileOptions o;
+    o.pairs = tmp / "pairs.csv";
+    o.out = tmp / "tiles";
+    o.tile_size = 16;
+    CHECK_THROWS_WITH(tile_scenes(o), Catch::Contains("'bad'") && Catch::Contains("missing.tif"));
+    CHECK(cdk::test::list_dir(tmp.path()) ==
+          std::vector<std::string>{"label.tif", "pairs.csv", "post.tif", "pre.tif"});
+}
+
+TEST_CASE("tile options are validated", "[geo][tile]") {
+    TileOptions o;
+    o.out = "x";
+    CHECK_THROWS_WITH(validate(o), Catch::Contains("exactly one input"));
+    o.pre = "a";
+    CHECK_THROWS_WITH(validate(o), Catch::Contains("--pre and --post"));
+    o.post = "b";
+    o.overlap = 300;
+    CHECK_THROWS_WITH(validate(o), Catch::Contains("overlap"));
+    o.overlap = 0;
+    o.write.format = "PNG";
+    CHECK_THROWS_WITH(validate(o), Catch::Contains("'PNG'"));
+}

@@ -10,8 +10,9 @@
 
 namespace cdk::geo {
 
-/// How a scene is given: one raster (any GDAL path), or single-band files stacked onto
-/// the grid of the first (Sentinel-2 style), optionally with a band selection.
+/// How a scene is given: one raster (any GDAL path), or band files stacked onto the
+/// finest of their grids, the first among equals (Sentinel-2 style: 10/20/60 m files land
+/// on the 10 m grid), optionally with a band selection.
 struct SceneSpec {
     std::vector<std::string> files;  ///< one multi-band raster, or several single-band files
     std::vector<int> bands;          ///< 1-based bands to keep, in order (empty = all)
@@ -51,8 +52,8 @@ struct Block {
 /// An opened scene: bands on one grid, read block by block, never loaded whole.
 class Scene {
 public:
-    /// Open a scene; files after the first are warped onto the first one's grid when their
-    /// grid differs (resampling as given). `nodata` overrides the files' own nodata.
+    /// Open a scene; band files are warped onto the finest grid among them (first among
+    /// equals) when their grid differs (resampling as given). `nodata` overrides the files'.
     static Scene open(const SceneSpec& spec, const std::string& resampling = "bilinear",
                       std::optional<double> nodata = std::nullopt);
 
