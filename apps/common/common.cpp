@@ -1,6 +1,8 @@
 #include "common.hpp"
 
+#include <cpl_conv.h>
 #include <cpl_error.h>
+#include <gdal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -16,6 +18,8 @@
 namespace cdk::apps {
 
 namespace {
+
+constexpr long long kDefaultGdalCacheBytes = 128LL << 20;
 
 volatile std::sig_atomic_t g_interrupted = 0;
 void on_signal(int) { g_interrupted = 1; }
@@ -152,6 +156,9 @@ void add_common_flags(CLI::App& app, CommonFlags& flags) {
 int run_guarded(const CommonFlags& flags, const std::function<void(const RunContext&)>& body) {
     g_min_level = flags.quiet ? LogLevel::Warning : flags.verbose ? LogLevel::Debug : LogLevel::Info;
     CPLSetErrorHandler(gdal_error_handler);
+    // Programs stream strips and tiles: GDAL's default block cache (5 % of RAM) would only
+    // grow the resident size. A user's GDAL_CACHEMAX still wins.
+    if (!CPLGetConfigOption("GDAL_CACHEMAX", nullptr)) GDALSetCacheMax64(kDefaultGdalCacheBytes);
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     TerminalProgress bar(::isatty(STDERR_FILENO));

@@ -4,7 +4,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <set>
+#include <thread>
 
 #include "cdk/core/csv.hpp"
 #include "cdk/core/error.hpp"
@@ -203,73 +205,120 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
             warned_plain = true;
         }
         const auto windows = tile_windows(grid.width, grid.height, o.tile_size, o.overlap);
-        long long scene_tiles = 0, scene_skipped = 0;
-        // Work tile row by tile row: one strip of each date in memory at a time.
-        size_t i = 0;
-        while (i < windows.size()) {
-            const int y = windows[i].y, th = windows[i].height;
-            size_t end = i;
-            while (end < windows.size() && windows[end].y == y) ++end;
-            const Window strip{0, y, grid.width, th};
-            const Block a = pair.pre.read(strip);
-            const Block b = pair.post.read(strip);
+        // Tile rows: [begin, end) ranges of `windows` sharing one y.
+        std::vector<std::pair<size_t, size_t>> rows;
+        for (size_t i = 0; i < windows.size();) {
+            size_t e = i;
+            while (e < windows.size() && windows[e].y == windows[i].y) ++e;
+            rows.emplace_back(i, e);
+            i = e;
+        }
+        struct Strip {
+            Block a, b;
             std::vector<uint8_t> lab;
-            if (pair.label) lab = pair.label->read(strip);
-            for (size_t k = i; k < end; ++k) {
-                const Window& w = windows[k];
-                const Window sub{w.x, 0, w.width, w.height};
-                std::vector<uint8_t> valid(static_cast<size_t>(w.pixels()));
-                std::vector<uint8_t> tile_label(pair.label ? valid.size() : 0);
-                long long n_valid = 0, n_change = 0;
-                for (int r = 0; r < w.height; ++r)
-                    for (int c = 0; c < w.width; ++c) {
-                        const size_t si_ = static_cast<size_t>(r) * grid.width + w.x + c;
-                        const size_t ti = static_cast<size_t>(r) * w.width + c;
-                        uint8_t v = a.valid[si_] && b.valid[si_];
-                        if (pair.label) {
-                            const uint8_t l = lab[si_];
-                            if (l == 255) v = 0;
-                            tile_label[ti] = v ? l : 255;
-                            n_change += v && l == 1;
+        };
+        // One strip of each date in memory at a time, plus the next one being read while the
+        // workers write the current one's tiles.
+        auto read_strip = [&](size_t r) {
+            const Window& w0 = windows[rows[r].first];
+            const Window strip{0, w0.y, grid.width, w0.height};
+            Strip s{pair.pre.read(strip), pair.post.read(strip), {}};
+            if (pair.label) s.lab = pair.label->read(strip);
+            return s;
+        };
+        const int workers = std::max(1, o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency()));
+        std::vector<std::vector<BandStatistics>> wst_pre(workers, st_pre), wst_post(workers, st_post);
+        for (auto& v : wst_pre) for (auto& s : v) s = BandStatistics(type);
+        for (auto& v : wst_post) for (auto& s : v) s = BandStatistics(type);
+        long long scene_tiles = 0, scene_skipped = 0;
+        std::future<Strip> next = std::async(std::launch::async, read_strip, 0);
+        for (size_t r = 0; r < rows.size(); ++r) {
+            Strip cur = next.get();
+            if (r + 1 < rows.size()) next = std::async(std::launch::async, read_strip, r + 1);
+            const size_t first = rows[r].first, count = rows[r].second - rows[r].first;
+            std::vector<std::string> lines(count);  // CSV rows in tile order; empty = skipped
+            auto work = [&](int t) {
+                for (size_t k = t; k < count; k += workers) {
+                    const Window& w = windows[first + k];
+                    const Window sub{w.x, 0, w.width, w.height};
+                    std::vector<uint8_t> valid(static_cast<size_t>(w.pixels()));
+                    std::vector<uint8_t> tile_label(pair.label ? valid.size() : 0);
+                    long long n_valid = 0, n_change = 0;
+                    for (int rr = 0; rr < w.height; ++rr)
+                        for (int c = 0; c < w.width; ++c) {
+                            const size_t si_ = static_cast<size_t>(rr) * grid.width + w.x + c;
+                            const size_t ti = static_cast<size_t>(rr) * w.width + c;
+                            uint8_t v = cur.a.valid[si_] && cur.b.valid[si_];
+                            if (pair.label) {
+                                const uint8_t l = cur.lab[si_];
+                                if (l == 255) v = 0;
+                                tile_label[ti] = v ? l : 255;
+                                n_change += v && l == 1;
+                            }
+                            valid[ti] = v;
+                            n_valid += v;
                         }
-                        valid[ti] = v;
-                        n_valid += v;
+                    const double vf = double(n_valid) / double(w.pixels());
+                    if (n_valid == 0 || vf < o.min_valid) continue;
+                    const std::string id = job.scene + "_" + std::to_string(w.x) + "_" + std::to_string(w.y);
+                    const Grid tg = grid.sub(w);
+                    const std::string rel_a = "A/" + id + ".tif", rel_b = "B/" + id + ".tif";
+                    RasterWriter wa(tmp + "/" + rel_a, tg, bands, type, tile_write, nodata);
+                    wa.write_all({0, 0, w.width, w.height}, extract(cur.a, sub).data(), type);
+                    wa.commit();
+                    RasterWriter wb(tmp + "/" + rel_b, tg, bands, type, tile_write, nodata);
+                    wb.write_all({0, 0, w.width, w.height}, extract(cur.b, sub).data(), type);
+                    wb.commit();
+                    std::string rel_l, car;
+                    if (pair.label) {
+                        rel_l = "label/" + id + ".tif";
+                        RasterWriter wl(tmp + "/" + rel_l, tg, 1, GDT_Byte, tile_write, 255.0);
+                        set_change_colour_table(*wl.dataset().GetRasterBand(1));
+                        wl.write(1, {0, 0, w.width, w.height}, tile_label.data(), GDT_Byte);
+                        wl.commit();
+                        car = format_number(double(n_change) / double(n_valid));
                     }
-                const double vf = double(n_valid) / double(w.pixels());
-                if (n_valid == 0 || vf < o.min_valid) {
+                    accumulate_block(wst_pre[t], cur.a, sub, valid.data());
+                    accumulate_block(wst_post[t], cur.b, sub, valid.data());
+                    lines[k] = csv_line({id, job.scene, std::to_string(w.x), std::to_string(w.y),
+                                         std::to_string(w.width), std::to_string(w.height), car, format_number(vf),
+                                         rel_a, rel_b, rel_l});
+                }
+            };
+            std::vector<std::future<void>> running;
+            for (int t = 1; t < workers; ++t) running.push_back(std::async(std::launch::async, work, t));
+            std::exception_ptr failure;
+            try {
+                work(0);
+            } catch (...) {
+                failure = std::current_exception();
+            }
+            for (auto& f : running) {
+                try {
+                    f.get();
+                } catch (...) {
+                    if (!failure) failure = std::current_exception();
+                }
+            }
+            if (failure) {
+                if (next.valid()) next.wait();
+                std::rethrow_exception(failure);
+            }
+            for (const auto& line : lines) {
+                if (line.empty()) {
                     ++scene_skipped;
                     continue;
                 }
-                const std::string id = job.scene + "_" + std::to_string(w.x) + "_" + std::to_string(w.y);
-                const Grid tg = grid.sub(w);
-                const std::string rel_a = "A/" + id + ".tif", rel_b = "B/" + id + ".tif";
-                {
-                    RasterWriter wa(tmp + "/" + rel_a, tg, bands, type, tile_write, nodata);
-                    wa.write_all({0, 0, w.width, w.height}, extract(a, sub).data(), type);
-                    wa.commit();
-                    RasterWriter wb(tmp + "/" + rel_b, tg, bands, type, tile_write, nodata);
-                    wb.write_all({0, 0, w.width, w.height}, extract(b, sub).data(), type);
-                    wb.commit();
-                }
-                std::string rel_l, car;
-                if (pair.label) {
-                    rel_l = "label/" + id + ".tif";
-                    RasterWriter wl(tmp + "/" + rel_l, tg, 1, GDT_Byte, tile_write, 255.0);
-                    set_change_colour_table(*wl.dataset().GetRasterBand(1));
-                    wl.write(1, {0, 0, w.width, w.height}, tile_label.data(), GDT_Byte);
-                    wl.commit();
-                    car = format_number(double(n_change) / double(n_valid));
-                }
-                accumulate_block(st_pre, a, sub, valid.data());
-                accumulate_block(st_post, b, sub, valid.data());
-                csv << csv_line({id, job.scene, std::to_string(w.x), std::to_string(w.y), std::to_string(w.width),
-                                 std::to_string(w.height), car, format_number(vf), rel_a, rel_b, rel_l})
-                    << '\n';
+                csv << line << '\n';
                 ++scene_tiles;
             }
-            i = end;
-            sctx.progress(double(i) / windows.size(), "tiling");
+            sctx.progress(double(r + 1) / rows.size(), "tiling");
         }
+        for (int t = 0; t < workers; ++t)
+            for (int b = 0; b < bands; ++b) {
+                st_pre[b].merge(wst_pre[t][b]);
+                st_post[b].merge(wst_post[t][b]);
+            }
         n_tiles += scene_tiles;
         n_skipped += scene_skipped;
         if (pair.label) n_labelled += scene_tiles;

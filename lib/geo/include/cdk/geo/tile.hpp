@@ -43,6 +43,7 @@ struct TileOptions {
     double min_valid = 0.5;          ///< skip tiles with a smaller fraction of valid pixels
     PairOptions pair;                ///< alignment, resampling and nodata
     WriteOptions write;              ///< tile format and creation options; overwrite
+    int threads = 0;                 ///< tile-writing threads, 0 = one per core
 };
 
 /// Cross-option checks: exactly one input form, sizes and fractions in range.
