@@ -36,9 +36,8 @@ e = json.load(open(f"{out}/eval.json"))["pooled"]
 print(f"tiles: {t['tiles']} in {out}/tiles (manifest {out}/tiles/tiles.csv)")
 parts = p.get("partitions", [])
 print("partitions: " + ", ".join(f"{q['name']} {q.get('train', '?')}+{q.get('val', '?')}" for q in parts))
-def g(k):
-    v = e.get(k)
-    return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
-print(f"CVA baseline vs truth: F1 {g('f1')}  IoU {g('iou')}  precision {g('precision')}  recall {g('recall')}  OA {g('oa')}  kappa {g('kappa')}")
+c = e["change"]
+print(f"CVA baseline vs truth (change class): F1 {c['f1']:.3f}  IoU {c['iou']:.3f}  precision {c['precision']:.3f}  "
+      f"recall {c['recall']:.3f}  |  OA {e['oa']:.3f}  kappa {e['kappa']:.3f}  mIoU {e['miou']:.3f}")
 print(f"change map: {out}/cva_change.tif (open it in QGIS)")
 PY

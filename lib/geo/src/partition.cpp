@@ -1,1 +1,395 @@
-// placeholder: filled in by its owner
+#include "cdk/geo/partition.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <unordered_set>
+
+#include "cdk/core/csv.hpp"
+#include "cdk/core/error.hpp"
+#include "cdk/core/fs.hpp"
+#include "cdk/core/version.hpp"
+
+namespace fs = std::filesystem;
+
+namespace cdk::geo {
+
+namespace {
+
+constexpr int kHistogramBins = 20;
+
+std::string join_numbers(const std::vector<double>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + format_number(v[i]);
+    return s;
+}
+
+std::string trim(const std::string& s) {
+    const auto b = s.find_first_not_of(" \t");
+    if (b == std::string::npos) return {};
+    return s.substr(b, s.find_last_not_of(" \t") - b + 1);
+}
+
+// Locale-independent, and rejects trailing junk ("0.5x") that strtod would accept.
+bool parse_double(const std::string& text, double& v) {
+    const char* first = text.data();
+    const char* last = first + text.size();
+    if (first != last && *first == '+') ++first;
+    auto [p, ec] = std::from_chars(first, last, v);
+    return ec == std::errc() && p == last && first != last;
+}
+
+// splitmix64: decorrelates the per-partition streams drawn from one user seed.
+std::uint64_t mix(std::uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+// Uniform in [0, bound) without modulo bias; std::uniform_int_distribution's algorithm is
+// implementation-defined, this one is not.
+std::uint64_t draw_below(std::mt19937_64& g, std::uint64_t bound) {
+    const std::uint64_t reject_below = (0 - bound) % bound;  // 2^64 mod bound
+    for (;;) {
+        const std::uint64_t r = g();
+        if (r >= reject_below) return r % bound;
+    }
+}
+
+// Validation tiles of a partition of n tiles: round(f * n), at least one when there are
+// two or more tiles, and never all of them (a teacher needs training tiles).
+std::size_t val_count(std::size_t n, double f) {
+    if (n < 2 || f <= 0) return 0;
+    const auto v = static_cast<std::size_t>(std::llround(f * static_cast<double>(n)));
+    return std::clamp<std::size_t>(v, 1, n - 1);
+}
+
+// Absolute path with symlinks in its existing prefix resolved, so that paths to the same
+// file compare equal and relative paths between them are right as the kernel reads them.
+fs::path real_path(const fs::path& p) {
+    std::error_code ec;
+    auto r = fs::weakly_canonical(fs::absolute(p), ec);
+    return ec ? fs::absolute(p).lexically_normal() : r;
+}
+
+bool is_within(const fs::path& p, const fs::path& dir) {
+    const auto rel = p.lexically_relative(dir);
+    return !rel.empty() && *rel.begin() != "..";
+}
+
+bool is_rewritable(const std::string& cell) {
+    return !cell.empty() && !fs::path(cell).is_absolute() && cell.rfind("/vsi", 0) != 0;
+}
+
+std::string range_text(double lo, double hi, bool first) {
+    return std::string(first ? "[" : "(") + format_number(lo) + ", " + format_number(hi) + "]";
+}
+
+std::string fixed(double v, int decimals) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    return buf;
+}
+
+std::string pad(std::string s, size_t width, bool right = false) {
+    if (s.size() >= width) return s;
+    return right ? std::string(width - s.size(), ' ') + s : s + std::string(width - s.size(), ' ');
+}
+
+void write_csv(const std::string& path, const std::string& shown_name,
+               const std::vector<std::string>& header,
+               const std::vector<std::vector<std::string>>& rows,
+               const std::vector<std::size_t>& which) {
+    std::ofstream f(path, std::ios::binary);
+    if (!f) throw IoError("cannot create " + quote(shown_name));
+    f << csv_line(header) << '\n';
+    for (auto i : which) f << csv_line(rows[i]) << '\n';
+    f.close();
+    if (!f) throw IoError("cannot write " + quote(shown_name));
+}
+
+}  // namespace
+
+void validate(const PartitionOptions& o) {
+    if (o.manifest.empty())
+        throw ConfigError("no tile manifest given (a tiles.csv written by cd-tile)");
+    if (o.out.empty()) throw ConfigError("no output folder given");
+    if (o.quantiles < 0 || o.quantiles == 1)
+        throw ConfigError("quantiles must be 0 (use thresholds) or at least 2, got " +
+                          quote(std::to_string(o.quantiles)));
+    if (o.quantiles > 0) {
+        if (!o.thresholds.empty() && o.thresholds != kPaperThresholds)
+            throw ConfigError("thresholds " + quote(join_numbers(o.thresholds)) +
+                              " and quantiles are exclusive: give one or the other");
+    } else {
+        if (o.thresholds.empty()) throw ConfigError("no CAR thresholds given (and no quantiles)");
+        for (size_t i = 0; i < o.thresholds.size(); ++i) {
+            const double t = o.thresholds[i];
+            if (!(t > 0 && t < 1))
+                throw ConfigError("CAR threshold " + quote(format_number(t)) + " is not in (0, 1)");
+            if (i > 0 && !(t > o.thresholds[i - 1]))
+                throw ConfigError("CAR thresholds " + quote(join_numbers(o.thresholds)) +
+                                  " are not strictly increasing");
+        }
+    }
+    if (!(o.val_fraction >= 0 && o.val_fraction < 1))
+        throw ConfigError("validation fraction " + quote(format_number(o.val_fraction)) +
+                          " is not in [0, 1)");
+}
+
+int partition_of(double car, const std::vector<double>& thresholds) {
+    for (size_t k = 0; k < thresholds.size(); ++k)
+        if (car <= thresholds[k]) return static_cast<int>(k);
+    return static_cast<int>(thresholds.size());
+}
+
+std::vector<std::string> partition_names(std::size_t threshold_count) {
+    if (threshold_count == 1) return {"small", "large"};
+    if (threshold_count == 2) return {"small", "medium", "large"};
+    std::vector<std::string> names;
+    for (size_t k = 0; k <= threshold_count; ++k) names.push_back("p" + std::to_string(k + 1));
+    return names;
+}
+
+std::vector<double> quantile_thresholds(std::vector<double> cars, int quantiles,
+                                        const RunContext& ctx) {
+    if (quantiles < 2)
+        throw ConfigError("quantiles must be at least 2, got " + quote(std::to_string(quantiles)));
+    std::vector<double> t;
+    if (cars.empty()) return t;
+    std::sort(cars.begin(), cars.end());
+    const std::size_t n = cars.size(), k_count = static_cast<std::size_t>(quantiles);
+    std::size_t dropped = 0;
+    for (std::size_t k = 1; k < k_count; ++k) {
+        // Nearest rank: the last CAR of the k-th of K equal-count groups.
+        const double v = cars[(k * n + k_count - 1) / k_count - 1];
+        // A repeated threshold would make an empty partition, and so would one at the
+        // largest CAR (nothing lies above it).
+        if ((!t.empty() && v <= t.back()) || v >= cars.back()) {
+            ++dropped;
+            continue;
+        }
+        t.push_back(v);
+    }
+    if (dropped > 0) {
+        const auto zeros = std::count(cars.begin(), cars.end(), 0.0);
+        ctx.warn("asked for " + std::to_string(quantiles) + " equal-count CAR partitions, made " +
+                 std::to_string(t.size() + 1) + ": " + std::to_string(dropped) +
+                 " quantile threshold(s) coincided because many tiles share a CAR (" +
+                 std::to_string(zeros) + " of " + std::to_string(n) +
+                 " tiles have CAR 0); thresholds kept: " +
+                 (t.empty() ? std::string("none") : join_numbers(t)));
+    }
+    return t;
+}
+
+std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t seed) {
+    std::vector<std::size_t> p(n);
+    for (std::size_t i = 0; i < n; ++i) p[i] = i;
+    std::mt19937_64 g(seed);
+    for (std::size_t i = n; i > 1; --i) std::swap(p[i - 1], p[draw_below(g, i)]);
+    return p;
+}
+
+nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx) {
+    validate(o);
+    // Refuses an existing folder before any work; creates nothing until written to.
+    AtomicPath out(o.out, o.overwrite);
+
+    const CsvTable table = read_csv(o.manifest);
+    const int c_id = table.require_column("id", o.manifest);
+    const int c_car = table.require_column("car", o.manifest);
+    const int c_path[3] = {table.require_column("a", o.manifest),
+                           table.require_column("b", o.manifest),
+                           table.require_column("label", o.manifest)};
+    const int c_old_partition = table.column("partition");
+    const std::size_t n = table.rows.size();
+    if (n == 0) throw ConfigError("manifest " + quote(o.manifest) + " lists no tiles");
+
+    std::vector<double> car(n);
+    std::unordered_set<std::string> ids;
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto& row = table.rows[i];
+        const std::string& id = row[c_id];
+        if (!ids.insert(id).second)
+            throw ConfigError("manifest " + quote(o.manifest) + " lists tile " + quote(id) +
+                              " twice");
+        const std::string cell = trim(row[c_car]);
+        if (cell.empty())
+            throw ConfigError(
+                "tile " + quote(id) + " of manifest " + quote(o.manifest) +
+                " has no CAR (Origin-Partition needs labelled tiles: run cd-tile with a label)");
+        if (!parse_double(cell, car[i]) || !(car[i] >= 0 && car[i] <= 1))
+            throw ConfigError("tile " + quote(id) + " of manifest " + quote(o.manifest) +
+                              " has CAR " + quote(cell) + ", not a number in [0, 1]");
+    }
+
+    const std::vector<double> thresholds =
+        o.quantiles > 0 ? quantile_thresholds(car, o.quantiles, ctx) : o.thresholds;
+    const auto names = partition_names(thresholds.size());
+    const std::size_t parts = names.size();
+
+    std::vector<std::vector<std::size_t>> members(parts);
+    for (std::size_t i = 0; i < n; ++i) members[partition_of(car[i], thresholds)].push_back(i);
+
+    // Drawn per partition so that every CAR range is represented in validation.
+    std::vector<char> is_val(n, 0);
+    for (std::size_t k = 0; k < parts; ++k) {
+        const auto& m = members[k];
+        const std::size_t n_val = val_count(m.size(), o.val_fraction);
+        const auto perm = seeded_permutation(m.size(), mix(o.seed ^ mix(k)));
+        for (std::size_t j = 0; j < n_val; ++j) is_val[m[perm[j]]] = 1;
+    }
+
+    // Tile paths move from the manifest's folder to the output folder.
+    const fs::path manifest_dir = fs::path(o.manifest).parent_path().empty()
+                                      ? fs::path(".")
+                                      : fs::path(o.manifest).parent_path();
+    const fs::path final_out = fs::absolute(fs::path(out.final_path())).lexically_normal();
+    const fs::path out_real = real_path(final_out.parent_path()) / final_out.filename();
+    const auto refuse_inside = [&](const fs::path& p, const std::string& what) {
+        if (is_within(real_path(p), out_real))
+            throw ConfigError("output folder " + quote(o.out) + " would replace " + what + " " +
+                              quote(p.string()) + ": choose another --out");
+    };
+    refuse_inside(o.manifest, "the manifest");
+
+    std::vector<std::string> header;
+    for (std::size_t c = 0; c < table.header.size(); ++c)
+        if (static_cast<int>(c) != c_old_partition) header.push_back(table.header[c]);
+    header.push_back("partition");
+    if (c_old_partition >= 0)
+        ctx.info("the manifest's own 'partition' column is replaced by the new partitions");
+
+    std::vector<std::vector<std::string>> rows(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        auto row = table.rows[i];
+        for (int c : c_path) {
+            if (!is_rewritable(row[c])) continue;
+            const fs::path tile = resolve_path(row[c], manifest_dir.string());
+            if (o.overwrite) refuse_inside(tile, "tile file");
+            row[c] = real_path(tile).lexically_relative(out_real).generic_string();
+        }
+        if (c_old_partition >= 0) row.erase(row.begin() + c_old_partition);
+        row.push_back(names[partition_of(car[i], thresholds)]);
+        rows[i] = std::move(row);
+    }
+
+    // Outputs, rows in manifest order.
+    std::error_code ec;
+    fs::create_directory(out.temp(), ec);
+    if (ec) throw IoError("cannot create output folder " + quote(out.temp()) + ": " + ec.message());
+    const auto write = [&](const std::string& file, const std::vector<std::size_t>& which) {
+        write_csv(out.temp() + "/" + file, (fs::path(o.out) / file).string(), header, rows, which);
+    };
+    std::vector<std::size_t> train_all, val_all;
+    for (std::size_t i = 0; i < n; ++i) (is_val[i] ? val_all : train_all).push_back(i);
+    write("origin.csv", train_all);
+    write("val.csv", val_all);
+
+    nlohmann::json jparts = nlohmann::json::array();
+    std::vector<std::string> table_lines;
+    std::size_t name_w = 9, range_w = 9;
+    std::vector<std::string> range_texts(parts);
+    for (std::size_t k = 0; k < parts; ++k) {
+        const double lo = k == 0 ? 0.0 : thresholds[k - 1];
+        const double hi = k < thresholds.size() ? thresholds[k] : 1.0;
+        range_texts[k] = range_text(lo, hi, k == 0);
+        name_w = std::max(name_w, names[k].size());
+        range_w = std::max(range_w, range_texts[k].size());
+    }
+    table_lines.push_back(pad("partition", name_w) + "  " + pad("CAR range", range_w) + "  " +
+                          pad("train", 7, true) + "  " + pad("val", 6, true) + "  " +
+                          pad("mean CAR", 8, true));
+    for (std::size_t k = 0; k < parts; ++k) {
+        std::vector<std::size_t> train;
+        std::size_t n_val = 0;
+        double sum = 0;
+        for (auto i : members[k]) {
+            sum += car[i];
+            if (is_val[i])
+                ++n_val;
+            else
+                train.push_back(i);
+        }
+        const std::string file = names[k] + ".csv";
+        write(file, train);
+        const double lo = k == 0 ? 0.0 : thresholds[k - 1];
+        const double hi = k < thresholds.size() ? thresholds[k] : 1.0;
+        const bool empty = members[k].empty();
+        const double mean = empty ? 0.0 : sum / static_cast<double>(members[k].size());
+        if (empty)
+            ctx.warn("partition " + quote(names[k]) + " (CAR " + range_texts[k] +
+                     ") has no tiles; its file holds only the header");
+        jparts.push_back({{"name", names[k]},
+                          {"index", k},
+                          {"file", file},
+                          {"car_range", {lo, hi}},
+                          {"car_range_text", range_texts[k]},
+                          {"tiles", members[k].size()},
+                          {"train", train.size()},
+                          {"val", n_val},
+                          {"mean_car", empty ? nlohmann::json(nullptr) : nlohmann::json(mean)}});
+        table_lines.push_back(pad(names[k], name_w) + "  " + pad(range_texts[k], range_w) + "  " +
+                              pad(std::to_string(train.size()), 7, true) + "  " +
+                              pad(std::to_string(n_val), 6, true) + "  " +
+                              pad(empty ? "-" : fixed(mean, 4), 8, true));
+    }
+    double sum_all = 0;
+    for (double c : car) sum_all += c;
+    table_lines.push_back(pad("total", name_w) + "  " + pad("", range_w) + "  " +
+                          pad(std::to_string(train_all.size()), 7, true) + "  " +
+                          pad(std::to_string(val_all.size()), 6, true) + "  " +
+                          pad(fixed(sum_all / static_cast<double>(n), 4), 8, true));
+
+    std::vector<std::size_t> hist(kHistogramBins, 0);
+    std::size_t zero = 0;
+    for (double c : car) {
+        hist[std::min(kHistogramBins - 1, static_cast<int>(std::floor(c * kHistogramBins)))]++;
+        if (c == 0.0) ++zero;
+    }
+    std::vector<double> edges;
+    for (int b = 0; b <= kHistogramBins; ++b)
+        edges.push_back(static_cast<double>(b) / kHistogramBins);
+
+    nlohmann::json summary = {
+        {"format", "cdkit-partition/1"},
+        {"created_by", std::string("cdkit ") + kVersion},
+        {"out", o.out},
+        {"manifest", o.manifest},
+        {"manifest_from_out", real_path(o.manifest).lexically_relative(out_real).generic_string()},
+        {"mode", o.quantiles > 0 ? "quantiles" : "thresholds"},
+        {"quantiles", o.quantiles > 0 ? nlohmann::json(o.quantiles) : nlohmann::json(nullptr)},
+        {"thresholds", thresholds},
+        {"rule", "partition k holds the tiles with thresholds[k-1] < car <= thresholds[k]"},
+        {"seed", o.seed},
+        {"val_fraction", o.val_fraction},
+        {"partitions", jparts},
+        {"totals",
+         {{"tiles", n},
+          {"train", train_all.size()},
+          {"val", val_all.size()},
+          {"mean_car", sum_all / n}}},
+        {"files", {{"origin", "origin.csv"}, {"val", "val.csv"}, {"summary", "summary.json"}}},
+        {"car_histogram",
+         {{"bins", kHistogramBins},
+          {"edges", edges},
+          {"counts", hist},
+          {"zero", zero},
+          {"note",
+           "bin i holds edges[i] <= car < edges[i+1], the last bin includes 1; zero counts car == "
+           "0 exactly"}}}};
+    write_text_file(out.temp() + "/summary.json", summary.dump(2) + "\n");
+    out.commit();
+
+    for (const auto& line : table_lines) ctx.info(line);
+    return summary;
+}
+
+}  // namespace cdk::geo

@@ -105,6 +105,7 @@ int epsg_of(const std::string& wkt) {
 
 std::string Grid::describe() const {
     std::ostringstream os;
+    os.precision(12);  // origins of UTM grids differ in the 7th digit
     os << width << "x" << height;
     if (!has_geotransform) return os.str() + ", no georeferencing";
     int epsg = epsg_of(crs_wkt);

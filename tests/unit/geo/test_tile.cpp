@@ -138,3 +138,38 @@ TEST_CASE("tile options are validated", "[geo][tile]") {
     o.write.format = "PNG";
     CHECK_THROWS_WITH(validate(o), Catch::Contains("'PNG'"));
 }
+
+TEST_CASE("one or several tile-writing threads give the same manifest and statistics", "[geo][tile]") {
+    TempDir tmp;
+    RasterSpec s;
+    s.width = 100;
+    s.height = 90;
+    s.bands = 2;
+    s.type = GDT_UInt16;
+    make_raster(tmp / "pre.tif", s, [](int b, int x, int y) { return (x * 7 + y * 13 + b) % 1000; });
+    make_raster(tmp / "post.tif", s, [](int b, int x, int y) { return (x * 5 + y * 11 + b) % 1000; });
+    s.bands = 1;
+    s.type = GDT_Byte;
+    make_raster(tmp / "label.tif", s, [](int, int x, int y) { return (x + y) % 9 == 0; });
+    std::string manifests[2], datasets[2];
+    for (int t : {1, 3}) {
+        TileOptions o;
+        o.pre = tmp / "pre.tif";
+        o.post = tmp / "post.tif";
+        o.label = tmp / "label.tif";
+        o.out = tmp / ("tiles" + std::to_string(t));
+        o.tile_size = 24;
+        o.overlap = 4;
+        o.threads = t;
+        tile_scenes(o);
+        std::ifstream m(o.out + "/tiles.csv"), d(o.out + "/dataset.json");
+        std::stringstream ms, ds;
+        ms << m.rdbuf();
+        auto j = nlohmann::json::parse(d);
+        manifests[t == 1 ? 0 : 1] = ms.str();
+        datasets[t == 1 ? 0 : 1] = j["statistics"].dump();
+    }
+    CHECK(manifests[0] == manifests[1]);
+    CHECK(datasets[0] == datasets[1]);
+    CHECK(std::count(manifests[0].begin(), manifests[0].end(), '\n') == 1 + 5 * 5);
+}

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cdk/core/context.hpp"
+
+namespace cdk::geo {
+
+/// CAR thresholds of the JL1-CD paper: small <= 0.05 < medium <= 0.20 < large.
+inline const std::vector<double> kPaperThresholds{0.05, 0.20};
+
+/// Options of cd-partition (Origin-Partition of a tile manifest plus a train/validation split).
+struct PartitionOptions {
+    std::string manifest;  ///< tiles.csv written by cd-tile (needs car, a, b, label)
+    std::string out;       ///< output folder (must not exist unless overwrite)
+    std::vector<double> thresholds{0.05, 0.20};  ///< CAR upper bounds, increasing, in (0, 1)
+    int quantiles = 0;                           ///< K equal-count partitions; 0 = use thresholds
+    double val_fraction = 0.1;  ///< validation share drawn from each partition, in [0, 1)
+    std::uint64_t seed = 0;     ///< seed of the train/validation draw
+    bool overwrite = false;     ///< replace an existing output folder
+};
+
+/// Cross-option checks: manifest and out given; thresholds strictly increasing in (0, 1);
+/// thresholds and quantiles exclusive (with quantiles > 0, thresholds must be empty or the
+/// untouched default, which is then ignored); quantiles 0 or >= 2; val_fraction in [0, 1).
+void validate(const PartitionOptions& options);
+
+/// Partition index of a CAR: the first k with car <= thresholds[k], else thresholds.size().
+int partition_of(double car, const std::vector<double>& thresholds);
+
+/// Names of the partitions that `threshold_count` thresholds make: 1 → small, large;
+/// 2 → small, medium, large; otherwise p1 … pK.
+std::vector<std::string> partition_names(std::size_t threshold_count);
+
+/// Thresholds of K equal-count partitions of `cars`: the CAR at each k/K boundary of the
+/// sorted list (ties go to the lower partition), duplicates and values >= the largest CAR
+/// removed (each removal warned through ctx) so that no partition is empty.
+std::vector<double> quantile_thresholds(std::vector<double> cars, int quantiles,
+                                        const RunContext& ctx = {});
+
+/// Indices 0 … n-1 in a seeded order that is the same on every platform (Fisher–Yates over
+/// std::mt19937_64 with its own bounded draw; std::shuffle's output is implementation-defined).
+std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t seed);
+
+/// Split a tile manifest by CAR: OUT/origin.csv (all training tiles), OUT/<partition>.csv
+/// (its training tiles), OUT/val.csv (validation tiles drawn per partition) and
+/// OUT/summary.json. The folder appears only when complete. Returns the JSON summary.
+nlohmann::json partition_tiles(const PartitionOptions& options, const RunContext& ctx = {});
+
+}  // namespace cdk::geo
