@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
-        opt.threads = common.threads;
+        if (common.threads > 0) opt.threads = common.threads;
         opt.pair.align = cdk::geo::parse_align_mode(align);
         opt.pair.nodata = nodata;
         if (!bands.empty()) opt.bands = cdk::geo::parse_band_list(bands);

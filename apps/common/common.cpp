@@ -19,7 +19,7 @@ namespace cdk::apps {
 
 namespace {
 
-constexpr long long kDefaultGdalCacheBytes = 128LL << 20;
+constexpr long long kDefaultGdalCacheBytes = 32LL << 20;
 
 volatile std::sig_atomic_t g_interrupted = 0;
 void on_signal(int) { g_interrupted = 1; }
@@ -156,8 +156,9 @@ void add_common_flags(CLI::App& app, CommonFlags& flags) {
 int run_guarded(const CommonFlags& flags, const std::function<void(const RunContext&)>& body) {
     g_min_level = flags.quiet ? LogLevel::Warning : flags.verbose ? LogLevel::Debug : LogLevel::Info;
     CPLSetErrorHandler(gdal_error_handler);
-    // Programs stream strips and tiles: GDAL's default block cache (5 % of RAM) would only
-    // grow the resident size. A user's GDAL_CACHEMAX still wins.
+    // Programs stream whole strips, so GDAL's default block cache (5 % of RAM) only grows the
+    // resident size: cd-tile on an 8192x8192 pair ran in 4.0 s / 303 MB with 128 MiB of
+    // cache, 3.0-3.6 s / 180-198 MB with 16-32 MiB. A user's GDAL_CACHEMAX still wins.
     if (!CPLGetConfigOption("GDAL_CACHEMAX", nullptr)) GDALSetCacheMax64(kDefaultGdalCacheBytes);
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);

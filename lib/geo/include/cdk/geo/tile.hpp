@@ -43,7 +43,7 @@ struct TileOptions {
     double min_valid = 0.5;          ///< skip tiles with a smaller fraction of valid pixels
     PairOptions pair;                ///< alignment, resampling and nodata
     WriteOptions write;              ///< tile format and creation options; overwrite
-    int threads = 0;                 ///< tile-writing threads, 0 = one per core
+    int threads = 1;                 ///< tile-writing threads, 0 = one per core (1 measured fastest on 2 cores)
 };
 
 /// Cross-option checks: exactly one input form, sizes and fractions in range.
