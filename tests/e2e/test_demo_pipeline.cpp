@@ -58,6 +58,8 @@ TEST_CASE("synthetic pair -> tiles -> partitions -> CVA change map -> evaluation
     auto change = cdk::geo::open_raster(tmp / "change.tif");
     auto pre = cdk::geo::open_raster(tmp / "scene/pre.tif");
     CHECK(cdk::geo::grid_of(*change).same_as(cdk::geo::grid_of(*pre)));
+    CHECK(cdk::test::exists(tmp / "change.qml"));  // QGIS style sidecar
+    CHECK(cva["style"] == tmp / "change.qml");
 
     auto eval = run_json("cd-eval", {"--pred", tmp / "change.tif", "--ref", tmp / "scene/label.tif", "-q"});
     const double f1 = eval["pooled"]["change"]["f1"];

@@ -206,6 +206,7 @@ nlohmann::json change_vector_analysis(const CvaOptions& o, const RunContext& ctx
         pass2.progress(static_cast<double>(s + 1) / strips, "Change vector analysis");
     }
     out.commit();
+    write_change_style(o.out);
 
     const double area = pixel_area_m2(grid);
     auto stats = [&](const std::vector<double>& m, const std::vector<double>& sd) {
@@ -216,6 +217,7 @@ nlohmann::json change_vector_analysis(const CvaOptions& o, const RunContext& ctx
     return {{"pre", o.pre},
             {"post", o.post},
             {"out", o.out},
+            {"style", style_path_for(o.out)},
             {"width", W},
             {"height", H},
             {"bands", B},

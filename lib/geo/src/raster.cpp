@@ -265,4 +265,37 @@ void set_change_colour_table(GDALRasterBand& band) {
     band.SetColorInterpretation(GCI_PaletteIndex);
 }
 
+std::string style_path_for(const std::string& raster_path) {
+    const auto dot = raster_path.find_last_of('.');
+    const auto slash = raster_path.find_last_of('/');
+    const bool has_ext = dot != std::string::npos && (slash == std::string::npos || dot > slash);
+    return (has_ext ? raster_path.substr(0, dot) : raster_path) + ".qml";
+}
+
+void write_change_style(const std::string& raster_path, bool overwrite) {
+    // QGIS applies <name>.qml beside <name>.tif when it loads the layer.
+    static const char* kQml = R"(<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22.0" styleCategories="Symbology">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <minMaxOrigin>
+        <limits>None</limits>
+        <extent>WholeRaster</extent>
+        <statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower>
+        <cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor>
+      </minMaxOrigin>
+      <colorPalette>
+        <paletteEntry value="0" color="#a0a0a0" alpha="255" label="no change"/>
+        <paletteEntry value="1" color="#e61e1e" alpha="255" label="change"/>
+      </colorPalette>
+    </rasterrenderer>
+  </pipe>
+</qgis>
+)";
+    write_text_file(style_path_for(raster_path), kQml, overwrite);
+}
+
 }  // namespace cdk::geo

@@ -213,3 +213,18 @@ TEST_CASE("labels read as 0/1/255 with nodata honoured", "[geo][scene]") {
     CHECK_THROWS_AS(parse_band_list("0,1"), cdk::ConfigError);
     CHECK_THROWS_AS(validate_resampling("fancy"), cdk::ConfigError);
 }
+
+TEST_CASE("change masks get a QGIS style beside them", "[geo][style]") {
+    TempDir tmp;
+    CHECK(style_path_for("/a/b/change.tif") == "/a/b/change.qml");
+    CHECK(style_path_for("/a.b/change") == "/a.b/change.qml");
+    write_change_style(tmp / "change.tif");
+    std::ifstream f(tmp / "change.qml");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    const std::string qml = ss.str();
+    CHECK(qml.find("type=\"paletted\"") != std::string::npos);
+    CHECK(qml.find("value=\"1\"") != std::string::npos);
+    CHECK(cdk::test::list_dir(tmp.path()) == std::vector<std::string>{"change.qml"});
+    CHECK_THROWS_AS(write_change_style(tmp / "change.tif", false), cdk::ConfigError);
+}

@@ -113,4 +113,11 @@ private:
 /// Give band 1 of a change mask the colour table 0 = grey, 1 = red, 255 = transparent.
 void set_change_colour_table(GDALRasterBand& band);
 
+/// Path of the QGIS style QGIS loads by default for a raster: "change.tif" -> "change.qml".
+std::string style_path_for(const std::string& raster_path);
+
+/// Write the QGIS style of a change mask (paletted: 0 no change, 1 change; 255 is the
+/// raster's nodata) beside `raster_path`, atomically.
+void write_change_style(const std::string& raster_path, bool overwrite = true);
+
 }  // namespace cdk::geo
