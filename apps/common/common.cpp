@@ -183,7 +183,7 @@ int run_guarded(const CommonFlags& flags, const std::function<void(const RunCont
     try {
         body(ctx);
     } catch (const Cancelled&) {
-        write_log(LogLevel::Error, "interrupted; no output was left behind");
+        write_log(LogLevel::Error, "interrupted");
         return finish(130);
     } catch (const std::exception& e) {
         bar.finish_line();

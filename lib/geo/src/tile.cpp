@@ -167,7 +167,7 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
 
     int bands = 0;
     GDALDataType type = GDT_Unknown;
-    std::optional<double> nodata;
+    std::optional<double> nodata, nodata_post;
     std::vector<std::string> band_names;
     std::vector<BandStatistics> st_pre, st_post;
     nlohmann::json scenes = nlohmann::json::array();
@@ -190,6 +190,7 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
             bands = pair.pre.band_count();
             type = pair.pre.data_type();
             nodata = pair.pre.nodata();
+            nodata_post = pair.post.nodata();
             band_names = pair.pre.band_names();
             st_pre.assign(bands, BandStatistics(type));
             st_post.assign(bands, BandStatistics(type));
@@ -266,7 +267,7 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
                     RasterWriter wa(tmp + "/" + rel_a, tg, bands, type, tile_write, nodata);
                     wa.write_all({0, 0, w.width, w.height}, extract(cur.a, sub).data(), type);
                     wa.commit();
-                    RasterWriter wb(tmp + "/" + rel_b, tg, bands, type, tile_write, nodata);
+                    RasterWriter wb(tmp + "/" + rel_b, tg, bands, type, tile_write, pair.post.nodata());
                     wb.write_all({0, 0, w.width, w.height}, extract(cur.b, sub).data(), type);
                     wb.commit();
                     std::string rel_l, car;
@@ -351,6 +352,7 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
         {"band_names", band_names},
         {"data_type", GDALGetDataTypeName(type)},
         {"nodata", nodata ? nlohmann::json(*nodata) : nlohmann::json(nullptr)},
+        {"nodata_post", nodata_post ? nlohmann::json(*nodata_post) : nlohmann::json(nullptr)},
         {"crs", first_grid.crs_wkt.empty() ? nlohmann::json(nullptr) : nlohmann::json(first_grid.crs_wkt)},
         {"epsg", epsg_of(first_grid.crs_wkt)},
         {"resolution", first_grid.has_geotransform

@@ -1,0 +1,67 @@
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cdk::nn {
+
+/// What a change model is built from; stored in model bundles so a model can be rebuilt.
+struct ModelOptions {
+    std::string arch = "fc-siam-diff";  ///< registry name (see model_names())
+    int in_bands = 3;                   ///< bands of each date
+    int width = 16;                     ///< base channel count (family-specific meaning)
+    nlohmann::json extra = nlohmann::json::object();  ///< family-specific options (depth, heads ...)
+};
+
+/// {"arch", "in_bands", "width", "extra"}.
+nlohmann::json to_json(const ModelOptions& o);
+/// Parse the JSON form; throws ModelError on missing or ill-typed fields.
+ModelOptions model_options_from_json(const nlohmann::json& j);
+
+/// What a change model returns: logits at input resolution and the intermediate features
+/// the distillation methods need.
+struct ChangeOutput {
+    torch::Tensor logits;                      ///< [N, 2, H, W], class 1 = change
+    std::vector<torch::Tensor> features_pre;   ///< per depth, date 1 ([N, C_d, H_d, W_d])
+    std::vector<torch::Tensor> features_post;  ///< per depth, date 2 (empty for early fusion)
+    std::vector<torch::Tensor> features_fused; ///< per depth, fused/difference features
+};
+
+/// Base of every change model: forward(pre, post) with [N, in_bands, H, W] inputs of any
+/// H, W (models pad internally when they need a multiple of their stride).
+class ChangeModelImpl : public torch::nn::Module {
+public:
+    /// Run the model on a batch of pairs.
+    virtual ChangeOutput forward(const torch::Tensor& pre, const torch::Tensor& post) = 0;
+    /// The options it was built from.
+    const ModelOptions& options() const { return options_; }
+
+protected:
+    explicit ChangeModelImpl(ModelOptions o) : options_(std::move(o)) {}
+    ModelOptions options_;
+};
+
+/// Shared handle to a change model (modules are reference types in LibTorch).
+using ChangeModel = std::shared_ptr<ChangeModelImpl>;
+
+/// Build a model by name; throws ConfigError for an unknown name (listing the known ones)
+/// or options the family cannot take.
+ChangeModel create_model(const ModelOptions& options);
+
+/// Names in the registry, sorted.
+std::vector<std::string> model_names();
+
+/// Trainable parameter count.
+int64_t parameter_count(torch::nn::Module& model);
+
+/// FLOPs (2 x multiply-accumulates of every convolution, transposed convolution, linear
+/// layer and attention product; normalisation, activations and pooling not counted) of one
+/// forward pass on a single pair of `height` x `width` images, counted while running it.
+int64_t estimate_flops(const ModelOptions& options, int height, int width);
+
+}  // namespace cdk::nn

@@ -1,0 +1,92 @@
+#pragma once
+// Building blocks shared by the model families (private to lib/nn).
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cdk/nn/models.hpp"
+
+namespace cdk::nn::detail {
+
+/// Multiply-accumulate counter of the current thread; null when nobody is counting.
+int64_t*& mac_counter();
+
+/// Add `macs` multiply-accumulates to the current thread's counter, if one is active.
+void add_macs(int64_t macs);
+
+/// Counts the multiply-accumulates of the forward passes run while it lives (this thread).
+class MacCounterGuard {
+public:
+    /// Start counting into `target` (set to 0).
+    explicit MacCounterGuard(int64_t& target);
+    ~MacCounterGuard();
+    MacCounterGuard(const MacCounterGuard&) = delete;
+    MacCounterGuard& operator=(const MacCounterGuard&) = delete;
+
+private:
+    int64_t* previous_;
+};
+
+/// Convolution forward that also counts its multiply-accumulates.
+torch::Tensor conv(torch::nn::Conv2d& c, const torch::Tensor& x);
+/// Transposed-convolution forward that also counts its multiply-accumulates.
+torch::Tensor conv_t(torch::nn::ConvTranspose2d& c, const torch::Tensor& x);
+/// Linear forward (last dimension) that also counts its multiply-accumulates.
+torch::Tensor linear(torch::nn::Linear& l, const torch::Tensor& x);
+/// Batched matrix product that also counts its multiply-accumulates.
+torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b);
+
+/// Options of a ConvBnRelu block.
+struct ConvBnReluOptions {
+    int64_t in = 1;         ///< input channels
+    int64_t out = 1;        ///< output channels
+    int64_t kernel = 3;     ///< square kernel size (padding keeps the size at stride 1)
+    int64_t stride = 1;     ///< stride
+    double dropout = 0.0;   ///< Dropout2d probability after the ReLU (0 = none)
+    bool relu = true;       ///< apply ReLU
+};
+
+/// Conv (no bias) + BatchNorm + optional ReLU + optional Dropout2d.
+struct ConvBnReluImpl : torch::nn::Module {
+    /// Build from options.
+    explicit ConvBnReluImpl(const ConvBnReluOptions& o);
+    /// Apply the block.
+    torch::Tensor forward(const torch::Tensor& x);
+
+    torch::nn::Conv2d conv_{nullptr};      ///< the convolution
+    torch::nn::BatchNorm2d bn_{nullptr};   ///< its batch norm
+    torch::nn::Dropout2d drop_{nullptr};   ///< dropout (p may be 0)
+    ConvBnReluOptions o_;                  ///< options
+};
+TORCH_MODULE(ConvBnRelu);
+
+/// Replicate-pad the bottom/right of a [N,C,H,W] tensor to multiples of `m`.
+torch::Tensor pad_to_multiple(const torch::Tensor& x, int64_t m);
+/// The top-left [h, w] of a [N,C,H,W] tensor.
+torch::Tensor crop(const torch::Tensor& x, int64_t h, int64_t w);
+/// ceil(a / b) for positive integers.
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/// Crop a feature map of stride `stride` to the unpadded extent ceil(h/stride) x ceil(w/stride).
+torch::Tensor crop_feature(const torch::Tensor& x, int64_t h, int64_t w, int64_t stride);
+
+/// Check a pair of inputs: 4-D, same shape, `bands` channels; throws ModelError.
+void check_pair(const torch::Tensor& pre, const torch::Tensor& post, int bands,
+                const std::string& arch);
+
+/// Read an integer from options.extra with a default; throws ConfigError when ill-typed or < min.
+int extra_int(const ModelOptions& o, const std::string& key, int fallback, int min_value = 1);
+/// Read a string from options.extra with a default; throws ConfigError when ill-typed.
+std::string extra_string(const ModelOptions& o, const std::string& key, const std::string& fallback);
+
+/// Throw ConfigError when options.extra has a key not in `known` (catches typos).
+void check_extra_keys(const ModelOptions& o, const std::vector<std::string>& known);
+
+/// Factories of the families defined outside models.cpp.
+ChangeModel make_resnet_fpn(const ModelOptions& o);
+/// BIT-like model (Siamese CNN + token transformer).
+ChangeModel make_bit(const ModelOptions& o);
+
+}  // namespace cdk::nn::detail

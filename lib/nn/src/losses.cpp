@@ -1,0 +1,78 @@
+#include "cdk/nn/losses.hpp"
+
+#include "cdk/core/error.hpp"
+
+namespace cdk::nn {
+
+namespace {
+
+// logits [N,2,H,W] and target [N,H,W] must agree; throws ConfigError.
+void check_shapes(const torch::Tensor& logits, const torch::Tensor& target) {
+    if (logits.dim() != 4 || logits.size(1) != 2)
+        throw ConfigError("logits must be [N, 2, H, W], got " + std::to_string(logits.dim()) + "-D " +
+                          c10::str(logits.sizes()));
+    if (target.dim() != 3 || target.size(0) != logits.size(0) || target.size(1) != logits.size(2) ||
+        target.size(2) != logits.size(3))
+        throw ConfigError("target " + c10::str(target.sizes()) + " does not fit logits " +
+                          c10::str(logits.sizes()));
+}
+
+}  // namespace
+
+torch::Tensor cross_entropy_loss(const torch::Tensor& logits, const torch::Tensor& target,
+                                 const std::vector<double>& class_weights) {
+    check_shapes(logits, target);
+    if (!class_weights.empty() && class_weights.size() != 2)
+        throw ConfigError("class weights must be two numbers {no change, change}, got " +
+                          std::to_string(class_weights.size()));
+    const auto t = target.to(torch::kLong);
+    const auto valid = t != kIgnoreIndex;
+    const auto safe = torch::where(valid, t, torch::zeros_like(t));  // ignored -> class 0, weight 0
+    const auto logp = torch::log_softmax(logits, 1);
+    const auto nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1);
+    auto w = valid.to(logits.scalar_type());
+    if (!class_weights.empty()) {
+        const auto cw = torch::tensor({class_weights[0], class_weights[1]},
+                                      torch::TensorOptions().dtype(logits.scalar_type()).device(logits.device()));
+        w = w * cw.index_select(0, safe.flatten()).view_as(w);
+    }
+    // Weighted mean as in torch's cross_entropy(weight, ignore_index); 0 when nothing counts.
+    return (nll * w).sum() / w.sum().clamp_min(1e-12);
+}
+
+torch::Tensor dice_loss(const torch::Tensor& logits, const torch::Tensor& target) {
+    check_shapes(logits, target);
+    constexpr double kSmooth = 1.0;  // keeps 1 - Dice defined (0) when no change is present
+    const auto t = target.to(torch::kLong);
+    const auto valid = (t != kIgnoreIndex).to(logits.scalar_type());
+    const auto p = torch::softmax(logits, 1).select(1, 1) * valid;
+    const auto g = (t == 1).to(logits.scalar_type()) * valid;
+    const auto inter = (p * g).sum();
+    const auto denom = p.sum() + g.sum();
+    return 1.0 - (2.0 * inter + kSmooth) / (denom + kSmooth);
+}
+
+torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& target,
+                                const LossOptions& options) {
+    torch::Tensor loss;
+    auto add = [&](const torch::Tensor& term) { loss = loss.defined() ? loss + term : term; };
+    if (options.ce_weight != 0) add(options.ce_weight * cross_entropy_loss(logits, target, options.class_weights));
+    if (options.dice_weight != 0) add(options.dice_weight * dice_loss(logits, target));
+    if (!loss.defined()) throw ConfigError("loss has neither a cross-entropy nor a Dice weight");
+    return loss;
+}
+
+cdk::Confusion confusion_from_logits(const torch::Tensor& logits, const torch::Tensor& target) {
+    check_shapes(logits, target);
+    torch::NoGradGuard no_grad;
+    // Same counting code as cd-eval: argmax prediction and target as uint8 masks.
+    const auto pred = logits.argmax(1).to(torch::kCPU, torch::kUInt8).contiguous();
+    const auto t = target.to(torch::kCPU, torch::kLong);
+    const auto ref = torch::where(t == kIgnoreIndex, torch::full_like(t, 255), (t != 0).to(torch::kLong))
+                         .to(torch::kUInt8)
+                         .contiguous();
+    return cdk::confusion_from_masks(pred.data_ptr<uint8_t>(), ref.data_ptr<uint8_t>(),
+                                     static_cast<size_t>(pred.numel()));
+}
+
+}  // namespace cdk::nn

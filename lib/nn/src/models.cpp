@@ -1,0 +1,233 @@
+// Model registry and the FC family of Daudt, Le Saux & Boulch (ICIP 2018): FC-EF,
+// FC-Siam-conc and FC-Siam-diff.
+#include "cdk/nn/models.hpp"
+
+#include <functional>
+#include <map>
+
+#include "cdk/core/error.hpp"
+#include "layers.hpp"
+
+namespace cdk::nn {
+
+using detail::ConvBnRelu;
+using detail::ConvBnReluOptions;
+
+nlohmann::json to_json(const ModelOptions& o) {
+    return {{"arch", o.arch}, {"in_bands", o.in_bands}, {"width", o.width}, {"extra", o.extra}};
+}
+
+ModelOptions model_options_from_json(const nlohmann::json& j) {
+    if (!j.is_object()) throw ModelError("model options must be a JSON object, got " + j.dump());
+    ModelOptions o;
+    auto need = [&](const char* key) -> const nlohmann::json& {
+        if (!j.contains(key)) throw ModelError(std::string("model options lack ") + quote(key));
+        return j.at(key);
+    };
+    const auto& arch = need("arch");
+    if (!arch.is_string()) throw ModelError("model option 'arch' must be a string, got " + arch.dump());
+    o.arch = arch.get<std::string>();
+    const auto& bands = need("in_bands");
+    if (!bands.is_number_integer())
+        throw ModelError("model option 'in_bands' must be an integer, got " + bands.dump());
+    o.in_bands = bands.get<int>();
+    const auto& width = need("width");
+    if (!width.is_number_integer())
+        throw ModelError("model option 'width' must be an integer, got " + width.dump());
+    o.width = width.get<int>();
+    if (j.contains("extra")) {
+        if (!j.at("extra").is_object())
+            throw ModelError("model option 'extra' must be an object, got " + j.at("extra").dump());
+        o.extra = j.at("extra");
+    }
+    return o;
+}
+
+namespace {
+
+constexpr double kFcDropout = 0.2;  // Daudt et al.'s dropout after every conv block
+
+// How the FC decoders combine the two dates' skip features.
+enum class FcFusion { kEarly, kConcat, kDiff };
+
+ConvBnRelu cbr(int64_t in, int64_t out, double dropout = kFcDropout) {
+    ConvBnReluOptions o;
+    o.in = in;
+    o.out = out;
+    o.dropout = dropout;
+    return ConvBnRelu(o);
+}
+
+// The 4-level encoder: 2, 2, 3, 3 conv blocks at w, 2w, 4w, 8w channels.
+struct FcEncoderImpl : torch::nn::Module {
+    FcEncoderImpl(int64_t in, int64_t w) {
+        const std::vector<std::vector<int64_t>> levels = {{in, w, w}, {w, 2 * w, 2 * w},
+                                                          {2 * w, 4 * w, 4 * w, 4 * w},
+                                                          {4 * w, 8 * w, 8 * w, 8 * w}};
+        for (size_t l = 0; l < levels.size(); ++l) {
+            torch::nn::Sequential seq;
+            for (size_t i = 0; i + 1 < levels[l].size(); ++i)
+                seq->push_back(cbr(levels[l][i], levels[l][i + 1]));
+            levels_.push_back(register_module("level" + std::to_string(l + 1), seq));
+        }
+    }
+    // Features before each pooling, strides 1, 2, 4, 8; `bottom` gets the last pooled map.
+    std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor& bottom) {
+        std::vector<torch::Tensor> feats;
+        for (auto& level : levels_) {
+            x = level->forward(x);
+            feats.push_back(x);
+            x = torch::max_pool2d(x, 2, 2);
+        }
+        bottom = x;
+        return feats;
+    }
+    std::vector<torch::nn::Sequential> levels_;
+};
+TORCH_MODULE(FcEncoder);
+
+// The decoder: transposed conv up, concatenate the skip, conv blocks; `k` = how many
+// encoder-width copies the skip has (1 for EF/diff, 2 for conc).
+struct FcDecoderImpl : torch::nn::Module {
+    FcDecoderImpl(int64_t w, int64_t k) {
+        const std::vector<int64_t> ch = {w, 2 * w, 4 * w, 8 * w};
+        // level 4 .. 1: up(ch) then convs
+        for (int l = 3; l >= 0; --l) {
+            const int64_t c = ch[size_t(l)];
+            auto up = torch::nn::ConvTranspose2d(
+                torch::nn::ConvTranspose2dOptions(c, c, 3).stride(2).padding(1).output_padding(1));
+            ups_.insert(ups_.begin(), register_module("up" + std::to_string(l + 1), up));
+            torch::nn::Sequential seq;
+            const int64_t in = c * (1 + k);
+            if (l >= 2) {  // three blocks: in -> c -> c -> c/2
+                seq->push_back(cbr(in, c));
+                seq->push_back(cbr(c, c));
+                seq->push_back(cbr(c, c / 2));
+            } else if (l == 1) {  // two blocks: in -> c -> c/2
+                seq->push_back(cbr(in, c));
+                seq->push_back(cbr(c, c / 2));
+            } else {  // one block, then the classifier
+                seq->push_back(cbr(in, c));
+            }
+            convs_.insert(convs_.begin(), register_module("dec" + std::to_string(l + 1), seq));
+        }
+        head_ = register_module("head", torch::nn::Conv2d(torch::nn::Conv2dOptions(w, 2, 3).padding(1)));
+    }
+    torch::Tensor forward(torch::Tensor x, const std::vector<torch::Tensor>& skips) {
+        for (int l = 3; l >= 0; --l) {
+            x = detail::conv_t(ups_[size_t(l)], x);
+            x = convs_[size_t(l)]->forward(torch::cat({x, skips[size_t(l)]}, 1));
+        }
+        return detail::conv(head_, x);
+    }
+    std::vector<torch::nn::ConvTranspose2d> ups_;
+    std::vector<torch::nn::Sequential> convs_;
+    torch::nn::Conv2d head_{nullptr};
+};
+TORCH_MODULE(FcDecoder);
+
+// FC-EF, FC-Siam-conc and FC-Siam-diff.
+class FcModelImpl : public ChangeModelImpl {
+public:
+    FcModelImpl(const ModelOptions& o, FcFusion fusion) : ChangeModelImpl(o), fusion_(fusion) {
+        detail::check_extra_keys(o, {});
+        const int64_t in = fusion == FcFusion::kEarly ? 2 * o.in_bands : o.in_bands;
+        encoder_ = register_module("encoder", FcEncoder(in, o.width));
+        decoder_ = register_module("decoder", FcDecoder(o.width, fusion == FcFusion::kConcat ? 2 : 1));
+    }
+
+    ChangeOutput forward(const torch::Tensor& pre, const torch::Tensor& post) override {
+        detail::check_pair(pre, post, options_.in_bands, options_.arch);
+        const int64_t h = pre.size(2), w = pre.size(3);
+        constexpr int64_t kMultiple = 16;  // four 2x poolings
+        const auto a = detail::pad_to_multiple(pre, kMultiple);
+        const auto b = detail::pad_to_multiple(post, kMultiple);
+        ChangeOutput out;
+        std::vector<torch::Tensor> skips;
+        torch::Tensor bottom;
+        if (fusion_ == FcFusion::kEarly) {
+            skips = encoder_->forward(torch::cat({a, b}, 1), bottom);
+        } else {
+            torch::Tensor bottom_pre;
+            const auto fa = encoder_->forward(a, bottom_pre);
+            const auto fb = encoder_->forward(b, bottom);  // the post-date bottom, as published
+            for (size_t l = 0; l < fa.size(); ++l) {
+                skips.push_back(fusion_ == FcFusion::kDiff ? torch::abs(fa[l] - fb[l])
+                                                           : torch::cat({fa[l], fb[l]}, 1));
+                out.features_pre.push_back(detail::crop_feature(fa[l], h, w, int64_t(1) << l));
+                out.features_post.push_back(detail::crop_feature(fb[l], h, w, int64_t(1) << l));
+            }
+        }
+        for (size_t l = 0; l < skips.size(); ++l)
+            out.features_fused.push_back(detail::crop_feature(skips[l], h, w, int64_t(1) << l));
+        out.logits = detail::crop(decoder_->forward(bottom, skips), h, w);
+        return out;
+    }
+
+private:
+    FcFusion fusion_;
+    FcEncoder encoder_{nullptr};
+    FcDecoder decoder_{nullptr};
+};
+
+using Factory = std::function<ChangeModel(const ModelOptions&)>;
+
+const std::map<std::string, Factory>& registry() {
+    static const std::map<std::string, Factory> r = {
+        {"fc-ef", [](const ModelOptions& o) { return std::make_shared<FcModelImpl>(o, FcFusion::kEarly); }},
+        {"fc-siam-conc",
+         [](const ModelOptions& o) { return std::make_shared<FcModelImpl>(o, FcFusion::kConcat); }},
+        {"fc-siam-diff", [](const ModelOptions& o) { return std::make_shared<FcModelImpl>(o, FcFusion::kDiff); }},
+        {"resnet-fpn", detail::make_resnet_fpn},
+        {"bit", detail::make_bit},
+    };
+    return r;
+}
+
+}  // namespace
+
+ChangeModel create_model(const ModelOptions& options) {
+    const auto& r = registry();
+    const auto it = r.find(options.arch);
+    if (it == r.end()) {
+        std::string known;
+        for (const auto& [name, f] : r) known += (known.empty() ? "" : ", ") + name;
+        throw ConfigError("unknown model architecture " + quote(options.arch) + " (known: " + known + ")");
+    }
+    if (options.in_bands < 1 || options.in_bands > 1024)
+        throw ConfigError("model " + quote(options.arch) + " cannot take " + std::to_string(options.in_bands) +
+                          " input bands");
+    if (options.width < 1 || options.width > 1024)
+        throw ConfigError("model " + quote(options.arch) + " cannot take width " + std::to_string(options.width));
+    if (!options.extra.is_object())
+        throw ConfigError("model " + quote(options.arch) + " options 'extra' must be an object");
+    return it->second(options);
+}
+
+std::vector<std::string> model_names() {
+    std::vector<std::string> names;
+    for (const auto& [name, f] : registry()) names.push_back(name);
+    return names;  // std::map keeps them sorted
+}
+
+int64_t parameter_count(torch::nn::Module& model) {
+    int64_t n = 0;
+    for (const auto& p : model.parameters())
+        if (p.requires_grad()) n += p.numel();
+    return n;
+}
+
+int64_t estimate_flops(const ModelOptions& options, int height, int width) {
+    auto model = create_model(options);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const auto x = torch::zeros({1, options.in_bands, height, width});
+    int64_t macs = 0;
+    {
+        detail::MacCounterGuard guard(macs);
+        model->forward(x, x);
+    }
+    return 2 * macs;
+}
+
+}  // namespace cdk::nn

@@ -1,0 +1,112 @@
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace cdk::pipeline {
+
+/// Per-band normalisation: (value - mean) / std, from a tile set's dataset.json
+/// ("statistics"."all"), stored in model bundles.
+struct Normalization {
+    std::vector<float> mean;  ///< per band
+    std::vector<float> std;   ///< per band (never 0)
+    /// From dataset.json; throws ConfigError when statistics are missing.
+    static Normalization from_dataset_json(const nlohmann::json& dataset);
+    /// {"mean": [...], "std": [...]}.
+    nlohmann::json to_json() const;
+    /// Parse the JSON form (as stored in bundles).
+    static Normalization from_json(const nlohmann::json& j);
+};
+
+/// dataset.json of a manifest: beside it (cd-tile output) or beside the tiles its rows
+/// point at (cd-partition output). Throws ConfigError naming the manifest when not found.
+nlohmann::json find_dataset_json(const std::string& manifest);
+
+/// One row of a tile manifest, paths resolved.
+struct TileRecord {
+    std::string id;     ///< tile id
+    std::string a;      ///< date 1 tile
+    std::string b;      ///< date 2 tile
+    std::string label;  ///< label tile (empty = unlabelled)
+    double car = -1;    ///< CAR from the manifest, -1 when unlabelled
+};
+
+/// Random augmentations applied identically to both dates and the label.
+struct AugmentOptions {
+    bool flips = true;       ///< random horizontal and vertical flips
+    bool rot90 = true;       ///< random multiples of 90 degrees
+    bool swap_dates = true;  ///< swap date 1 and date 2 (the change label is symmetric)
+    int crop = 0;            ///< random crop of this size, 0 = whole tile
+};
+
+/// A training sample.
+struct Sample {
+    torch::Tensor pre;    ///< [C, H, W] float, normalised
+    torch::Tensor post;   ///< [C, H, W] float, normalised
+    torch::Tensor label;  ///< [H, W] int64: 0, 1, 255 = ignored
+    double car = 0;       ///< CAR of the (augmented, cropped) label over valid pixels; 0 if none
+    std::string id;       ///< tile id
+};
+
+/// A batch of samples stacked along dimension 0.
+struct Batch {
+    torch::Tensor pre;          ///< [N, C, H, W]
+    torch::Tensor post;         ///< [N, C, H, W]
+    torch::Tensor label;        ///< [N, H, W] int64
+    std::vector<double> car;    ///< per sample, after augmentation
+    std::vector<std::string> ids;  ///< per sample
+};
+
+/// Stack samples into a batch; smaller samples (scene-edge tiles) are padded to the largest
+/// with 0 inputs and ignored (255) labels.
+Batch collate(std::vector<Sample> samples);
+
+/// Tiles of a manifest read through lib/geo, normalised, optionally augmented.
+class TileDataset {
+public:
+    /// Open a manifest (tiles.csv or a cd-partition manifest).
+    TileDataset(const std::string& manifest, Normalization norm);
+    /// Number of tiles.
+    size_t size() const { return records_.size(); }
+    /// Band count (from dataset.json).
+    int bands() const { return bands_; }
+    /// The manifest's rows.
+    const std::vector<TileRecord>& records() const { return records_; }
+    /// Read tile i; augment with `rng` when `augment` is given.
+    Sample get(size_t i, const std::optional<AugmentOptions>& augment, std::mt19937_64& rng) const;
+
+private:
+    std::string manifest_;
+    std::vector<TileRecord> records_;
+    Normalization norm_;
+    int bands_ = 0;
+};
+
+/// Batches of a dataset assembled by worker threads ahead of the consumer.
+class BatchLoader {
+public:
+    /// One epoch over `dataset`: shuffled with `seed` when `shuffle`, augmented when given.
+    BatchLoader(const TileDataset& dataset, int batch_size, bool shuffle,
+                std::optional<AugmentOptions> augment, uint64_t seed, int workers,
+                bool drop_last = false);
+    ~BatchLoader();
+    BatchLoader(const BatchLoader&) = delete;
+    BatchLoader& operator=(const BatchLoader&) = delete;
+    /// The next batch in order, or nullopt at the end of the epoch.
+    std::optional<Batch> next();
+    /// Number of batches in the epoch.
+    size_t batches() const;
+
+private:
+    struct State;
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace cdk::pipeline

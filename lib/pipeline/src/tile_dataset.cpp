@@ -1,0 +1,417 @@
+#include "cdk/pipeline/tile_dataset.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cmath>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "cdk/core/csv.hpp"
+#include "cdk/core/error.hpp"
+#include "cdk/core/fs.hpp"
+#include "cdk/geo/raster.hpp"
+
+namespace cdk::pipeline {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr float kStdFloor = 1e-6f;
+
+nlohmann::json read_json_file(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw IoError("cannot open " + quote(path));
+    try {
+        return nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+        throw ConfigError("cannot parse " + quote(path) + ": " + e.what());
+    }
+}
+
+std::string folder_of(const std::string& path) {
+    const auto p = fs::path(path).parent_path();
+    return p.empty() ? std::string(".") : p.string();
+}
+
+// splitmix64: a well-mixed 64-bit value from a counter; derives independent streams.
+uint64_t mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+// Uniform integer in [0, n) by rejection: std::uniform_int_distribution's output differs
+// between standard libraries, this does not.
+uint64_t draw(std::mt19937_64& rng, uint64_t n) {
+    if (n <= 1) return 0;
+    const uint64_t limit = std::numeric_limits<uint64_t>::max() - std::numeric_limits<uint64_t>::max() % n;
+    uint64_t v;
+    do v = rng();
+    while (v >= limit);
+    return v % n;
+}
+
+// Read every band of a tile as Float32 [C, H, W] plus a validity mask [H, W] (a pixel is
+// nodata when every band that has a nodata value holds it, as in geo::Scene).
+std::pair<torch::Tensor, torch::Tensor> read_tile(const std::string& path) {
+    auto ds = geo::open_raster(path);
+    const int w = ds->GetRasterXSize(), h = ds->GetRasterYSize(), c = ds->GetRasterCount();
+    auto data = torch::empty({c, h, w}, torch::kFloat32);
+    if (ds->RasterIO(GF_Read, 0, 0, w, h, data.data_ptr<float>(), w, h, GDT_Float32, c, nullptr,
+                     0, 0, 0, nullptr) != CE_None)
+        throw IoError("cannot read raster " + quote(path) + ": " + CPLGetLastErrorMsg());
+    auto invalid = torch::ones({h, w}, torch::kBool);
+    bool any_nodata = false;
+    for (int b = 0; b < c; ++b) {
+        int has = 0;
+        const double nd = ds->GetRasterBand(b + 1)->GetNoDataValue(&has);
+        if (!has) continue;
+        any_nodata = true;
+        auto band = data[b];
+        invalid = invalid.logical_and(std::isnan(nd) ? band.isnan() : band.eq(static_cast<float>(nd)));
+    }
+    if (!any_nodata) invalid.zero_();
+    return {data, invalid.logical_not()};
+}
+
+double car_of(const torch::Tensor& label) {
+    const auto valid = label.ne(255).sum().item<int64_t>();
+    if (valid == 0) return 0;
+    return double(label.eq(1).sum().item<int64_t>()) / double(valid);
+}
+
+// The stream of sample `index` in an epoch of a loader seeded with `seed`.
+uint64_t sample_seed(uint64_t seed, uint64_t index) { return mix64(mix64(seed) ^ mix64(index + 1)); }
+
+// 0 … n-1, shuffled by Fisher–Yates with our own bounded draw (std::shuffle's output is
+// implementation-defined).
+std::vector<size_t> shuffled_indices(size_t n, uint64_t seed) {
+    std::vector<size_t> idx(n);
+    for (size_t i = 0; i < n; ++i) idx[i] = i;
+    std::mt19937_64 rng(seed);
+    for (size_t i = n; i > 1; --i) std::swap(idx[i - 1], idx[draw(rng, i)]);
+    return idx;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Normalization
+
+Normalization Normalization::from_dataset_json(const nlohmann::json& dataset) {
+    const auto* stats = dataset.is_object() && dataset.contains("statistics") ? &dataset["statistics"] : nullptr;
+    if (!stats || !stats->is_object() || !stats->contains("all") || !(*stats)["all"].is_array() ||
+        (*stats)["all"].empty())
+        throw ConfigError("dataset.json has no per-band statistics (\"statistics\".\"all\")");
+    Normalization n;
+    for (const auto& b : (*stats)["all"]) {
+        if (!b.contains("mean") || !b.contains("std") || !b["mean"].is_number() || !b["std"].is_number())
+            throw ConfigError("dataset.json statistics lack a numeric \"mean\" or \"std\" for band " +
+                              b.value("name", std::to_string(n.mean.size() + 1)));
+        n.mean.push_back(b["mean"].get<float>());
+        n.std.push_back(std::max(b["std"].get<float>(), kStdFloor));
+    }
+    return n;
+}
+
+nlohmann::json Normalization::to_json() const { return {{"mean", mean}, {"std", std}}; }
+
+Normalization Normalization::from_json(const nlohmann::json& j) {
+    if (!j.is_object() || !j.contains("mean") || !j.contains("std") || !j["mean"].is_array() ||
+        !j["std"].is_array() || j["mean"].size() != j["std"].size())
+        throw ConfigError("normalisation must be {\"mean\": [...], \"std\": [...]} of equal length");
+    Normalization n;
+    n.mean = j["mean"].get<std::vector<float>>();
+    n.std = j["std"].get<std::vector<float>>();
+    for (auto& s : n.std) s = std::max(s, kStdFloor);
+    return n;
+}
+
+nlohmann::json find_dataset_json(const std::string& manifest) {
+    const std::string beside = (fs::path(folder_of(manifest)) / "dataset.json").string();
+    if (fs::exists(beside)) return read_json_file(beside);
+    // A cd-partition manifest: its rows point at tiles in <tiles>/A/..., and dataset.json
+    // lies in <tiles>.
+    const CsvTable t = read_csv(manifest);
+    const int a = t.column("a");
+    if (a >= 0 && !t.rows.empty()) {
+        const std::string tile = resolve_path(t.rows[0][a], folder_of(manifest));
+        const std::string above = (fs::path(tile).parent_path().parent_path() / "dataset.json").string();
+        if (fs::exists(above)) return read_json_file(above);
+    }
+    throw ConfigError("no dataset.json found for manifest " + quote(manifest) +
+                      " (looked beside it and beside the tiles its rows point at)");
+}
+
+// ---------------------------------------------------------------------------------------
+// TileDataset
+
+TileDataset::TileDataset(const std::string& manifest, Normalization norm)
+    : manifest_(manifest), norm_(std::move(norm)) {
+    const CsvTable t = read_csv(manifest);
+    const int id = t.require_column("id", manifest), a = t.require_column("a", manifest),
+              b = t.require_column("b", manifest);
+    const int label = t.column("label"), car = t.column("car");
+    const std::string base = folder_of(manifest);
+    for (const auto& row : t.rows) {
+        TileRecord r;
+        r.id = row[id];
+        r.a = resolve_path(row[a], base);
+        r.b = resolve_path(row[b], base);
+        if (label >= 0 && !row[label].empty()) r.label = resolve_path(row[label], base);
+        if (car >= 0 && !row[car].empty()) {
+            try {
+                r.car = std::stod(row[car]);
+            } catch (const std::exception&) {
+                throw ConfigError("manifest " + quote(manifest) + ": tile " + quote(r.id) +
+                                  " has a CAR that is not a number: " + quote(row[car]));
+            }
+        }
+        records_.push_back(std::move(r));
+    }
+    if (norm_.mean.size() != norm_.std.size())
+        throw ConfigError("normalisation of manifest " + quote(manifest) + " has " +
+                          std::to_string(norm_.mean.size()) + " means but " +
+                          std::to_string(norm_.std.size()) + " standard deviations");
+    bands_ = static_cast<int>(norm_.mean.size());
+    if (bands_ == 0 && !records_.empty()) {  // no statistics given: identity normalisation
+        bands_ = geo::open_raster(records_[0].a)->GetRasterCount();
+        norm_.mean.assign(bands_, 0.f);
+        norm_.std.assign(bands_, 1.f);
+    }
+}
+
+Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
+                        std::mt19937_64& rng) const {
+    if (i >= records_.size())
+        throw ConfigError("tile index " + std::to_string(i) + " out of range for manifest " +
+                          quote(manifest_) + " (" + std::to_string(records_.size()) + " tiles)");
+    const TileRecord& r = records_[i];
+    auto [pre, valid_pre] = read_tile(r.a);
+    auto [post, valid_post] = read_tile(r.b);
+    for (const auto& [tile, name] : {std::pair{&pre, &r.a}, std::pair{&post, &r.b}})
+        if (tile->size(0) != bands_)
+            throw ConfigError("tile " + quote(*name) + " has " + std::to_string(tile->size(0)) +
+                              " bands, manifest " + quote(manifest_) + " has " +
+                              std::to_string(bands_));
+    if (!pre.sizes().equals(post.sizes()))
+        throw ConfigError("tiles " + quote(r.a) + " and " + quote(r.b) + " differ in size");
+    const int64_t h = pre.size(1), w = pre.size(2);
+
+    torch::Tensor label;
+    if (!r.label.empty()) {
+        auto ds = geo::open_raster(r.label);
+        if (ds->GetRasterXSize() != w || ds->GetRasterYSize() != h)
+            throw ConfigError("label tile " + quote(r.label) + " is " +
+                              std::to_string(ds->GetRasterXSize()) + "x" +
+                              std::to_string(ds->GetRasterYSize()) + ", its image tiles " +
+                              std::to_string(w) + "x" + std::to_string(h));
+        auto raw = torch::empty({h, w}, torch::kUInt8);
+        if (ds->GetRasterBand(1)->RasterIO(GF_Read, 0, 0, int(w), int(h), raw.data_ptr<uint8_t>(),
+                                           int(w), int(h), GDT_Byte, 0, 0) != CE_None)
+            throw IoError("cannot read raster " + quote(r.label) + ": " + CPLGetLastErrorMsg());
+        // 0 = no change, 255 = ignored, anything else = change (as geo::Label reads it).
+        label = raw.ne(0).to(torch::kInt64).masked_fill_(raw.eq(255), 255);
+    } else {
+        label = torch::full({h, w}, 255, torch::kInt64);
+    }
+    // Pixels without data in either date are never scored.
+    const auto valid = valid_pre & valid_post;
+    label.masked_fill_(valid.logical_not(), 255);
+
+    const auto mean = torch::tensor(norm_.mean).view({-1, 1, 1});
+    const auto sd = torch::tensor(norm_.std).view({-1, 1, 1});
+    // Nodata becomes 0 after normalisation: the mean, the least informative value.
+    pre = ((pre - mean) / sd).masked_fill_(valid_pre.logical_not().unsqueeze(0), 0.f);
+    post = ((post - mean) / sd).masked_fill_(valid_post.logical_not().unsqueeze(0), 0.f);
+
+    if (augment) {
+        // Draw order is fixed (crop, flips, rotation, swap) so a seed always means the same.
+        if (augment->crop > 0) {
+            const int64_t c = augment->crop;
+            if (h < c || w < c) {  // pad small (edge) tiles up to the crop; padding is ignored
+                const int64_t ph = std::max<int64_t>(0, c - h), pw = std::max<int64_t>(0, c - w);
+                pre = torch::constant_pad_nd(pre, {0, pw, 0, ph}, 0);
+                post = torch::constant_pad_nd(post, {0, pw, 0, ph}, 0);
+                label = torch::constant_pad_nd(label, {0, pw, 0, ph}, 255);
+            }
+            const int64_t hh = pre.size(1), ww = pre.size(2);
+            const int64_t y0 = static_cast<int64_t>(draw(rng, uint64_t(hh - c + 1)));
+            const int64_t x0 = static_cast<int64_t>(draw(rng, uint64_t(ww - c + 1)));
+            pre = pre.slice(1, y0, y0 + c).slice(2, x0, x0 + c);
+            post = post.slice(1, y0, y0 + c).slice(2, x0, x0 + c);
+            label = label.slice(0, y0, y0 + c).slice(1, x0, x0 + c);
+        }
+        const bool flip_h = augment->flips && draw(rng, 2) == 1;
+        const bool flip_v = augment->flips && draw(rng, 2) == 1;
+        const int rot = augment->rot90 ? static_cast<int>(draw(rng, 4)) : 0;
+        const bool swap = augment->swap_dates && draw(rng, 2) == 1;
+        if (flip_h) {
+            pre = pre.flip({2});
+            post = post.flip({2});
+            label = label.flip({1});
+        }
+        if (flip_v) {
+            pre = pre.flip({1});
+            post = post.flip({1});
+            label = label.flip({0});
+        }
+        if (rot) {
+            pre = torch::rot90(pre, rot, {1, 2});
+            post = torch::rot90(post, rot, {1, 2});
+            label = torch::rot90(label, rot, {0, 1});
+        }
+        if (swap) std::swap(pre, post);
+    }
+    Sample s;
+    s.pre = pre.contiguous();
+    s.post = post.contiguous();
+    s.label = label.contiguous();
+    s.car = car_of(s.label);
+    s.id = r.id;
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------
+// Batches
+
+Batch collate(std::vector<Sample> samples) {
+    Batch b;
+    int64_t h = 0, w = 0;
+    for (const auto& s : samples) {
+        h = std::max(h, s.pre.size(1));
+        w = std::max(w, s.pre.size(2));
+    }
+    std::vector<torch::Tensor> pre, post, label;
+    for (auto& s : samples) {
+        const int64_t ph = h - s.pre.size(1), pw = w - s.pre.size(2);
+        if (ph || pw) {  // tiles of different sizes (scene edges): pad, padding ignored
+            s.pre = torch::constant_pad_nd(s.pre, {0, pw, 0, ph}, 0);
+            s.post = torch::constant_pad_nd(s.post, {0, pw, 0, ph}, 0);
+            s.label = torch::constant_pad_nd(s.label, {0, pw, 0, ph}, 255);
+        }
+        pre.push_back(s.pre);
+        post.push_back(s.post);
+        label.push_back(s.label);
+        b.car.push_back(s.car);
+        b.ids.push_back(s.id);
+    }
+    b.pre = torch::stack(pre);
+    b.post = torch::stack(post);
+    b.label = torch::stack(label);
+    return b;
+}
+
+struct BatchLoader::State {
+    const TileDataset* dataset = nullptr;
+    int batch_size = 1;
+    std::optional<AugmentOptions> augment;
+    uint64_t seed = 0;
+    std::vector<size_t> order;
+    size_t batches = 0;
+    size_t capacity = 2;  // batches made ahead of the consumer
+
+    std::mutex mu;
+    std::condition_variable ready_cv, space_cv;
+    size_t next_to_make = 0;
+    size_t next_to_take = 0;
+    std::map<size_t, Batch> ready;
+    std::map<size_t, std::exception_ptr> failed;
+    bool stop = false;
+    std::vector<std::thread> threads;
+
+    Batch make(size_t k) const {
+        const size_t first = k * size_t(batch_size);
+        const size_t last = std::min(order.size(), first + size_t(batch_size));
+        std::vector<Sample> samples;
+        for (size_t p = first; p < last; ++p) {
+            // Each sample's stream depends only on (seed, position in the epoch): the same
+            // batches whatever the number of workers.
+            std::mt19937_64 rng(sample_seed(seed, p));
+            samples.push_back(dataset->get(order[p], augment, rng));
+        }
+        return collate(std::move(samples));
+    }
+
+    void work() {
+        for (;;) {
+            size_t k;
+            {
+                std::unique_lock<std::mutex> lock(mu);
+                space_cv.wait(lock, [&] { return stop || next_to_make < next_to_take + capacity; });
+                if (stop || next_to_make >= batches) return;
+                k = next_to_make++;
+            }
+            std::optional<Batch> b;
+            std::exception_ptr err;
+            try {
+                b = make(k);
+            } catch (...) {
+                err = std::current_exception();
+            }
+            {
+                std::lock_guard<std::mutex> lock(mu);
+                if (err) failed[k] = err;
+                else ready.emplace(k, std::move(*b));
+            }
+            ready_cv.notify_all();
+        }
+    }
+};
+
+BatchLoader::BatchLoader(const TileDataset& dataset, int batch_size, bool shuffle,
+                         std::optional<AugmentOptions> augment, uint64_t seed, int workers,
+                         bool drop_last)
+    : state_(std::make_unique<State>()) {
+    if (batch_size < 1) throw ConfigError("batch size must be at least 1, not " + std::to_string(batch_size));
+    auto& s = *state_;
+    s.dataset = &dataset;
+    s.batch_size = batch_size;
+    s.augment = std::move(augment);
+    s.seed = seed;
+    s.order = shuffled_indices(dataset.size(), mix64(~seed));
+    if (!shuffle) std::sort(s.order.begin(), s.order.end());
+    s.batches = drop_last ? s.order.size() / size_t(batch_size)
+                          : (s.order.size() + size_t(batch_size) - 1) / size_t(batch_size);
+    s.capacity = size_t(std::max(2, 2 * workers));
+    for (int t = 0; t < workers; ++t) s.threads.emplace_back([&s] { s.work(); });
+}
+
+BatchLoader::~BatchLoader() {
+    {
+        std::lock_guard<std::mutex> lock(state_->mu);
+        state_->stop = true;
+    }
+    state_->space_cv.notify_all();
+    for (auto& t : state_->threads) t.join();
+}
+
+size_t BatchLoader::batches() const { return state_->batches; }
+
+std::optional<Batch> BatchLoader::next() {
+    auto& s = *state_;
+    if (s.next_to_take >= s.batches) return std::nullopt;
+    const size_t k = s.next_to_take;
+    if (s.threads.empty()) {  // no workers: read in the caller's thread
+        ++s.next_to_take;
+        return s.make(k);
+    }
+    std::unique_lock<std::mutex> lock(s.mu);
+    s.ready_cv.wait(lock, [&] { return s.ready.count(k) || s.failed.count(k); });
+    if (auto f = s.failed.find(k); f != s.failed.end()) std::rethrow_exception(f->second);
+    Batch b = std::move(s.ready.at(k));
+    s.ready.erase(k);
+    ++s.next_to_take;
+    lock.unlock();
+    s.space_cv.notify_all();
+    return b;
+}
+
+}  // namespace cdk::pipeline

@@ -1,0 +1,144 @@
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "cdk/nn/bundle.hpp"
+#include "support/support.hpp"
+
+using cdk::test::exists;
+using cdk::test::run_tool;
+using cdk::test::TempDir;
+
+namespace {
+
+// A tiny synthetic tile set made with the programs themselves: cd-synth, then cd-tile.
+std::string synthetic_tiles(const TempDir& tmp, int bands = 3, const std::string& name = "tiles") {
+    const std::string scene = tmp / (name + "_scene");
+    auto s = run_tool("cd-synth", {"--out", scene, "--width", "96", "--height", "64", "--bands",
+                                   std::to_string(bands), "--seed", "2", "--border", "0", "--quiet"});
+    REQUIRE(s.rc == 0);
+    auto t = run_tool("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--label",
+                                  scene + "/label.tif", "--tile-size", "32", "--out", tmp / name, "--quiet"});
+    INFO(t.err);
+    REQUIRE(t.rc == 0);
+    return tmp / (name + "/tiles.csv");
+}
+
+std::vector<std::string> tiny_args(const std::string& train, const std::string& out, int epochs = 2) {
+    return {"--train",  train, "--val",      train, "--arch",       "fc-siam-diff", "--width",
+            "4",        "--out", out,        "--epochs", std::to_string(epochs), "--batch-size",
+            "4",        "--device", "cpu",   "--threads", "1",        "--workers",    "1",
+            "--crop",   "24",    "--quiet"};
+}
+
+void check_one_error_line(const cdk::test::CommandResult& r, const std::string& culprit) {
+    CHECK(r.rc == 1);
+    CHECK(r.out.empty());
+    CHECK(r.err.rfind("ERROR: ", 0) == 0);
+    CHECK(r.err.find(culprit) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+}
+
+}  // namespace
+
+TEST_CASE("cd-train-teacher --help and --version", "[cli][train]") {
+    auto h = run_tool("cd-train-teacher", {"--help"});
+    CHECK(h.rc == 0);
+    for (const char* flag : {"--train", "--val", "--arch", "--out", "--epochs", "--optimizer", "--schedule",
+                             "--init", "--device", "--resume", "--max-steps", "--class-weights"})
+        CHECK(h.out.find(flag) != std::string::npos);
+    CHECK(h.out.find("fc-siam-diff") != std::string::npos);  // known architectures listed
+    auto v = run_tool("cd-train-teacher", {"--version"});
+    CHECK(v.rc == 0);
+    CHECK(v.out.find("cd-train-teacher (cdkit)") != std::string::npos);
+}
+
+TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cli][train]") {
+    TempDir tmp;
+    const auto tiles = synthetic_tiles(tmp);
+    const std::string out = tmp / "m.cdm";
+
+    auto args = tiny_args(tiles, out, 3);
+    args.insert(args.end(), {"--max-steps", "2"});  // 6 tiles, batches of 4: 2 steps per epoch
+    auto r = run_tool("cd-train-teacher", args);
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    auto j = nlohmann::json::parse(r.out);
+    CHECK(j["complete"] == false);
+    CHECK(j["epochs_completed"] == 1);
+    CHECK(exists(out + ".ckpt"));
+    CHECK(exists(out + ".log.jsonl"));
+
+    // Continue where it stopped.
+    args = tiny_args(tiles, out, 3);
+    args.insert(args.end(), {"--resume"});
+    r = run_tool("cd-train-teacher", args);
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    j = nlohmann::json::parse(r.out);
+    CHECK(j["complete"] == true);
+    CHECK(j["epochs_completed"] == 3);
+    CHECK_FALSE(exists(out + ".ckpt"));
+
+    const auto bundle = cdk::nn::load_bundle(out);
+    const auto& h = bundle.header;
+    CHECK(bundle.model->options().arch == "fc-siam-diff");
+    CHECK(bundle.model->options().in_bands == 3);
+    CHECK(h["bands"].size() == 3);
+    CHECK(h["data_type"] == "Byte");
+    CHECK(h["tile_size"] == 32);
+    CHECK(h["normalization"]["std"].size() == 3);
+    CHECK(h["training"]["complete"] == true);
+    CHECK(h["training"]["resumed_after_epochs"] == nlohmann::json{1});
+    CHECK(h["training"]["train"]["tiles"] == j["train_tiles"]);
+    CHECK(h["metrics"]["change"].contains("f1"));
+    auto logits = bundle.model->forward(torch::zeros({1, 3, 32, 32}), torch::zeros({1, 3, 32, 32})).logits;
+    CHECK(logits.sizes() == torch::IntArrayRef({1, 2, 32, 32}));
+
+    // An existing output is refused without --overwrite, and left as it was.
+    const auto before = std::filesystem::last_write_time(out);
+    r = run_tool("cd-train-teacher", tiny_args(tiles, out));
+    check_one_error_line(r, out);
+    CHECK(std::filesystem::last_write_time(out) == before);
+}
+
+TEST_CASE("cd-train-teacher rejects bad inputs with one line", "[cli][train]") {
+    TempDir tmp;
+    const auto tiles = synthetic_tiles(tmp);
+    const std::string out = tmp / "m.cdm";
+
+    auto r = run_tool("cd-train-teacher", tiny_args(tmp / "missing.csv", out));
+    check_one_error_line(r, "missing.csv");
+    CHECK_FALSE(exists(out));
+
+    auto args = tiny_args(tiles, out);
+    args[5] = "no-such-net";
+    r = run_tool("cd-train-teacher", args);
+    check_one_error_line(r, "no-such-net");
+    CHECK(r.err.find("fc-siam-diff") != std::string::npos);  // lists the known ones
+    CHECK_FALSE(exists(out));
+
+    // A bundle of 3 bands cannot start a 4-band training.
+    args = tiny_args(tiles, out, 1);
+    REQUIRE(run_tool("cd-train-teacher", args).rc == 0);
+    const auto four = synthetic_tiles(tmp, 4, "four");
+    args = tiny_args(four, tmp / "four.cdm");
+    args.insert(args.end(), {"--init", out});
+    r = run_tool("cd-train-teacher", args);
+    check_one_error_line(r, out);
+    CHECK(r.err.find("four/tiles.csv") != std::string::npos);
+    CHECK_FALSE(exists(tmp / "four.cdm"));
+    CHECK_FALSE(exists(tmp / "four.cdm.log.jsonl"));
+
+    // Usage errors are CLI11's.
+    r = run_tool("cd-train-teacher", {"--train", tiles, "--arch", "fc-ef"});
+    CHECK(r.rc != 0);
+    CHECK(r.rc != 1);
+    args = tiny_args(tiles, tmp / "x.cdm");
+    args.insert(args.end(), {"--optimizer", "adam"});
+    r = run_tool("cd-train-teacher", args);
+    CHECK(r.rc != 0);
+    CHECK_FALSE(exists(tmp / "x.cdm"));
+}

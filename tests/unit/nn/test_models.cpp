@@ -1,0 +1,195 @@
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+
+#include "cdk/core/error.hpp"
+#include "cdk/nn/models.hpp"
+
+using cdk::nn::ModelOptions;
+
+namespace {
+
+ModelOptions opts(const std::string& arch, int bands, int width) {
+    ModelOptions o;
+    o.arch = arch;
+    o.in_bands = bands;
+    o.width = width;
+    return o;
+}
+
+// The smallest width each family is tested at (shape tests, not accuracy).
+int small_width(const std::string& arch) { return arch.rfind("fc-", 0) == 0 ? 4 : 8; }
+
+}  // namespace
+
+TEST_CASE("the registry lists the models, sorted, and rejects unknown names", "[nn][models]") {
+    const auto names = cdk::nn::model_names();
+    for (const char* n : {"fc-ef", "fc-siam-conc", "fc-siam-diff", "resnet-fpn", "bit"})
+        CHECK(std::find(names.begin(), names.end(), n) != names.end());
+    CHECK(std::is_sorted(names.begin(), names.end()));
+    CHECK_THROWS_AS(cdk::nn::create_model(opts("unet-9000", 3, 16)), cdk::ConfigError);
+    CHECK_THROWS_WITH(cdk::nn::create_model(opts("unet-9000", 3, 16)),
+                      Catch::Contains("'unet-9000'") && Catch::Contains("fc-siam-diff"));
+    CHECK_THROWS_AS(cdk::nn::create_model(opts("fc-ef", 0, 16)), cdk::ConfigError);
+    CHECK_THROWS_AS(cdk::nn::create_model(opts("fc-ef", 3, 0)), cdk::ConfigError);
+}
+
+TEST_CASE("every model gives [N,2,H,W] logits and features for odd sizes and band counts",
+          "[nn][models]") {
+    torch::manual_seed(1);
+    for (const auto& arch : cdk::nn::model_names()) {
+        for (int bands : {3, 13}) {
+            INFO(arch << " with " << bands << " bands");
+            auto model = cdk::nn::create_model(opts(arch, bands, small_width(arch)));
+            model->eval();
+            torch::NoGradGuard no_grad;
+            const auto pre = torch::randn({2, bands, 37, 45});
+            const auto post = torch::randn({2, bands, 37, 45});
+            const auto out = model->forward(pre, post);
+            CHECK(out.logits.sizes() == torch::IntArrayRef({2, 2, 37, 45}));
+            CHECK(torch::isfinite(out.logits).all().item<bool>());
+            REQUIRE(!out.features_fused.empty());
+            for (const auto& f : out.features_fused) {
+                CHECK(f.dim() == 4);
+                CHECK(f.size(0) == 2);
+            }
+            if (arch == "fc-ef") {
+                CHECK(out.features_pre.empty());
+                CHECK(out.features_post.empty());
+            } else {
+                CHECK(out.features_pre.size() == out.features_post.size());
+                CHECK(!out.features_pre.empty());
+                for (size_t i = 0; i < out.features_pre.size(); ++i)
+                    CHECK(out.features_pre[i].sizes() == out.features_post[i].sizes());
+            }
+            CHECK(model->options().arch == arch);
+        }
+    }
+}
+
+TEST_CASE("FC models have about 1.35 M parameters at the published width", "[nn][models]") {
+    for (const char* arch : {"fc-ef", "fc-siam-diff"}) {
+        auto model = cdk::nn::create_model(opts(arch, 3, 16));
+        const auto n = cdk::nn::parameter_count(*model);
+        INFO(arch << ": " << n << " parameters");
+        CHECK(n > 1.35e6 * 0.9);
+        CHECK(n < 1.35e6 * 1.1);
+    }
+    // Siam-conc has wider decoder inputs (concatenated skips) hence more parameters.
+    auto conc = cdk::nn::create_model(opts("fc-siam-conc", 3, 16));
+    auto diff = cdk::nn::create_model(opts("fc-siam-diff", 3, 16));
+    CHECK(cdk::nn::parameter_count(*conc) > cdk::nn::parameter_count(*diff));
+}
+
+TEST_CASE("wider models of a family have more parameters and FLOPs", "[nn][models]") {
+    for (const char* arch : {"resnet-fpn", "bit"}) {
+        INFO(arch);
+        auto small = cdk::nn::create_model(opts(arch, 3, 8));
+        auto big = cdk::nn::create_model(opts(arch, 3, 32));
+        CHECK(cdk::nn::parameter_count(*big) > 4 * cdk::nn::parameter_count(*small));
+        CHECK(cdk::nn::estimate_flops(opts(arch, 3, 32), 64, 64) >
+              4 * cdk::nn::estimate_flops(opts(arch, 3, 8), 64, 64));
+    }
+}
+
+TEST_CASE("estimate_flops counts convolutions analytically", "[nn][models]") {
+    const auto f64 = cdk::nn::estimate_flops(opts("fc-siam-diff", 3, 16), 64, 64);
+    const auto f128 = cdk::nn::estimate_flops(opts("fc-siam-diff", 3, 16), 128, 128);
+    CHECK(f64 > 0);
+    CHECK(f128 == 4 * f64);  // all-convolutional: FLOPs scale with the pixel count
+    // First conv of FC-EF alone: 64*64 outputs x 16 channels x (6 x 3 x 3) MACs x 2.
+    CHECK(cdk::nn::estimate_flops(opts("fc-ef", 3, 16), 64, 64) > int64_t(2) * 64 * 64 * 16 * 54);
+}
+
+TEST_CASE("the same seed gives the same initial weights", "[nn][models]") {
+    auto weights = [](uint64_t seed) {
+        torch::manual_seed(seed);
+        auto m = cdk::nn::create_model(opts("fc-siam-diff", 3, 4));
+        std::vector<torch::Tensor> ps;
+        for (const auto& p : m->parameters()) ps.push_back(p.detach().clone());
+        return ps;
+    };
+    const auto a = weights(42), b = weights(42), c = weights(43);
+    REQUIRE(a.size() == b.size());
+    bool all_same = true, any_diff = false;
+    for (size_t i = 0; i < a.size(); ++i) {
+        all_same = all_same && torch::equal(a[i], b[i]);
+        any_diff = any_diff || !torch::equal(a[i], c[i]);
+    }
+    CHECK(all_same);
+    CHECK(any_diff);
+}
+
+TEST_CASE("model options round-trip through JSON and reject bad JSON", "[nn][models]") {
+    auto o = opts("bit", 13, 24);
+    o.extra = {{"tokens", 4}, {"layers", 1}};
+    const auto back = cdk::nn::model_options_from_json(cdk::nn::to_json(o));
+    CHECK(back.arch == "bit");
+    CHECK(back.in_bands == 13);
+    CHECK(back.width == 24);
+    CHECK(back.extra == o.extra);
+    CHECK_THROWS_AS(cdk::nn::model_options_from_json({{"arch", "fc-ef"}}), cdk::ModelError);
+    CHECK_THROWS_WITH(cdk::nn::model_options_from_json({{"arch", "fc-ef"}, {"in_bands", "3"}, {"width", 16}}),
+                      Catch::Contains("in_bands"));
+    CHECK_THROWS_AS(cdk::nn::model_options_from_json(nlohmann::json::array()), cdk::ModelError);
+}
+
+TEST_CASE("a model rejects inputs with the wrong band count or shape", "[nn][models]") {
+    auto model = cdk::nn::create_model(opts("fc-siam-diff", 4, 4));
+    torch::NoGradGuard no_grad;
+    CHECK_THROWS_AS(model->forward(torch::zeros({1, 3, 16, 16}), torch::zeros({1, 3, 16, 16})),
+                    cdk::ModelError);
+    CHECK_THROWS_WITH(model->forward(torch::zeros({1, 3, 16, 16}), torch::zeros({1, 3, 16, 16})),
+                      Catch::Contains("expects 4 bands"));
+    CHECK_THROWS_AS(model->forward(torch::zeros({1, 4, 16, 16}), torch::zeros({1, 4, 16, 17})),
+                    cdk::ModelError);
+}
+
+TEST_CASE("bad family options are rejected", "[nn][models]") {
+    auto o = opts("bit", 3, 8);
+    o.extra = {{"tokens", "many"}};
+    CHECK_THROWS_WITH(cdk::nn::create_model(o), Catch::Contains("'tokens'"));
+    auto r = opts("resnet-fpn", 3, 8);
+    r.extra = {{"fusion", "product"}};
+    CHECK_THROWS_AS(cdk::nn::create_model(r), cdk::ConfigError);
+    auto typo = opts("bit", 3, 8);
+    typo.extra = {{"token", 4}};
+    CHECK_THROWS_WITH(cdk::nn::create_model(typo), Catch::Contains("'token'") && Catch::Contains("tokens"));
+    auto fc = opts("fc-ef", 3, 8);
+    fc.extra = {{"depth", 5}};
+    CHECK_THROWS_WITH(cdk::nn::create_model(fc), Catch::Contains("'depth'"));
+    auto heads = opts("bit", 3, 8);
+    heads.extra = {{"heads", 3}};
+    CHECK_THROWS_WITH(cdk::nn::create_model(heads), Catch::Contains("multiple of 3 heads"));
+    // Family options change the model.
+    auto deep = opts("resnet-fpn", 3, 8);
+    deep.extra = {{"blocks", 3}, {"fusion", "concat"}};
+    CHECK(cdk::nn::parameter_count(*cdk::nn::create_model(deep)) >
+          cdk::nn::parameter_count(*cdk::nn::create_model(opts("resnet-fpn", 3, 8))));
+}
+
+// Prints the table of docs/models.md (run: cdk_nn_tests "[model-table]").
+TEST_CASE("model table for docs/models.md", "[.][model-table]") {
+    struct Row {
+        std::string arch;
+        int width;
+    };
+    const std::vector<Row> rows = {{"fc-ef", 16},      {"fc-ef", 32},      {"fc-siam-conc", 16},
+                                   {"fc-siam-conc", 32}, {"fc-siam-diff", 16}, {"fc-siam-diff", 32},
+                                   {"resnet-fpn", 16}, {"resnet-fpn", 8},  {"resnet-fpn", 32},
+                                   {"bit", 16},        {"bit", 8},         {"bit", 32}};
+    std::cout << "| model | width | parameters (3 bands) | parameters (13 bands) | GFLOPs per 256x256 pair (3 bands) |\n";
+    std::cout << "|---|---:|---:|---:|---:|\n";
+    for (const auto& r : rows) {
+        auto m3 = cdk::nn::create_model(opts(r.arch, 3, r.width));
+        auto m13 = cdk::nn::create_model(opts(r.arch, 13, r.width));
+        const double g = double(cdk::nn::estimate_flops(opts(r.arch, 3, r.width), 256, 256)) / 1e9;
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%.2f", g);
+        std::cout << "| `" << r.arch << "` | " << r.width << " | " << cdk::nn::parameter_count(*m3) << " | "
+                  << cdk::nn::parameter_count(*m13) << " | " << buf << " |\n";
+    }
+    CHECK(true);
+}

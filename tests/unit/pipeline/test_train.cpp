@@ -1,0 +1,275 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cdk/core/error.hpp"
+#include "cdk/geo/partition.hpp"
+#include "cdk/nn/bundle.hpp"
+#include "cdk/pipeline/train.hpp"
+#include "pipeline_fixtures.hpp"
+
+using namespace cdk::pipeline;
+using cdk::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A tiny, fast configuration: width-4 fc-siam-diff, 32x32 tiles, CPU, two threads at most.
+TrainOptions tiny(const std::string& train, const std::string& val, const std::string& out) {
+    TrainOptions o;
+    o.train = train;
+    o.val = val;
+    o.out = out;
+    o.model.arch = "fc-siam-diff";
+    o.model.width = 4;
+    o.epochs = 2;
+    o.batch_size = 4;
+    o.lr = 1e-2;
+    o.schedule = "constant";
+    o.device = "cpu";
+    o.threads = 1;
+    o.workers = 1;
+    o.seed = 3;
+    return o;
+}
+
+std::vector<nlohmann::json> read_log(const std::string& path) {
+    std::ifstream in(path);
+    std::vector<nlohmann::json> lines;
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(nlohmann::json::parse(line));
+    return lines;
+}
+
+// Whether two bundles hold bit-identical weights.
+bool same_weights(const std::string& a, const std::string& b) {
+    auto ma = cdk::nn::load_bundle(a).model, mb = cdk::nn::load_bundle(b).model;
+    auto pa = ma->named_parameters(), pb = mb->named_parameters();
+    if (pa.size() != pb.size()) return false;
+    for (const auto& p : pa)
+        if (!p.value().equal(pb[p.key()])) return false;
+    auto ba = ma->named_buffers(), bb = mb->named_buffers();
+    for (const auto& p : ba)
+        if (!p.value().equal(bb[p.key()])) return false;
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("a tiny model learns a trivially learnable change", "[pipeline][train]") {
+    TempDir tmp;
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 64, 3, 0);
+    const auto val = cdk::test::make_fixture_tiles(tmp, "val", 128, 32, 3, 1);
+    auto o = tiny(train, val, tmp / "m.cdm");
+    o.epochs = 20;
+    o.lr = 5e-3;
+    o.schedule = "poly";
+    o.model.width = 8;
+    o.loss.class_weights = {1, 3};
+    const auto summary = train_model(o);
+    CHECK(summary["complete"] == true);
+    const auto log = read_log(tmp / "m.cdm.log.jsonl");
+    REQUIRE(log.size() == size_t(o.epochs));
+    const double first = log.front()["train_loss"], last = log.back()["train_loss"];
+    INFO("loss " << first << " -> " << last << ", summary " << summary.dump());
+    CHECK(last < 0.5 * first);
+    const double f1 = summary["metrics"]["change"]["f1"];
+    CHECK(f1 > 0.85);  // chance (all change) is about 0.18
+    CHECK_FALSE(fs::exists(tmp / "m.cdm.ckpt"));  // removed after a completed run
+    for (const auto& l : log) {
+        CHECK(l.contains("samples_per_s"));
+        CHECK(l["val"]["change"].contains("f1"));
+        CHECK(l["seconds"].get<double>() > 0);
+    }
+
+    // The bundle describes itself.
+    const auto h = cdk::nn::read_bundle_header(tmp / "m.cdm");
+    CHECK(h["bands"].size() == 3);
+    CHECK(h["data_type"] == "Byte");
+    CHECK(h["tile_size"] == 32);
+    CHECK(h["normalization"]["mean"].size() == 3);
+    CHECK(h["training"]["train"]["tiles"] == 8);
+    CHECK(h["training"]["val"]["tiles"] == 4);
+    CHECK(h["training"]["complete"] == true);
+    CHECK(h["training"]["epochs_completed"] == 20);
+    CHECK(h["metrics"]["change"]["f1"].get<double>() == Approx(f1));
+    CHECK(h["metrics"]["epoch"] == summary["best_epoch"]);
+}
+
+TEST_CASE("the same seed gives the same weights whatever the worker count", "[pipeline][train]") {
+    TempDir tmp;
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);
+    auto o = tiny(train, "", tmp / "w1.cdm");
+    o.augment.crop = 24;
+    o.workers = 1;
+    train_model(o);
+    o.out = tmp / "w2.cdm";
+    o.workers = 2;
+    train_model(o);
+    CHECK(same_weights(tmp / "w1.cdm", tmp / "w2.cdm"));
+    o.out = tmp / "s4.cdm";
+    o.seed = 4;
+    train_model(o);
+    CHECK_FALSE(same_weights(tmp / "w1.cdm", tmp / "s4.cdm"));
+}
+
+TEST_CASE("a stopped run resumes to the same weights as an uninterrupted one", "[pipeline][train]") {
+    TempDir tmp;
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);  // 4 tiles
+    const auto val = cdk::test::make_fixture_tiles(tmp, "val", 64, 32, 3, 1);
+    auto o = tiny(train, val, tmp / "full.cdm");
+    o.epochs = 3;
+    o.batch_size = 2;  // 2 steps per epoch
+    o.schedule = "cosine";
+    o.warmup_steps = 1;
+    train_model(o);
+
+    o.out = tmp / "part.cdm";
+    o.max_steps = 2;  // stops after epoch 1
+    const auto stopped = train_model(o);
+    CHECK(stopped["complete"] == false);
+    CHECK(stopped["epochs_completed"] == 1);
+    CHECK(fs::exists(tmp / "part.cdm.ckpt"));
+    CHECK(fs::exists(tmp / "part.cdm"));
+    CHECK(read_log(tmp / "part.cdm.log.jsonl").size() == 1);
+    CHECK(cdk::nn::read_bundle_header(tmp / "part.cdm")["training"]["complete"] == false);
+
+    // Without --resume the interrupted run is not silently replaced.
+    o.max_steps = 0;
+    CHECK_THROWS_AS(train_model(o), cdk::ConfigError);
+
+    o.resume = true;
+    const auto resumed = train_model(o);
+    CHECK(resumed["complete"] == true);
+    CHECK(resumed["resumed_after_epochs"] == nlohmann::json{1});
+    CHECK_FALSE(fs::exists(tmp / "part.cdm.ckpt"));
+    const auto log = read_log(tmp / "part.cdm.log.jsonl");
+    REQUIRE(log.size() == 3);
+    CHECK(log[2]["epoch"] == 3);
+    const auto h = cdk::nn::read_bundle_header(tmp / "part.cdm");
+    CHECK(h["training"]["complete"] == true);
+    CHECK(h["training"]["epochs_completed"] == 3);
+    CHECK(h["training"]["resumed_after_epochs"] == nlohmann::json{1});
+    CHECK(h["metrics"] == cdk::nn::read_bundle_header(tmp / "full.cdm")["metrics"]);
+    CHECK(same_weights(tmp / "full.cdm", tmp / "part.cdm"));
+
+    // Resuming a finished run does nothing.
+    const auto again = train_model(o);
+    CHECK(again["skipped"] == true);
+}
+
+TEST_CASE("training records the CAR partition of a cd-partition manifest", "[pipeline][train]") {
+    TempDir tmp;
+    const auto tiles = cdk::test::make_fixture_tiles(tmp, "tiles", 128, 64);
+    cdk::geo::PartitionOptions p;
+    p.manifest = tiles;
+    p.out = tmp / "parts";
+    p.val_fraction = 0.25;
+    cdk::geo::partition_tiles(p);
+    auto o = tiny(tmp / "parts/small.csv", tmp / "parts/val.csv", tmp / "small.cdm");
+    o.epochs = 1;
+    train_model(o);
+    const auto h = cdk::nn::read_bundle_header(tmp / "small.cdm");
+    const auto& part = h["training"]["train"]["partition"];
+    CHECK(part["name"] == "small");
+    CHECK(part["thresholds"] == nlohmann::json{0.05, 0.2});
+    CHECK(h["training"]["val"]["partition"]["name"] == "val");
+}
+
+TEST_CASE("an extra loss term is added at every step", "[pipeline][train]") {
+    TempDir tmp;
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 64, 32);
+    auto o = tiny(train, "", tmp / "x.cdm");
+    o.epochs = 1;
+    int calls = 0;
+    std::vector<double> cars;
+    train_model(o, {}, [&](const Batch& b, const cdk::nn::ChangeOutput& out) {
+        ++calls;
+        cars.insert(cars.end(), b.car.begin(), b.car.end());
+        CHECK(out.logits.size(0) == b.pre.size(0));
+        return out.logits.mean() * 0.0;
+    });
+    CHECK(calls == 1);
+    CHECK(cars.size() == 2);
+}
+
+TEST_CASE("training refuses bad options and mismatched inputs", "[pipeline][train]") {
+    TempDir tmp;
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 64, 32, 3);
+    const auto four = cdk::test::make_fixture_tiles(tmp, "four", 64, 32, 4);
+    auto o = tiny(train, "", tmp / "m.cdm");
+    o.epochs = 1;
+
+    auto bad = o;
+    bad.optimizer = "adam";
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = o;
+    bad.loss.class_weights = {1, 2, 3};
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = o;
+    bad.schedule = "step";
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+
+    train_model(o);
+    CHECK_THROWS_AS(train_model(o), cdk::ConfigError);  // exists, no overwrite
+    o.overwrite = true;
+    CHECK_NOTHROW(train_model(o));
+
+    // --init with another band count names both sides.
+    auto init = tiny(four, "", tmp / "four.cdm");
+    init.init = tmp / "m.cdm";
+    try {
+        train_model(init);
+        FAIL("no error");
+    } catch (const cdk::ModelError& e) {
+        const std::string msg = e.what();
+        CHECK(msg.find("m.cdm") != std::string::npos);
+        CHECK(msg.find("four/tiles.csv") != std::string::npos);
+        CHECK(msg.find('3') != std::string::npos);
+        CHECK(msg.find('4') != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(tmp / "four.cdm"));
+    // --init with the same bands starts from those weights.
+    auto same = tiny(train, "", tmp / "again.cdm");
+    same.init = tmp / "m.cdm";
+    same.epochs = 1;
+    CHECK(train_model(same)["complete"] == true);
+    CHECK(cdk::nn::read_bundle_header(tmp / "again.cdm")["training"]["init"] == tmp / "m.cdm");
+}
+
+TEST_CASE("an interrupted run keeps its last checkpoint and reports each epoch", "[pipeline][train]") {
+    TempDir tmp;
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);  // 4 tiles
+    auto o = tiny(train, "", tmp / "i.cdm");
+    o.epochs = 4;
+    o.batch_size = 2;  // 2 steps per epoch
+    std::vector<std::string> lines;
+    double last_done = 0;
+    // The user interrupts in epoch 2 (the program's progress callback returns false on Ctrl-C).
+    cdk::RunContext stop_in_epoch_2(
+        [&](cdk::LogLevel, const std::string& m) { lines.push_back(m); },
+        [&](double done, const std::string&) {
+            last_done = done;
+            return done < 0.3;
+        });
+    CHECK_THROWS_AS(train_model(o, stop_in_epoch_2), cdk::Cancelled);
+    CHECK(last_done == Approx(3.0 / 8));
+    CHECK(fs::exists(tmp / "i.cdm.ckpt"));
+    CHECK(std::count_if(lines.begin(), lines.end(),
+                        [](const std::string& l) { return l.rfind("epoch 1/4: loss ", 0) == 0; }) == 1);
+    const auto log = read_log(tmp / "i.cdm.log.jsonl");
+    REQUIRE(log.size() == 1);
+    CHECK(log[0]["lr"] == Approx(o.lr));  // constant schedule
+    CHECK(log[0]["val"].is_null());
+
+    o.resume = true;
+    lines.clear();
+    const auto done = train_model(o, cdk::RunContext([&](cdk::LogLevel, const std::string& m) { lines.push_back(m); }, {}));
+    CHECK(done["complete"] == true);
+    CHECK(done["resumed_after_epochs"] == nlohmann::json{1});
+    CHECK(read_log(tmp / "i.cdm.log.jsonl").size() == 4);
+    CHECK(std::count_if(lines.begin(), lines.end(),
+                        [](const std::string& l) { return l.rfind("epoch ", 0) == 0; }) == 3);
+    CHECK_FALSE(fs::exists(tmp / "i.cdm.ckpt"));
+}
