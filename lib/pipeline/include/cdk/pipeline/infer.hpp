@@ -1,0 +1,44 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "cdk/core/context.hpp"
+#include "cdk/geo/raster.hpp"
+#include "cdk/geo/scene.hpp"
+
+namespace cdk::pipeline {
+
+/// Options of cd-infer: a model bundle applied to a whole scene pair, window by window.
+struct InferOptions {
+    std::string model;             ///< model bundle (.cdm)
+    std::string pre;               ///< date 1 (SceneSpec text: a raster, `;`-separated band files, or a folder)
+    std::string post;              ///< date 2, same forms
+    std::string band_pattern;      ///< band file globs when a date is a folder ("B04,B03,B02")
+    std::string out;               ///< change mask: UInt8, 0 no change, 1 change, 255 nodata
+    std::string prob;              ///< optional Float32 change probability raster (nodata -1)
+    double threshold = 0.5;        ///< change where the change probability is >= this
+    int tile_size = 0;             ///< window edge in pixels, 0 = the bundle's training tile size (256 if unknown)
+    int overlap = -1;              ///< pixels shared by neighbouring windows, -1 = a quarter of the window
+    int batch_size = 4;            ///< windows per forward pass
+    bool tta = false;              ///< average over the identity and horizontal/vertical flips
+    std::string device = "auto";   ///< auto | cpu | cuda[:N]
+    int threads = 0;               ///< intra-op threads, 0 = LibTorch's default
+    geo::PairOptions pair;         ///< alignment of date 2, resampling, nodata override
+    geo::WriteOptions write;       ///< format, creation options, overwrite
+};
+
+/// Cross-option checks.
+void validate(const InferOptions& options);
+
+/// Predict a change mask for a scene pair. Windows of `tile_size` with `overlap` are read
+/// one row of windows at a time, batched through the model, and their change
+/// probabilities blended with weights that fall towards each window's border (no seams);
+/// finished rows are written at once, so memory depends on the window row, not the scene.
+/// Nodata in either date is nodata (255) in the output, and windows without valid pixels
+/// are not run. The mask keeps date 1's grid, gets a colour table and a QGIS style beside
+/// it; outputs appear only when complete. Returns the JSON summary.
+nlohmann::json infer_scene(const InferOptions& options, const RunContext& ctx = {});
+
+}  // namespace cdk::pipeline

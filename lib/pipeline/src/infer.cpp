@@ -1,0 +1,231 @@
+#include "cdk/pipeline/infer.hpp"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <memory>
+
+#include "cdk/core/error.hpp"
+#include "cdk/geo/tile_grid.hpp"
+#include "cdk/nn/bundle.hpp"
+#include "cdk/nn/device.hpp"
+#include "cdk/pipeline/tile_dataset.hpp"
+
+namespace cdk::pipeline {
+
+namespace {
+
+constexpr float kProbNodata = -1.f;
+constexpr uint8_t kMaskNodata = 255;
+constexpr int kDefaultTile = 256;
+
+using Clock = std::chrono::steady_clock;
+
+// Blending weight of each pixel of an h x w window: its distance to the nearest window
+// border plus one, so that a pixel seen by several windows takes mostly the prediction of
+// the one where it sits most centrally (where the model saw the most context).
+torch::Tensor window_weights(int h, int w) {
+    auto wt = torch::empty({h, w}, torch::kFloat32);
+    auto a = wt.accessor<float, 2>();
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x)
+            a[y][x] = float(std::min({y + 1, h - y, x + 1, w - x}));
+    return wt;
+}
+
+// A block's values as a [bands, h, w] float tensor, normalised; nodata pixels become 0
+// (the mean), as in training (TileDataset).
+torch::Tensor block_tensor(const geo::Block& blk, const Normalization& norm) {
+    const int64_t h = blk.window.height, w = blk.window.width;
+    auto t = torch::empty({blk.bands, h, w}, torch::kFloat32);
+    GDALCopyWords64(blk.data.data(), blk.type, blk.value_bytes(), t.data_ptr<float>(), GDT_Float32,
+                    sizeof(float), static_cast<GPtrDiff_t>(blk.bands * h * w));
+    const auto mean = torch::tensor(norm.mean).view({-1, 1, 1});
+    const auto sd = torch::tensor(norm.std).view({-1, 1, 1});
+    const auto valid = torch::from_blob(const_cast<uint8_t*>(blk.valid.data()), {h, w}, torch::kUInt8);
+    return ((t - mean) / sd).masked_fill_(valid.eq(0).unsqueeze(0), 0.f);
+}
+
+}  // namespace
+
+void validate(const InferOptions& o) {
+    if (o.model.empty()) throw ConfigError("a model bundle is needed (--model)");
+    if (o.pre.empty() || o.post.empty()) throw ConfigError("both dates are needed (--pre and --post)");
+    if (o.out.empty()) throw ConfigError("an output change mask is needed (--out)");
+    if (!(o.threshold > 0 && o.threshold < 1))
+        throw ConfigError("threshold " + quote(format_number(o.threshold)) + " must lie strictly between 0 and 1");
+    if (o.tile_size < 0 || o.tile_size == 1 || o.tile_size > 8192)
+        throw ConfigError("window size " + std::to_string(o.tile_size) + " must be 0 (the bundle's) or 2 .. 8192");
+    if (o.overlap < -1) throw ConfigError("overlap must be >= 0 (or -1 for a quarter of the window)");
+    if (o.tile_size > 0 && o.overlap >= o.tile_size)
+        throw ConfigError("overlap " + std::to_string(o.overlap) + " must be smaller than the window " +
+                          std::to_string(o.tile_size));
+    if (o.batch_size < 1) throw ConfigError("batch size must be at least 1");
+    if (o.threads < 0) throw ConfigError("threads must be >= 0");
+    if (!o.prob.empty() && o.prob == o.out) throw ConfigError("--prob and --out name the same file " + quote(o.out));
+    geo::validate_resampling(o.pair.resampling);
+    geo::validate(o.write);
+}
+
+nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
+    validate(o);
+    const auto t_start = Clock::now();
+    const torch::Device device = nn::parse_device(o.device);
+    if (o.threads > 0) at::set_num_threads(o.threads);
+
+    nn::Bundle bundle = nn::load_bundle(o.model, device);
+    const nlohmann::json& header = bundle.header;
+    const geo::ScenePair pair = geo::open_pair(geo::SceneSpec::parse(o.pre, o.band_pattern),
+                                               geo::SceneSpec::parse(o.post, o.band_pattern), "", o.pair, ctx);
+    const int bands = pair.pre.band_count();
+    nn::check_input(header, bands, GDALGetDataTypeName(pair.pre.data_type()), o.model, pair.pre.name());
+    if (!header.contains("normalization"))
+        throw ModelError("model bundle " + quote(o.model) + " has no normalisation");
+    const Normalization norm = Normalization::from_json(header.at("normalization"));
+    if (int(norm.mean.size()) != bands)
+        throw ModelError("model bundle " + quote(o.model) + " normalises " + std::to_string(norm.mean.size()) +
+                         " bands, scene " + quote(pair.pre.name()) + " has " + std::to_string(bands));
+
+    const geo::Grid& grid = pair.grid();
+    const int width = grid.width, height = grid.height;
+    int tile = o.tile_size > 0 ? o.tile_size : header.value("tile_size", 0);
+    if (tile <= 1) tile = kDefaultTile;
+    const int overlap = o.overlap >= 0 ? o.overlap : tile / 4;
+    if (overlap >= tile)
+        throw ConfigError("overlap " + std::to_string(overlap) + " must be smaller than the window " +
+                          std::to_string(tile));
+    const std::vector<int> xs = geo::tile_offsets(width, tile, overlap);
+    const std::vector<int> ys = geo::tile_offsets(height, tile, overlap);
+    const int tw = std::min(tile, width), th = std::min(tile, height);
+    ctx.info("windows " + std::to_string(tw) + "x" + std::to_string(th) + ", overlap " + std::to_string(overlap) +
+             ", " + std::to_string(xs.size() * ys.size()) + " windows in " + std::to_string(ys.size()) +
+             " rows, batch " + std::to_string(o.batch_size) + (o.tta ? ", flip TTA" : "") + ", " + device.str());
+
+    // Outputs are created before any work so that a refused output costs nothing.
+    geo::RasterWriter mask_out(o.out, grid, 1, GDT_Byte, o.write, double(kMaskNodata));
+    geo::set_change_colour_table(*mask_out.dataset().GetRasterBand(1));
+    std::unique_ptr<geo::RasterWriter> prob_out;
+    if (!o.prob.empty())
+        prob_out = std::make_unique<geo::RasterWriter>(o.prob, grid, 1, GDT_Float32, o.write, double(kProbNodata));
+
+    nn::ChangeModelImpl& model = *bundle.model;
+    model.eval();
+    torch::NoGradGuard no_grad;
+    auto change_prob = [&](const torch::Tensor& a, const torch::Tensor& b) {
+        auto run = [&](const torch::Tensor& x, const torch::Tensor& y) {
+            return torch::softmax(model.forward(x, y).logits, 1).select(1, 1);
+        };
+        auto p = run(a, b);
+        if (o.tta) {
+            p = p + run(a.flip({3}), b.flip({3})).flip({2});
+            p = p + run(a.flip({2}), b.flip({2})).flip({1});
+            p = p / 3.0;
+        }
+        return p.to(torch::kCPU);
+    };
+
+    // Rolling buffers over the rows of the current window row: [th, width].
+    auto acc = torch::zeros({th, width}, torch::kFloat32);
+    auto wsum = torch::zeros({th, width}, torch::kFloat32);
+    auto valid = torch::zeros({th, width}, torch::kUInt8);
+    const auto weights = window_weights(th, tw);
+    long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
+    std::vector<uint8_t> mask_rows;
+    std::vector<float> prob_rows;
+
+    for (size_t r = 0; r < ys.size(); ++r) {
+        const int y = ys[r];
+        // Read the row's windows; those without a valid pixel are not run.
+        std::vector<torch::Tensor> pres, posts;
+        std::vector<int> run_x;
+        for (const int x : xs) {
+            const geo::Window win{x, y, tw, th};
+            const geo::Block a = pair.pre.read(win), b = pair.post.read(win);
+            auto va = torch::from_blob(const_cast<uint8_t*>(a.valid.data()), {th, tw}, torch::kUInt8);
+            auto vb = torch::from_blob(const_cast<uint8_t*>(b.valid.data()), {th, tw}, torch::kUInt8);
+            const auto v = va.logical_and(vb).to(torch::kUInt8);
+            valid.narrow(1, x, tw).copy_(v);
+            if (v.sum().item<int64_t>() == 0) {
+                ++windows_skipped;
+                continue;
+            }
+            pres.push_back(block_tensor(a, norm));
+            posts.push_back(block_tensor(b, norm));
+            run_x.push_back(x);
+        }
+        for (size_t i = 0; i < run_x.size(); i += size_t(o.batch_size)) {
+            const size_t n = std::min(run_x.size() - i, size_t(o.batch_size));
+            const auto a = torch::stack(std::vector<torch::Tensor>(pres.begin() + i, pres.begin() + i + n)).to(device);
+            const auto b = torch::stack(std::vector<torch::Tensor>(posts.begin() + i, posts.begin() + i + n)).to(device);
+            const auto p = change_prob(a, b);
+            for (size_t k = 0; k < n; ++k) {
+                const int x = run_x[i + k];
+                acc.narrow(1, x, tw).add_(p[int64_t(k)] * weights);
+                wsum.narrow(1, x, tw).add_(weights);
+            }
+            windows_run += int64_t(n);
+        }
+
+        // Rows no later window touches are final: write them, then shift the buffers up.
+        const int next_y = r + 1 < ys.size() ? ys[r + 1] : height;
+        const int rows = next_y - y;
+        const auto done_valid = valid.narrow(0, 0, rows).to(torch::kBool) & wsum.narrow(0, 0, rows).gt(0);
+        const auto p = acc.narrow(0, 0, rows) / wsum.narrow(0, 0, rows).clamp_min(1e-12);
+        const auto is_change = p.ge(o.threshold) & done_valid;
+        const auto mask = torch::where(done_valid, is_change.to(torch::kUInt8),
+                                       torch::full_like(is_change, kMaskNodata, torch::kUInt8))
+                              .contiguous();
+        changed += is_change.sum().item<int64_t>();
+        valid_pixels += done_valid.sum().item<int64_t>();
+        mask_out.write(1, {0, y, width, rows}, mask.data_ptr<uint8_t>(), GDT_Byte);
+        if (prob_out) {
+            const auto pr = torch::where(done_valid, p, torch::full_like(p, kProbNodata)).contiguous();
+            prob_out->write(1, {0, y, width, rows}, pr.data_ptr<float>(), GDT_Float32);
+        }
+        if (rows < th) {
+            for (auto* t : {&acc, &wsum}) {
+                t->narrow(0, 0, th - rows).copy_(t->narrow(0, rows, th - rows).clone());
+                t->narrow(0, th - rows, rows).zero_();
+            }
+            valid.narrow(0, 0, th - rows).copy_(valid.narrow(0, rows, th - rows).clone());
+            valid.narrow(0, th - rows, rows).zero_();
+        } else {
+            acc.zero_();
+            wsum.zero_();
+            valid.zero_();
+        }
+        ctx.progress(double(r + 1) / double(ys.size()), "inference");
+    }
+
+    mask_out.commit();
+    if (prob_out) prob_out->commit();
+    geo::write_change_style(o.out, true);
+
+    const double seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
+    const double pixel_m2 = geo::pixel_area_m2(grid);
+    const long long total = static_cast<long long>(width) * height;
+    if (valid_pixels == 0) ctx.warn("scene " + quote(pair.pre.name()) + " has no pixel with data in both dates");
+    return {{"out", o.out},
+            {"prob", o.prob.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.prob)},
+            {"model", o.model},
+            {"arch", bundle.model->options().arch},
+            {"width", width},
+            {"height", height},
+            {"valid_pixels", valid_pixels},
+            {"changed_pixels", changed},
+            {"car", valid_pixels ? double(changed) / double(valid_pixels) : 0.0},
+            {"changed_area_m2", pixel_m2 > 0 ? nlohmann::json(double(changed) * pixel_m2) : nlohmann::json(nullptr)},
+            {"threshold", o.threshold},
+            {"window", tile},
+            {"overlap", overlap},
+            {"windows", windows_run},
+            {"windows_skipped", windows_skipped},
+            {"device", device.str()},
+            {"seconds", seconds},
+            {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0}};
+}
+
+}  // namespace cdk::pipeline

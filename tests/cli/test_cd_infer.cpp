@@ -1,0 +1,91 @@
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "support/support.hpp"
+
+using cdk::test::exists;
+using cdk::test::run_tool;
+using cdk::test::TempDir;
+
+namespace {
+
+void check_one_error_line(const cdk::test::CommandResult& r, const std::string& culprit) {
+    CHECK(r.rc == 1);
+    CHECK(r.out.empty());
+    CHECK(r.err.rfind("ERROR: ", 0) == 0);
+    CHECK(r.err.find(culprit) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+}
+
+}  // namespace
+
+TEST_CASE("cd-infer --help and --version", "[cli][infer]") {
+    auto h = run_tool("cd-infer", {"--help"});
+    CHECK(h.rc == 0);
+    for (const char* flag : {"--model", "--pre", "--post", "--out", "--prob", "--threshold", "--tile-size",
+                             "--overlap", "--batch-size", "--tta", "--device", "--of", "--co", "--overwrite"})
+        CHECK(h.out.find(flag) != std::string::npos);
+    auto v = run_tool("cd-infer", {"--version"});
+    CHECK(v.rc == 0);
+    CHECK(v.out.find("cd-infer (cdkit)") != std::string::npos);
+}
+
+TEST_CASE("cd-infer maps a synthetic scene with a bundle from cd-train-teacher", "[cli][infer]") {
+    TempDir tmp;
+    const std::string scene = tmp / "scene";
+    REQUIRE(run_tool("cd-synth", {"--out", scene, "--width", "96", "--height", "80", "--bands", "3", "--seed", "2",
+                                  "--quiet"})
+                .rc == 0);
+    REQUIRE(run_tool("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--label",
+                                 scene + "/label.tif", "--tile-size", "32", "--out", tmp / "tiles", "--quiet"})
+                .rc == 0);
+    const std::string model = tmp / "m.cdm";
+    auto t = run_tool("cd-train-teacher", {"--train", tmp / "tiles/tiles.csv", "--arch", "fc-siam-diff", "--width",
+                                           "4", "--epochs", "1", "--out", model, "--device", "cpu", "--threads", "1",
+                                           "--quiet"});
+    INFO(t.err);
+    REQUIRE(t.rc == 0);
+
+    const std::string out = tmp / "change.tif";
+    auto r = run_tool("cd-infer", {"--model", model, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif",
+                                   "--out", out, "--prob", tmp / "prob.tif", "--threads", "1", "--quiet"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    CHECK(r.err.empty());
+    const auto j = nlohmann::json::parse(r.out);
+    CHECK(j["window"] == 32);  // the bundle's tile size
+    CHECK(j["overlap"] == 8);
+    CHECK(j["valid_pixels"].get<long long>() > 0);
+    CHECK(j["valid_pixels"].get<long long>() < 96 * 80);  // cd-synth's nodata border
+    CHECK(exists(out));
+    CHECK(exists(tmp / "prob.tif"));
+    CHECK(exists(tmp / "change.qml"));
+
+    // The output is scored by cd-eval against the label on the same grid.
+    auto e = run_tool("cd-eval", {"--pred", out, "--ref", scene + "/label.tif", "--quiet"});
+    INFO(e.err);
+    CHECK(e.rc == 0);
+
+    // Existing output: refused, one line.
+    r = run_tool("cd-infer", {"--model", model, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out",
+                              out, "--quiet"});
+    check_one_error_line(r, out);
+
+    // A 4-band scene does not fit a 3-band bundle: one line naming both.
+    REQUIRE(run_tool("cd-synth", {"--out", tmp / "four", "--width", "64", "--height", "64", "--bands", "4", "--seed",
+                                  "2", "--quiet"})
+                .rc == 0);
+    r = run_tool("cd-infer", {"--model", model, "--pre", tmp / "four/pre.tif", "--post", tmp / "four/post.tif",
+                              "--out", tmp / "four.tif", "--quiet"});
+    check_one_error_line(r, model);
+    CHECK(r.err.find("four/pre.tif") != std::string::npos);
+    CHECK_FALSE(exists(tmp / "four.tif"));
+
+    // A file that is not a bundle.
+    r = run_tool("cd-infer", {"--model", scene + "/pre.tif", "--pre", scene + "/pre.tif", "--post",
+                              scene + "/post.tif", "--out", tmp / "x.tif", "--quiet"});
+    check_one_error_line(r, "not a cdkit model bundle");
+    CHECK_FALSE(exists(tmp / "x.tif"));
+}

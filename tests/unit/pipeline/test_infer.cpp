@@ -1,0 +1,173 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "cdk/core/error.hpp"
+#include "cdk/geo/metrics.hpp"
+#include "cdk/geo/raster.hpp"
+#include "cdk/pipeline/infer.hpp"
+#include "cdk/pipeline/train.hpp"
+#include "pipeline_fixtures.hpp"
+
+using namespace cdk::pipeline;
+using cdk::test::read_band;
+using cdk::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A small fc-siam-diff trained on the fixture until it separates the changed squares.
+std::string trained_model(const TempDir& tmp) {
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 64, 3, 0);
+    TrainOptions o;
+    o.train = train;
+    o.out = tmp / "m.cdm";
+    o.model.arch = "fc-siam-diff";
+    o.model.width = 8;
+    o.epochs = 20;
+    o.batch_size = 4;
+    o.lr = 5e-3;
+    o.schedule = "poly";
+    o.loss.class_weights = {1, 3};
+    o.device = "cpu";
+    o.threads = 1;
+    o.workers = 1;
+    o.seed = 3;
+    train_model(o);
+    return o.out;
+}
+
+InferOptions infer_options(const std::string& model, const std::string& scene, const std::string& out) {
+    InferOptions o;
+    o.model = model;
+    o.pre = scene + "/pre.tif";
+    o.post = scene + "/post.tif";
+    o.out = out;
+    o.tile_size = 32;
+    o.overlap = 8;
+    o.device = "cpu";
+    o.threads = 1;
+    return o;
+}
+
+double f1_of(const std::string& pred, const std::string& ref) {
+    cdk::geo::EvalOptions e;
+    e.pred = pred;
+    e.ref = ref;
+    return cdk::geo::evaluate(e)["pooled"]["change"]["f1"].get<double>();
+}
+
+}  // namespace
+
+TEST_CASE("a trained bundle maps the changes of an unseen scene on date 1's grid", "[pipeline][infer]") {
+    TempDir tmp;
+    const auto model = trained_model(tmp);
+    // An unseen scene (other change positions), 96x64, date 2 without data in its top-left
+    // 8x8 corner: 4 x 3 windows of 32 with overlap 8.
+    cdk::test::make_fixture_tiles(tmp, "test", 96, 64, 3, 1, true);
+    const std::string scene = tmp / "test_scene";
+    auto o = infer_options(model, scene, tmp / "change.tif");
+    o.prob = tmp / "prob.tif";
+    const auto s = infer_scene(o);
+    INFO(s.dump());
+    CHECK(s["windows"] == 12);
+    CHECK(s["windows_skipped"] == 0);
+    CHECK(s["valid_pixels"] == 96 * 64 - 64);
+
+    // Same grid as date 1, colour table, nodata, QGIS style beside it.
+    auto out = cdk::geo::open_raster(tmp / "change.tif");
+    auto pre = cdk::geo::open_raster(scene + "/pre.tif");
+    CHECK(cdk::geo::grid_of(*out).same_as(cdk::geo::grid_of(*pre)));
+    CHECK(out->GetRasterBand(1)->GetRasterDataType() == GDT_Byte);
+    CHECK(out->GetRasterBand(1)->GetColorTable() != nullptr);
+    int has = 0;
+    CHECK(out->GetRasterBand(1)->GetNoDataValue(&has) == 255);
+    CHECK(has);
+    CHECK(fs::exists(tmp / "change.qml"));
+
+    const auto mask = read_band(tmp / "change.tif");
+    const auto prob = read_band(tmp / "prob.tif");
+    long long ones = 0;
+    for (int y = 0; y < 64; ++y)
+        for (int x = 0; x < 96; ++x) {
+            const size_t i = size_t(y) * 96 + size_t(x);
+            if (x < 8 && y < 8) {  // nodata in date 2 is nodata in the outputs, never change
+                CHECK(mask[i] == 255);
+                CHECK(prob[i] == -1);
+                continue;
+            }
+            REQUIRE(prob[i] >= 0);
+            REQUIRE(prob[i] <= 1);
+            CHECK(mask[i] == (prob[i] >= 0.5 ? 1 : 0));
+            ones += mask[i] == 1;
+        }
+    CHECK(s["changed_pixels"] == ones);
+    CHECK(s["car"].get<double>() == Approx(double(ones) / double(96 * 64 - 64)));
+    CHECK(s["changed_area_m2"].get<double>() > 0);
+
+    const double f1 = f1_of(tmp / "change.tif", scene + "/label.tif");
+    CHECK(f1 > 0.8);
+
+    // Another window layout and flip TTA map nearly the same changes (no seams).
+    auto big = infer_options(model, scene, tmp / "big.tif");
+    big.tile_size = 64;
+    big.overlap = 16;
+    big.tta = true;
+    infer_scene(big);
+    const auto other = read_band(tmp / "big.tif");
+    size_t same = 0;
+    for (size_t i = 0; i < mask.size(); ++i) same += mask[i] == other[i];
+    CHECK(double(same) / double(mask.size()) > 0.95);
+    CHECK(f1_of(tmp / "big.tif", scene + "/label.tif") > 0.8);
+}
+
+TEST_CASE("inference refuses a scene that does not fit the bundle, and leaves nothing", "[pipeline][infer]") {
+    TempDir tmp;
+    const auto tiles = cdk::test::make_fixture_tiles(tmp, "train", 64, 32, 3, 0);
+    TrainOptions t;
+    t.train = tiles;
+    t.out = tmp / "m.cdm";
+    t.model.width = 4;
+    t.epochs = 1;
+    t.device = "cpu";
+    t.workers = 0;
+    train_model(t);
+    cdk::test::make_fixture_tiles(tmp, "four", 64, 32, 4, 0);
+
+    auto o = infer_options(t.out, tmp / "four_scene", tmp / "c.tif");
+    try {
+        infer_scene(o);
+        FAIL("no error");
+    } catch (const cdk::ModelError& e) {
+        const std::string msg = e.what();
+        INFO(msg);
+        CHECK(msg.find("m.cdm") != std::string::npos);
+        CHECK(msg.find("four_scene/pre.tif") != std::string::npos);
+        CHECK(msg.find("3 Byte bands") != std::string::npos);
+        CHECK(msg.find("4 Byte bands") != std::string::npos);
+    }
+    for (const auto& name : cdk::test::list_dir(tmp.path())) CHECK(name.find("c.tif") == std::string::npos);
+
+    // An existing output is refused without overwrite and kept as it was.
+    o = infer_options(t.out, tmp / "train_scene", tmp / "c.tif");
+    infer_scene(o);
+    const auto before = fs::last_write_time(tmp / "c.tif");
+    CHECK_THROWS_AS(infer_scene(o), cdk::ConfigError);
+    CHECK(fs::last_write_time(tmp / "c.tif") == before);
+    o.write.overwrite = true;
+    CHECK_NOTHROW(infer_scene(o));
+
+    // Bad options.
+    auto bad = o;
+    bad.threshold = 1.0;
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = o;
+    bad.overlap = 32;
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = o;
+    bad.prob = bad.out;
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = o;
+    bad.model = tmp / "missing.cdm";
+    CHECK_THROWS_AS(infer_scene(bad), cdk::IoError);
+}
