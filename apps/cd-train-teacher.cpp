@@ -67,6 +67,10 @@ int main(int argc, char** argv) {
     app.add_option("--workers", opt.workers, "Data-loading threads")
         ->capture_default_str()
         ->check(CLI::Range(0, 256));
+    app.add_option("--memory-format", opt.memory_format,
+                   "CPU tensor layout: auto (channels-last from width 16, measured faster), channels-last, contiguous")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "channels-last", "contiguous"}));
     app.add_option("--seed", opt.seed, "Seed of weights, shuffling and augmentation")->capture_default_str();
     app.add_flag("--resume", opt.resume, "Continue from OUT.ckpt after an interruption (a finished run is skipped)");
     app.add_flag("--overwrite", opt.overwrite, "Replace an existing output bundle");

@@ -2,7 +2,7 @@
 # Training speed: cd-train-teacher against a Python + PyTorch script (benchmarks/train_speed.py)
 # that trains the same FC-Siam-diff on the same tiles, with the same batch size, threads,
 # optimiser and loss, run one after the other on this machine.
-#   usage: benchmarks/bench_train.sh [TILE=128] [BATCH=8] [THREADS=2]   (after scripts/build.sh)
+#   usage: benchmarks/bench_train.sh [TILE=128] [BATCH=8] [THREADS=2] [WIDTH=16]   (after scripts/build.sh)
 # Needs Debian's python3-torch and python3-gdal (scripts/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,12 +10,13 @@ BIN=$PWD/build/apps
 TILE=${1:-128}
 BATCH=${2:-8}
 THREADS=${3:-2}
+WIDTH=${4:-16}
 WORK=${CDK_BENCH_DIR:-/tmp/cdk-bench-train}
 rm -rf "$WORK"; mkdir -p "$WORK"
 /usr/bin/python3 -c 'import torch' 2>/dev/null || { echo "skipped: python3-torch is not installed" >&2; exit 0; }
 
 # 1024x1024, 3 bands, UInt8: 64 tiles of 128 px, 8 steps of 8 per epoch.
-"$BIN/cd-synth" -q --out "$WORK/scene" --width 1024 --height 1024 --bands 3 --type UInt8 --seed 7 --border 0
+"$BIN/cd-synth" -q --out "$WORK/scene" --width 1024 --height 1024 --bands 3 --type UInt8 --seed 7 --border 0 > /dev/null
 "$BIN/cd-tile" -q --pre "$WORK/scene/pre.tif" --post "$WORK/scene/post.tif" --label "$WORK/scene/label.tif" \
     --tile-size "$TILE" --out "$WORK/tiles" > /dev/null
 tiles=$(($(wc -l < "$WORK/tiles/tiles.csv") - 1))
@@ -24,16 +25,23 @@ steps_per_epoch=$((tiles / BATCH))
 # cd-train-teacher: 4 epochs, flips/rotations/swaps as by default; epoch 1 is the warm-up,
 # epochs 2-4 are measured (the per-epoch JSON lines carry samples/s of the training loop).
 /usr/bin/time -f '%M' -o "$WORK/cpp.rss" "$BIN/cd-train-teacher" -q --train "$WORK/tiles/tiles.csv" \
-    --arch fc-siam-diff --width 16 --out "$WORK/m.cdm" --epochs 4 --batch-size "$BATCH" \
+    --arch fc-siam-diff --width "$WIDTH" --out "$WORK/m.cdm" --epochs 4 --batch-size "$BATCH" \
     --device cpu --threads "$THREADS" --workers 2 --schedule constant > "$WORK/cpp.json"
 # Python: one epoch of warm-up steps, then three epochs' worth of steps measured.
 /usr/bin/time -f '%M' -o "$WORK/py.rss" /usr/bin/python3 benchmarks/train_speed.py "$WORK/tiles/tiles.csv" \
     --batch-size "$BATCH" --warmup "$steps_per_epoch" --steps $((3 * steps_per_epoch)) \
-    --threads "$THREADS" --workers 2 > "$WORK/py.json"
+    --threads "$THREADS" --workers 2 --width "$WIDTH" > "$WORK/py.json"
 
-/usr/bin/python3 - "$WORK" "$TILE" "$BATCH" "$THREADS" "$tiles" <<'PY'
+# The machine's dense float32 rate with the same threads, for scale (2048^2 matrix products).
+/usr/bin/python3 -c "
+import time, torch
+torch.set_num_threads($THREADS); a = torch.randn(2048, 2048); b = torch.randn(2048, 2048); a @ b
+t = time.perf_counter(); [a @ b for _ in range(10)]; print(2 * 2048**3 * 10 / (time.perf_counter() - t) / 1e9)
+" > "$WORK/gflops.txt"
+
+/usr/bin/python3 - "$WORK" "$TILE" "$BATCH" "$THREADS" "$tiles" "$WIDTH" <<'PY'
 import json, sys
-work, tile, batch, threads, tiles = sys.argv[1:6]
+work, tile, batch, threads, tiles, width = sys.argv[1:7]
 lines = [json.loads(l) for l in open(f"{work}/m.cdm.log.jsonl")]
 measured = lines[1:]
 cpp_samples = sum(l["samples"] for l in measured)
@@ -41,9 +49,10 @@ cpp_secs = sum(l["train_seconds"] for l in measured)
 cpp = cpp_samples / cpp_secs
 py = json.load(open(f"{work}/py.json"))
 rss = {k: int(open(f"{work}/{k}.rss").read().split()[-1]) // 1024 for k in ("cpp", "py")}
-print(f"fc-siam-diff width 16, {tiles} tiles of {tile}x{tile}x3, batch {batch}, {threads} threads, CPU\n")
+print(f"fc-siam-diff width {width}, {tiles} tiles of {tile}x{tile}x3, batch {batch}, {threads} threads, CPU\n")
 print("| trainer | samples/s | peak RSS (MiB) |\n|---|---:|---:|")
 print(f"| cd-train-teacher (LibTorch) | {cpp:.2f} | {rss['cpp']} |")
 print(f"| Python + PyTorch {py['torch']} | {py['samples_per_s']:.2f} | {rss['py']} |")
-print(f"\nratio cd-train-teacher / Python: {cpp / py['samples_per_s']:.2f}x")
+print(f"\nratio cd-train-teacher / Python: {cpp / py['samples_per_s']:.2f}x; "
+      f"float32 matrix product on this machine: {float(open(work + '/gflops.txt').read()):.0f} GFLOP/s")
 PY

@@ -210,6 +210,14 @@ std::vector<std::string> model_names() {
     return names;  // std::map keeps them sorted
 }
 
+void to_channels_last(torch::nn::Module& model) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model.parameters())
+        if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+    for (auto& b : model.buffers())
+        if (b.dim() == 4) b.set_data(b.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
 int64_t parameter_count(torch::nn::Module& model) {
     int64_t n = 0;
     for (const auto& p : model.parameters())

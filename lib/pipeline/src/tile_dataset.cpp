@@ -11,6 +11,8 @@
 #include <mutex>
 #include <thread>
 
+#include <omp.h>
+
 #include "cdk/core/csv.hpp"
 #include "cdk/core/error.hpp"
 #include "cdk/core/fs.hpp"
@@ -341,6 +343,10 @@ struct BatchLoader::State {
     }
 
     void work() {
+        // Like PyTorch's DataLoader workers: one intra-op thread each. Without this every
+        // loader thread's small tensor ops fork an OpenMP team of all cores, which competes
+        // with (and spin-waits against) the training step's own team.
+        omp_set_num_threads(1);
         for (;;) {
             size_t k;
             {

@@ -56,6 +56,10 @@ ChangeModel create_model(const ModelOptions& options);
 /// Names in the registry, sorted.
 std::vector<std::string> model_names();
 
+/// Store every 4-D parameter and buffer of `model` channels-last (NHWC strides), where
+/// oneDNN's CPU convolutions run faster; values are unchanged.
+void to_channels_last(torch::nn::Module& model);
+
 /// Trainable parameter count.
 int64_t parameter_count(torch::nn::Module& model);
 
