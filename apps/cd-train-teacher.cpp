@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
     app.add_option("--workers", opt.workers, "Data-loading threads")
         ->capture_default_str()
         ->check(CLI::Range(0, 256));
+    app.add_flag("--amp", opt.amp, "Mixed precision on CUDA (bfloat16 autocast)");
     app.add_option("--memory-format", opt.memory_format,
                    "CPU tensor layout: auto (channels-last from width 16, measured faster), channels-last, contiguous")
         ->capture_default_str()

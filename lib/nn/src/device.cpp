@@ -1,5 +1,7 @@
 #include "cdk/nn/device.hpp"
 
+#include <ATen/autocast_mode.h>
+
 #include <regex>
 
 #include "cdk/core/error.hpp"
@@ -30,6 +32,23 @@ std::string torch_build_info() {
                                      : ", CPU only";
     s += ", " + std::to_string(at::get_num_threads()) + " threads";
     return s;
+}
+
+AutocastGuard::AutocastGuard(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+    previous_ = at::autocast::is_enabled();
+    previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+    at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+    if (!enabled_) return;
+    // The cast weights are cached for the outermost autocast region only.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_enabled(previous_);
+    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
 }
 
 }  // namespace cdk::nn

@@ -320,6 +320,8 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
 
     // Device, seed, threads: set before the model exists so initialisation is seeded.
     const torch::Device device = nn::parse_device(o.device);
+    if (o.amp && !device.is_cuda())
+        throw ConfigError("mixed precision (--amp) needs a CUDA device, training runs on " + quote(device.str()));
     if (o.threads > 0) at::set_num_threads(o.threads);
     torch::manual_seed(o.seed);
 
@@ -429,6 +431,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         {"seed", o.seed},
         {"device", device.str()},
         {"memory_format", nhwc ? "channels-last" : "contiguous"},
+        {"amp", o.amp},
         {"max_steps", o.max_steps},
     };
     const int64_t params = nn::parameter_count(*model);
@@ -467,7 +470,12 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
                 b.pre = b.pre.contiguous(torch::MemoryFormat::ChannelsLast);
                 b.post = b.post.contiguous(torch::MemoryFormat::ChannelsLast);
             }
-            const nn::ChangeOutput out = model->forward(b.pre, b.post);
+            nn::ChangeOutput out;
+            {
+                nn::AutocastGuard autocast(o.amp);
+                out = model->forward(b.pre, b.post);
+            }
+            if (o.amp) out.logits = out.logits.to(torch::kFloat32);  // losses in float32
             torch::Tensor loss = nn::segmentation_loss(out.logits, b.label, o.loss);
             if (extra) loss = loss + extra(b, out);
             optimizer->zero_grad();

@@ -211,6 +211,15 @@ TEST_CASE("training refuses bad options and mismatched inputs", "[pipeline][trai
     bad.schedule = "step";
     CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
 
+    bad = o;
+    bad.memory_format = "nhwc";
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    // Mixed precision is for CUDA; on the CPU it is refused before anything is written.
+    bad = o;
+    bad.amp = true;
+    CHECK_THROWS_WITH(train_model(bad), Catch::Contains("--amp") && Catch::Contains("cpu"));
+    CHECK_FALSE(fs::exists(o.out));
+
     train_model(o);
     CHECK_THROWS_AS(train_model(o), cdk::ConfigError);  // exists, no overwrite
     o.overwrite = true;
