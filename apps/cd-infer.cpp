@@ -19,11 +19,17 @@ int main(int argc, char** argv) {
     std::string align = "warp";
     std::optional<double> nodata;
     app.add_option("-m,--model", opt.model, "Model bundle (.cdm) from cd-train-teacher or cd-distill")->required();
-    app.add_option("--pre", opt.pre, "Date 1: a raster, band files separated by ';', or a folder with --band-pattern")
-        ->required();
-    app.add_option("--post", opt.post, "Date 2, same forms as --pre")->required();
+    app.add_option("--pre", opt.pre, "Date 1: a raster, band files separated by ';', or a folder with --band-pattern");
+    app.add_option("--post", opt.post, "Date 2, same forms as --pre");
+    app.add_option("--pairs", opt.pairs,
+                   "Many scenes: CSV with columns scene,pre,post[,label]; --out is then a folder of <scene>.tif");
+    app.add_flag("--with-prob", opt.with_prob, "With --pairs: also write OUT/<scene>_prob.tif");
+    app.add_option("--shard", opt.shard,
+                   "With --pairs: process scenes I, I+N, I+2N ... of the list (I/N, 0-based); default: the Slurm "
+                   "array task (SLURM_ARRAY_TASK_ID/COUNT) or every scene");
+    app.add_flag("--resume", opt.resume, "Skip scenes whose change mask exists (finished by an earlier run)");
     app.add_option("--band-pattern", opt.band_pattern, "Band file globs when a date is a folder, e.g. B04,B03,B02");
-    app.add_option("-o,--out", opt.out, "Output change mask (GeoTIFF or COG)")->required();
+    app.add_option("-o,--out", opt.out, "Output change mask (GeoTIFF or COG), or a folder with --pairs")->required();
     app.add_option("--prob", opt.prob, "Also write the change probability (Float32, nodata -1) here");
     app.add_option("--threshold", opt.threshold, "Change where the change probability is at least this")
         ->capture_default_str()

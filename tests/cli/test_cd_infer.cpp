@@ -1,6 +1,8 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "support/support.hpp"
@@ -82,6 +84,29 @@ TEST_CASE("cd-infer maps a synthetic scene with a bundle from cd-train-teacher",
     check_one_error_line(r, model);
     CHECK(r.err.find("four/pre.tif") != std::string::npos);
     CHECK_FALSE(exists(tmp / "four.tif"));
+
+    // Many scenes from a Slurm job array: task 4 of --array=3-4 takes the second scene.
+    {
+        std::ofstream f(tmp / "pairs.csv");
+        f << "scene,pre,post\nfirst,scene/pre.tif,scene/post.tif\nsecond,scene/pre.tif,scene/post.tif\n";
+    }
+    setenv("SLURM_ARRAY_TASK_ID", "4", 1);
+    setenv("SLURM_ARRAY_TASK_MIN", "3", 1);
+    setenv("SLURM_ARRAY_TASK_COUNT", "2", 1);
+    r = run_tool("cd-infer", {"--model", model, "--pairs", tmp / "pairs.csv", "--out", tmp / "maps", "--quiet"});
+    unsetenv("SLURM_ARRAY_TASK_ID");
+    unsetenv("SLURM_ARRAY_TASK_MIN");
+    unsetenv("SLURM_ARRAY_TASK_COUNT");
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(nlohmann::json::parse(r.out)["shard"] == "1/2");
+    CHECK(exists(tmp / "maps/second.tif"));
+    CHECK_FALSE(exists(tmp / "maps/first.tif"));
+    r = run_tool("cd-infer", {"--model", model, "--pairs", tmp / "pairs.csv", "--out", tmp / "maps", "--resume",
+                              "--quiet"});
+    CHECK(r.rc == 0);
+    CHECK(nlohmann::json::parse(r.out)["skipped"] == 1);
+    CHECK(exists(tmp / "maps/first.tif"));
 
     // A file that is not a bundle.
     r = run_tool("cd-infer", {"--model", scene + "/pre.tif", "--pre", scene + "/pre.tif", "--post",

@@ -6,15 +6,21 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <memory>
+#include <set>
 
 #include "cdk/core/error.hpp"
+#include "cdk/core/shard.hpp"
+#include "cdk/geo/tile.hpp"
 #include "cdk/geo/tile_grid.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
 #include "cdk/pipeline/tile_dataset.hpp"
 
 namespace cdk::pipeline {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -53,8 +59,16 @@ torch::Tensor block_tensor(const geo::Block& blk, const Normalization& norm) {
 
 void validate(const InferOptions& o) {
     if (o.model.empty()) throw ConfigError("a model bundle is needed (--model)");
-    if (o.pre.empty() || o.post.empty()) throw ConfigError("both dates are needed (--pre and --post)");
+    if (o.pairs.empty() && (o.pre.empty() || o.post.empty()))
+        throw ConfigError("both dates are needed (--pre and --post), or a pairs file (--pairs)");
+    if (!o.pairs.empty() && (!o.pre.empty() || !o.post.empty()))
+        throw ConfigError("give either --pre/--post or --pairs, not both");
     if (o.out.empty()) throw ConfigError("an output change mask is needed (--out)");
+    if (!o.pairs.empty() && !o.prob.empty())
+        throw ConfigError("with --pairs, --prob cannot name one file; use --with-prob for OUT/<scene>_prob.tif");
+    if (o.pairs.empty() && o.with_prob) throw ConfigError("--with-prob goes with --pairs; give --prob PATH instead");
+    if (o.pairs.empty() && !o.shard.empty()) throw ConfigError("--shard goes with --pairs");
+    if (!o.shard.empty()) parse_shard(o.shard);
     if (!(o.threshold > 0 && o.threshold < 1))
         throw ConfigError("threshold " + quote(format_number(o.threshold)) + " must lie strictly between 0 and 1");
     if (o.tile_size < 0 || o.tile_size == 1 || o.tile_size > 8192)
@@ -70,21 +84,40 @@ void validate(const InferOptions& o) {
     geo::validate(o.write);
 }
 
-nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
-    validate(o);
-    const auto t_start = Clock::now();
-    const torch::Device device = nn::parse_device(o.device);
-    if (o.threads > 0) at::set_num_threads(o.threads);
+namespace {
 
+// A bundle loaded once for every scene of a run.
+struct LoadedModel {
+    nn::Bundle bundle;
+    Normalization norm;
+    torch::Device device;
+};
+
+LoadedModel load_model(const InferOptions& o) {
+    const torch::Device device = nn::parse_device(o.device);
     nn::Bundle bundle = nn::load_bundle(o.model, device);
+    if (!bundle.header.contains("normalization"))
+        throw ModelError("model bundle " + quote(o.model) + " has no normalisation");
+    Normalization norm = Normalization::from_json(bundle.header.at("normalization"));
+    return {std::move(bundle), std::move(norm), device};
+}
+
+nlohmann::json skipped(const std::string& out) {
+    return {{"out", out}, {"skipped", true}};
+}
+
+// One scene pair through the model into `out` (and `prob` when not empty).
+nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::SceneSpec& post,
+                         const std::string& out, const std::string& prob, const InferOptions& o,
+                         const RunContext& ctx) {
+    const auto t_start = Clock::now();
+    nn::Bundle& bundle = m.bundle;
     const nlohmann::json& header = bundle.header;
-    const geo::ScenePair pair = geo::open_pair(geo::SceneSpec::parse(o.pre, o.band_pattern),
-                                               geo::SceneSpec::parse(o.post, o.band_pattern), "", o.pair, ctx);
+    const Normalization& norm = m.norm;
+    const torch::Device device = m.device;
+    const geo::ScenePair pair = geo::open_pair(pre, post, "", o.pair, ctx);
     const int bands = pair.pre.band_count();
     nn::check_input(header, bands, GDALGetDataTypeName(pair.pre.data_type()), o.model, pair.pre.name());
-    if (!header.contains("normalization"))
-        throw ModelError("model bundle " + quote(o.model) + " has no normalisation");
-    const Normalization norm = Normalization::from_json(header.at("normalization"));
     if (int(norm.mean.size()) != bands)
         throw ModelError("model bundle " + quote(o.model) + " normalises " + std::to_string(norm.mean.size()) +
                          " bands, scene " + quote(pair.pre.name()) + " has " + std::to_string(bands));
@@ -105,11 +138,11 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
              " rows, batch " + std::to_string(o.batch_size) + (o.tta ? ", flip TTA" : "") + ", " + device.str());
 
     // Outputs are created before any work so that a refused output costs nothing.
-    geo::RasterWriter mask_out(o.out, grid, 1, GDT_Byte, o.write, double(kMaskNodata));
+    geo::RasterWriter mask_out(out, grid, 1, GDT_Byte, o.write, double(kMaskNodata));
     geo::set_change_colour_table(*mask_out.dataset().GetRasterBand(1));
     std::unique_ptr<geo::RasterWriter> prob_out;
-    if (!o.prob.empty())
-        prob_out = std::make_unique<geo::RasterWriter>(o.prob, grid, 1, GDT_Float32, o.write, double(kProbNodata));
+    if (!prob.empty())
+        prob_out = std::make_unique<geo::RasterWriter>(prob, grid, 1, GDT_Float32, o.write, double(kProbNodata));
 
     nn::ChangeModelImpl& model = *bundle.model;
     model.eval();
@@ -200,16 +233,17 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
         ctx.progress(double(r + 1) / double(ys.size()), "inference");
     }
 
-    mask_out.commit();
+    // The probability first: a finished mask is what --resume takes as a finished scene.
     if (prob_out) prob_out->commit();
-    geo::write_change_style(o.out, true);
+    mask_out.commit();
+    geo::write_change_style(out, true);
 
     const double seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
     const double pixel_m2 = geo::pixel_area_m2(grid);
     const long long total = static_cast<long long>(width) * height;
     if (valid_pixels == 0) ctx.warn("scene " + quote(pair.pre.name()) + " has no pixel with data in both dates");
-    return {{"out", o.out},
-            {"prob", o.prob.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.prob)},
+    return {{"out", out},
+            {"prob", prob.empty() ? nlohmann::json(nullptr) : nlohmann::json(prob)},
             {"model", o.model},
             {"arch", bundle.model->options().arch},
             {"width", width},
@@ -226,6 +260,90 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
             {"device", device.str()},
             {"seconds", seconds},
             {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0}};
+}
+
+}  // namespace
+
+nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
+    validate(o);
+    if (o.threads > 0) at::set_num_threads(o.threads);
+    if (o.pairs.empty()) {
+        if (o.resume && fs::exists(o.out)) {
+            ctx.info("change mask " + quote(o.out) + " exists; skipped (--resume)");
+            return skipped(o.out);
+        }
+        LoadedModel m = load_model(o);
+        return map_scene(m, geo::SceneSpec::parse(o.pre, o.band_pattern), geo::SceneSpec::parse(o.post, o.band_pattern),
+                         o.out, o.prob, o, ctx);
+    }
+
+    const std::vector<geo::PairJob> jobs = geo::read_pairs_csv(o.pairs, o.band_pattern);
+    const Shard shard = resolve_shard(o.shard);
+    std::set<std::string> names;
+    struct Planned {
+        const geo::PairJob* job;
+        std::string out, prob;
+    };
+    std::vector<Planned> plan;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+        const auto& j = jobs[i];
+        if (j.scene.find_first_of("/\\") != std::string::npos || j.scene == "." || j.scene == "..")
+            throw ConfigError("pairs file " + quote(o.pairs) + ": scene name " + quote(j.scene) +
+                              " cannot be a file name");
+        if (!names.insert(j.scene).second)
+            throw ConfigError("pairs file " + quote(o.pairs) + " lists scene " + quote(j.scene) + " twice");
+        if (!shard.holds(i)) continue;
+        const std::string out = (fs::path(o.out) / (j.scene + ".tif")).string();
+        const std::string prob = o.with_prob ? (fs::path(o.out) / (j.scene + "_prob.tif")).string() : "";
+        plan.push_back({&j, out, prob});
+    }
+    // Refuse conflicts before any work: an output that exists is either finished (--resume)
+    // or to be replaced (--overwrite).
+    if (!o.resume && !o.write.overwrite)
+        for (const auto& p : plan)
+            for (const auto* path : {&p.out, &p.prob})
+                if (!path->empty() && fs::exists(*path))
+                    throw ConfigError("output " + quote(*path) +
+                                      " exists (use --resume to skip finished scenes, or --overwrite)");
+    std::error_code ec;
+    fs::create_directories(o.out, ec);
+    if (ec || !fs::is_directory(o.out))
+        throw IoError("cannot create output folder " + quote(o.out) + ": " + ec.message());
+
+    ctx.info(std::to_string(plan.size()) + " of " + std::to_string(jobs.size()) + " scenes in shard " + shard.text());
+    LoadedModel m = load_model(o);
+    nlohmann::json scenes = nlohmann::json::array();
+    int done = 0, skipped_count = 0;
+    std::vector<std::string> failures;
+    for (size_t k = 0; k < plan.size(); ++k) {
+        const Planned& p = plan[k];
+        if (o.resume && fs::exists(p.out)) {
+            nlohmann::json s = skipped(p.out);
+            s["scene"] = p.job->scene;
+            scenes.push_back(s);
+            ++skipped_count;
+            continue;
+        }
+        const RunContext sub = ctx.scaled(double(k) / double(plan.size()), double(k + 1) / double(plan.size()));
+        try {
+            nlohmann::json s = map_scene(m, p.job->pre, p.job->post, p.out, p.prob, o, sub);
+            s["scene"] = p.job->scene;
+            ctx.info("scene " + quote(p.job->scene) + ": " + std::to_string(s["changed_pixels"].get<long long>()) +
+                     " changed pixels, " + format_number(s["seconds"].get<double>()) + " s");
+            scenes.push_back(s);
+            ++done;
+        } catch (const Cancelled&) {
+            throw;
+        } catch (const Error& e) {
+            // One bad scene must not cost an archive run the others.
+            ctx.log(LogLevel::Error, "scene " + quote(p.job->scene) + ": " + e.what());
+            failures.push_back(p.job->scene + ": " + e.what());
+        }
+    }
+    if (!failures.empty())
+        throw Error(std::to_string(failures.size()) + " of " + std::to_string(plan.size()) +
+                    " scenes failed (first: " + failures.front() + ")");
+    return {{"pairs", o.pairs}, {"shard", shard.text()}, {"scenes", scenes}, {"done", done}, {"skipped", skipped_count}};
 }
 
 }  // namespace cdk::pipeline

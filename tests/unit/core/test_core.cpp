@@ -2,11 +2,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "cdk/core/context.hpp"
 #include "cdk/core/csv.hpp"
 #include "cdk/core/error.hpp"
 #include "cdk/core/fs.hpp"
+#include "cdk/core/shard.hpp"
 #include "support/support.hpp"
 
 using cdk::test::TempDir;
@@ -84,4 +86,35 @@ TEST_CASE("RunContext scales progress and reports cancellation", "[core]") {
     CHECK(seen[0] == Approx(0.75));
     keep = false;
     CHECK_THROWS_AS(ctx.progress(0.9), cdk::Cancelled);
+}
+
+TEST_CASE("shards: I/N, Slurm job arrays, round-robin ownership", "[core]") {
+    const auto s = cdk::parse_shard("1/3");
+    CHECK(s.index == 1);
+    CHECK(s.count == 3);
+    CHECK(s.text() == "1/3");
+    CHECK_FALSE(s.holds(0));
+    CHECK(s.holds(1));
+    CHECK(s.holds(4));
+    for (const char* bad : {"3/3", "-1/3", "1", "a/b", "1/0", "", "1/3/4"})
+        CHECK_THROWS_WITH(cdk::parse_shard(bad), Catch::Contains("must be I/N"));
+
+    // Every job belongs to exactly one shard.
+    for (size_t job = 0; job < 10; ++job) {
+        int owners = 0;
+        for (int i = 0; i < 4; ++i) owners += cdk::Shard{i, 4}.holds(job);
+        CHECK(owners == 1);
+    }
+
+    std::map<std::string, std::string> env;
+    auto getenv = [&](const char* name) -> const char* {
+        auto it = env.find(name);
+        return it == env.end() ? nullptr : it->second.c_str();
+    };
+    CHECK(cdk::resolve_shard("", getenv).count == 1);  // no Slurm: everything
+    env = {{"SLURM_ARRAY_TASK_ID", "5"}, {"SLURM_ARRAY_TASK_COUNT", "4"}, {"SLURM_ARRAY_TASK_MIN", "3"}};
+    CHECK(cdk::resolve_shard("", getenv).text() == "2/4");  // --array=3-6
+    CHECK(cdk::resolve_shard("0/2", getenv).text() == "0/2");  // the flag wins
+    env["SLURM_ARRAY_TASK_ID"] = "9";
+    CHECK_THROWS_WITH(cdk::resolve_shard("", getenv), Catch::Contains("--shard"));
 }

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <fstream>
 
 #include "cdk/core/error.hpp"
 #include "cdk/geo/metrics.hpp"
@@ -170,4 +171,77 @@ TEST_CASE("inference refuses a scene that does not fit the bundle, and leaves no
     bad = o;
     bad.model = tmp / "missing.cdm";
     CHECK_THROWS_AS(infer_scene(bad), cdk::IoError);
+}
+
+TEST_CASE("many scenes: shards, resume, and a failing scene that does not stop the others", "[pipeline][infer]") {
+    TempDir tmp;
+    const auto tiles = cdk::test::make_fixture_tiles(tmp, "a", 64, 32, 3, 0);
+    cdk::test::make_fixture_tiles(tmp, "b", 64, 32, 3, 1);
+    cdk::test::make_fixture_tiles(tmp, "four", 64, 32, 4, 0);
+    TrainOptions t;
+    t.train = tiles;
+    t.out = tmp / "m.cdm";
+    t.model.width = 4;
+    t.epochs = 1;
+    t.device = "cpu";
+    t.workers = 0;
+    train_model(t);
+    {
+        std::ofstream f(tmp / "pairs.csv");
+        f << "scene,pre,post\n"
+          << "a,a_scene/pre.tif,a_scene/post.tif\n"
+          << "b,b_scene/pre.tif,b_scene/post.tif\n";
+    }
+    InferOptions o;
+    o.model = t.out;
+    o.pairs = tmp / "pairs.csv";
+    o.out = tmp / "maps";  // created
+    o.with_prob = true;
+    o.device = "cpu";
+    o.tile_size = 32;
+
+    o.shard = "1/2";  // the second scene only
+    auto s = infer_scene(o);
+    CHECK(s["shard"] == "1/2");
+    REQUIRE(s["scenes"].size() == 1);
+    CHECK(s["scenes"][0]["scene"] == "b");
+    CHECK(fs::exists(tmp / "maps/b.tif"));
+    CHECK(fs::exists(tmp / "maps/b_prob.tif"));
+    CHECK_FALSE(fs::exists(tmp / "maps/a.tif"));
+
+    // All shards at once now: b exists, so without --resume or --overwrite nothing starts.
+    o.shard.clear();
+    CHECK_THROWS_WITH(infer_scene(o), Catch::Contains("maps/b.tif") && Catch::Contains("--resume"));
+    CHECK_FALSE(fs::exists(tmp / "maps/a.tif"));
+    const auto b_time = fs::last_write_time(tmp / "maps/b.tif");
+    o.resume = true;
+    s = infer_scene(o);
+    CHECK(s["done"] == 1);
+    CHECK(s["skipped"] == 1);
+    CHECK(fs::exists(tmp / "maps/a.tif"));
+    CHECK(fs::last_write_time(tmp / "maps/b.tif") == b_time);
+
+    // A scene that does not fit the bundle fails alone; the others are written.
+    {
+        std::ofstream f(tmp / "mixed.csv");
+        f << "scene,pre,post\n"
+          << "four,four_scene/pre.tif,four_scene/post.tif\n"
+          << "a2,a_scene/pre.tif,a_scene/post.tif\n";
+    }
+    o.pairs = tmp / "mixed.csv";
+    o.resume = false;
+    CHECK_THROWS_WITH(infer_scene(o), Catch::Contains("1 of 2 scenes failed") && Catch::Contains("four"));
+    CHECK(fs::exists(tmp / "maps/a2.tif"));
+    CHECK_FALSE(fs::exists(tmp / "maps/four.tif"));
+
+    // Option rules.
+    auto bad = o;
+    bad.pre = "x.tif";
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = o;
+    bad.prob = tmp / "p.tif";
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = o;
+    bad.shard = "2/2";
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
 }

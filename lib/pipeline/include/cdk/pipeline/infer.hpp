@@ -15,9 +15,13 @@ struct InferOptions {
     std::string model;             ///< model bundle (.cdm)
     std::string pre;               ///< date 1 (SceneSpec text: a raster, `;`-separated band files, or a folder)
     std::string post;              ///< date 2, same forms
+    std::string pairs;             ///< instead of pre/post: CSV scene,pre,post[,label]; `out` is then a folder
     std::string band_pattern;      ///< band file globs when a date is a folder ("B04,B03,B02")
-    std::string out;               ///< change mask: UInt8, 0 no change, 1 change, 255 nodata
-    std::string prob;              ///< optional Float32 change probability raster (nodata -1)
+    std::string out;               ///< change mask: UInt8, 0 no change, 1 change, 255 nodata (a folder with `pairs`)
+    std::string prob;              ///< optional Float32 change probability raster (nodata -1); single scene
+    bool with_prob = false;        ///< with `pairs`: also write OUT/<scene>_prob.tif
+    std::string shard;             ///< with `pairs`: "I/N" = every N-th scene from the I-th; empty = Slurm array or all
+    bool resume = false;           ///< skip scenes whose change mask already exists (finished by an earlier run)
     double threshold = 0.5;        ///< change where the change probability is >= this
     int tile_size = 0;             ///< window edge in pixels, 0 = the bundle's training tile size (256 if unknown)
     int overlap = -1;              ///< pixels shared by neighbouring windows, -1 = a quarter of the window
@@ -32,13 +36,16 @@ struct InferOptions {
 /// Cross-option checks.
 void validate(const InferOptions& options);
 
-/// Predict a change mask for a scene pair. Windows of `tile_size` with `overlap` are read
+/// Predict a change mask for a scene pair (or, with `pairs`, for every scene of this
+/// shard, each into OUT/<scene>.tif; a scene that fails is reported and the others go on,
+/// then the call throws naming the failures). Windows of `tile_size` with `overlap` are read
 /// one row of windows at a time, batched through the model, and their change
 /// probabilities blended with weights that fall towards each window's border (no seams);
 /// finished rows are written at once, so memory depends on the window row, not the scene.
 /// Nodata in either date is nodata (255) in the output, and windows without valid pixels
 /// are not run. The mask keeps date 1's grid, gets a colour table and a QGIS style beside
-/// it; outputs appear only when complete. Returns the JSON summary.
+/// it; outputs appear only when complete. Returns the JSON summary (with `pairs`:
+/// {"shard", "scenes": [per-scene summaries], "done", "skipped"}).
 nlohmann::json infer_scene(const InferOptions& options, const RunContext& ctx = {});
 
 }  // namespace cdk::pipeline
