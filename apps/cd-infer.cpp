@@ -24,6 +24,12 @@ int main(int argc, char** argv) {
     app.add_option("--pairs", opt.pairs,
                    "Many scenes: CSV with columns scene,pre,post[,label]; --out is then a folder of <scene>.tif");
     app.add_flag("--with-prob", opt.with_prob, "With --pairs: also write OUT/<scene>_prob.tif");
+    app.add_option("--polygons", opt.polygons,
+                   "Also write the change regions as polygons (GeoPackage: id, pixels, area_m2, mean_prob)");
+    app.add_flag("--with-polygons", opt.with_polygons, "With --pairs: also write OUT/<scene>.gpkg");
+    app.add_option("--min-area", opt.min_area_m2, "Leave out change regions smaller than this many square metres")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--shard", opt.shard,
                    "With --pairs: process scenes I, I+N, I+2N ... of the list (I/N, 0-based); default: the Slurm "
                    "array task (SLURM_ARRAY_TASK_ID/COUNT) or every scene");

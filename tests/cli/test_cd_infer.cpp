@@ -70,6 +70,31 @@ TEST_CASE("cd-infer maps a synthetic scene with a bundle from cd-train-teacher",
     INFO(e.err);
     CHECK(e.rc == 0);
 
+    // COG with overviews that GDAL's validator accepts, and polygons that ogrinfo reads.
+    r = run_tool("cd-infer", {"--model", model, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out",
+                              tmp / "change_cog.tif", "--of", "COG", "--co", "BLOCKSIZE=32", "--polygons",
+                              tmp / "change.gpkg", "--threads", "1", "--quiet"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const auto jc = nlohmann::json::parse(r.out);
+    CHECK(jc["polygons"]["out"] == tmp / "change.gpkg");
+    CHECK(jc["prob"].is_null());
+    auto v = cdk::test::run_shell("/usr/bin/python3 -m osgeo_utils.samples.validate_cloud_optimized_geotiff '" +
+                                  (tmp / "change_cog.tif") + "'");
+    INFO(v.out << v.err);
+    CHECK(v.rc == 0);
+    CHECK(v.out.find("is a valid cloud optimized GeoTIFF") != std::string::npos);
+    auto info = cdk::test::run_shell("gdalinfo '" + (tmp / "change_cog.tif") + "'");
+    CHECK(info.out.find("Overviews:") != std::string::npos);
+    CHECK(info.out.find("Color Table") != std::string::npos);
+    auto og = cdk::test::run_shell("ogrinfo -so -al '" + (tmp / "change.gpkg") + "'");
+    CHECK(og.rc == 0);
+    CHECK(og.out.find("Layer name: changes") != std::string::npos);
+    for (const char* field : {"pixels: Integer64", "area_m2: Real", "mean_prob: Real"})
+        CHECK(og.out.find(field) != std::string::npos);
+    for (const auto& name : cdk::test::list_dir(tmp.path()))  // the intermediate probability is gone
+        CHECK(name.find(".prob.tif") == std::string::npos);
+
     // Existing output: refused, one line.
     r = run_tool("cd-infer", {"--model", model, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out",
                               out, "--quiet"});

@@ -23,12 +23,10 @@ DatasetPtr adopt_dataset(GDALDataset* ds) {
     });
 }
 
-namespace {
 std::string gdal_message() {
     std::string msg = CPLGetLastErrorMsg();
     return msg.empty() ? "unknown GDAL error" : msg;
 }
-}  // namespace
 
 DatasetPtr open_raster(const std::string& path) {
     ensure_gdal_registered();

@@ -40,11 +40,6 @@ std::vector<std::string> split(const std::string& text, char sep) {
 
 bool has_wildcard(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
 
-std::string gdal_message() {
-    std::string msg = CPLGetLastErrorMsg();
-    return msg.empty() ? "unknown GDAL error" : msg;
-}
-
 // A raster with GCPs but no geotransform would be read in pixel space and silently
 // misaligned: refuse it with the fix in the message.
 void refuse_gcp_only(GDALDataset& ds, const std::string& path) {

@@ -12,6 +12,7 @@
 
 #include "cdk/core/error.hpp"
 #include "cdk/core/shard.hpp"
+#include "cdk/geo/polygons.hpp"
 #include "cdk/geo/tile.hpp"
 #include "cdk/geo/tile_grid.hpp"
 #include "cdk/nn/bundle.hpp"
@@ -68,6 +69,15 @@ void validate(const InferOptions& o) {
         throw ConfigError("with --pairs, --prob cannot name one file; use --with-prob for OUT/<scene>_prob.tif");
     if (o.pairs.empty() && o.with_prob) throw ConfigError("--with-prob goes with --pairs; give --prob PATH instead");
     if (o.pairs.empty() && !o.shard.empty()) throw ConfigError("--shard goes with --pairs");
+    if (!o.pairs.empty() && !o.polygons.empty())
+        throw ConfigError("with --pairs, --polygons cannot name one file; use --with-polygons for OUT/<scene>.gpkg");
+    if (o.pairs.empty() && o.with_polygons)
+        throw ConfigError("--with-polygons goes with --pairs; give --polygons PATH instead");
+    if (!(o.min_area_m2 >= 0) || !std::isfinite(o.min_area_m2))
+        throw ConfigError("minimum area must be a number >= 0");
+    for (const auto* other : {&o.prob, &o.out})
+        if (!o.polygons.empty() && o.polygons == *other)
+            throw ConfigError("--polygons and another output name the same file " + quote(o.polygons));
     if (!o.shard.empty()) parse_shard(o.shard);
     if (!(o.threshold > 0 && o.threshold < 1))
         throw ConfigError("threshold " + quote(format_number(o.threshold)) + " must lie strictly between 0 and 1");
@@ -107,9 +117,42 @@ nlohmann::json skipped(const std::string& out) {
 }
 
 // One scene pair through the model into `out` (and `prob` when not empty).
+// Where one scene's outputs go.
+struct ScenePaths {
+    std::string out, prob, polygons;
+    /// The outputs that are asked for.
+    std::vector<std::string> all() const {
+        std::vector<std::string> v{out};
+        for (const auto* p : {&prob, &polygons})
+            if (!p->empty()) v.push_back(*p);
+        return v;
+    }
+    /// Whether every output exists (the scene finished in an earlier run).
+    bool finished() const {
+        for (const auto& p : all())
+            if (!fs::exists(p)) return false;
+        return true;
+    }
+};
+
+// Removes a file when it goes out of scope (intermediate outputs).
+struct RemoveOnExit {
+    std::string path;
+    ~RemoveOnExit() {
+        if (!path.empty()) VSIUnlink(path.c_str());
+    }
+};
+
 nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::SceneSpec& post,
-                         const std::string& out, const std::string& prob, const InferOptions& o,
-                         const RunContext& ctx) {
+                         const ScenePaths& paths, const InferOptions& o, const RunContext& ctx) {
+    const std::string& out = paths.out;
+    // Polygons need the probability: kept in a hidden file beside the mask when not asked for.
+    RemoveOnExit scratch;
+    std::string prob = paths.prob;
+    if (!paths.polygons.empty() && prob.empty()) {
+        const fs::path p(out);
+        prob = scratch.path = (p.parent_path() / ("." + p.filename().string() + ".prob.tif")).string();
+    }
     const auto t_start = Clock::now();
     nn::Bundle& bundle = m.bundle;
     const nlohmann::json& header = bundle.header;
@@ -141,8 +184,14 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     geo::RasterWriter mask_out(out, grid, 1, GDT_Byte, o.write, double(kMaskNodata));
     geo::set_change_colour_table(*mask_out.dataset().GetRasterBand(1));
     std::unique_ptr<geo::RasterWriter> prob_out;
-    if (!prob.empty())
-        prob_out = std::make_unique<geo::RasterWriter>(prob, grid, 1, GDT_Float32, o.write, double(kProbNodata));
+    if (!prob.empty()) {
+        geo::WriteOptions pw = o.write;
+        if (!scratch.path.empty()) {  // an intermediate: plain GeoTIFF, replacing a stale one
+            pw = geo::WriteOptions{};
+            pw.overwrite = true;
+        }
+        prob_out = std::make_unique<geo::RasterWriter>(prob, grid, 1, GDT_Float32, pw, double(kProbNodata));
+    }
 
     nn::ChangeModelImpl& model = *bundle.model;
     model.eval();
@@ -233,17 +282,27 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         ctx.progress(double(r + 1) / double(ys.size()), "inference");
     }
 
-    // The probability first: a finished mask is what --resume takes as a finished scene.
     if (prob_out) prob_out->commit();
     mask_out.commit();
     geo::write_change_style(out, true);
+    nlohmann::json polygons = nullptr;
+    if (!paths.polygons.empty()) {
+        geo::PolygonOptions po;
+        po.mask = out;
+        po.prob = prob;
+        po.out = paths.polygons;
+        po.min_area_m2 = o.min_area_m2;
+        po.overwrite = true;  // conflicts were refused before any work
+        polygons = geo::polygonize_changes(po, ctx);
+    }
 
     const double seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
     const double pixel_m2 = geo::pixel_area_m2(grid);
     const long long total = static_cast<long long>(width) * height;
     if (valid_pixels == 0) ctx.warn("scene " + quote(pair.pre.name()) + " has no pixel with data in both dates");
     return {{"out", out},
-            {"prob", prob.empty() ? nlohmann::json(nullptr) : nlohmann::json(prob)},
+            {"prob", paths.prob.empty() ? nlohmann::json(nullptr) : nlohmann::json(paths.prob)},
+            {"polygons", polygons},
             {"model", o.model},
             {"arch", bundle.model->options().arch},
             {"width", width},
@@ -262,19 +321,31 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0}};
 }
 
+// An output that exists is either part of a finished scene (--resume) or to be replaced
+// (--overwrite); anything else is refused before any work.
+void refuse_existing(const ScenePaths& paths, const InferOptions& o) {
+    if (o.write.overwrite) return;
+    for (const auto& p : paths.all())
+        if (fs::exists(p))
+            throw ConfigError("output " + quote(p) + " exists (use --overwrite to replace it" +
+                              (o.resume ? ")" : ", or --resume to skip finished scenes)"));
+}
+
 }  // namespace
 
 nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
     validate(o);
     if (o.threads > 0) at::set_num_threads(o.threads);
     if (o.pairs.empty()) {
-        if (o.resume && fs::exists(o.out)) {
-            ctx.info("change mask " + quote(o.out) + " exists; skipped (--resume)");
+        const ScenePaths paths{o.out, o.prob, o.polygons};
+        if (o.resume && paths.finished()) {
+            ctx.info("outputs of " + quote(o.out) + " exist; skipped (--resume)");
             return skipped(o.out);
         }
+        refuse_existing(paths, o);
         LoadedModel m = load_model(o);
         return map_scene(m, geo::SceneSpec::parse(o.pre, o.band_pattern), geo::SceneSpec::parse(o.post, o.band_pattern),
-                         o.out, o.prob, o, ctx);
+                         paths, o, ctx);
     }
 
     const std::vector<geo::PairJob> jobs = geo::read_pairs_csv(o.pairs, o.band_pattern);
@@ -282,7 +353,7 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
     std::set<std::string> names;
     struct Planned {
         const geo::PairJob* job;
-        std::string out, prob;
+        ScenePaths paths;
     };
     std::vector<Planned> plan;
     for (size_t i = 0; i < jobs.size(); ++i) {
@@ -293,18 +364,15 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
         if (!names.insert(j.scene).second)
             throw ConfigError("pairs file " + quote(o.pairs) + " lists scene " + quote(j.scene) + " twice");
         if (!shard.holds(i)) continue;
-        const std::string out = (fs::path(o.out) / (j.scene + ".tif")).string();
-        const std::string prob = o.with_prob ? (fs::path(o.out) / (j.scene + "_prob.tif")).string() : "";
-        plan.push_back({&j, out, prob});
+        const fs::path dir(o.out);
+        ScenePaths paths{(dir / (j.scene + ".tif")).string(),
+                         o.with_prob ? (dir / (j.scene + "_prob.tif")).string() : "",
+                         o.with_polygons ? (dir / (j.scene + ".gpkg")).string() : ""};
+        plan.push_back({&j, std::move(paths)});
     }
-    // Refuse conflicts before any work: an output that exists is either finished (--resume)
-    // or to be replaced (--overwrite).
-    if (!o.resume && !o.write.overwrite)
-        for (const auto& p : plan)
-            for (const auto* path : {&p.out, &p.prob})
-                if (!path->empty() && fs::exists(*path))
-                    throw ConfigError("output " + quote(*path) +
-                                      " exists (use --resume to skip finished scenes, or --overwrite)");
+    // Refuse conflicts before any work.
+    for (const auto& p : plan)
+        if (!(o.resume && p.paths.finished())) refuse_existing(p.paths, o);
     std::error_code ec;
     fs::create_directories(o.out, ec);
     if (ec || !fs::is_directory(o.out))
@@ -317,8 +385,8 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
     std::vector<std::string> failures;
     for (size_t k = 0; k < plan.size(); ++k) {
         const Planned& p = plan[k];
-        if (o.resume && fs::exists(p.out)) {
-            nlohmann::json s = skipped(p.out);
+        if (o.resume && p.paths.finished()) {
+            nlohmann::json s = skipped(p.paths.out);
             s["scene"] = p.job->scene;
             scenes.push_back(s);
             ++skipped_count;
@@ -326,7 +394,7 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
         }
         const RunContext sub = ctx.scaled(double(k) / double(plan.size()), double(k + 1) / double(plan.size()));
         try {
-            nlohmann::json s = map_scene(m, p.job->pre, p.job->post, p.out, p.prob, o, sub);
+            nlohmann::json s = map_scene(m, p.job->pre, p.job->post, p.paths, o, sub);
             s["scene"] = p.job->scene;
             ctx.info("scene " + quote(p.job->scene) + ": " + std::to_string(s["changed_pixels"].get<long long>()) +
                      " changed pixels, " + format_number(s["seconds"].get<double>()) + " s");

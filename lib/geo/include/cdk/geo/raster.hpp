@@ -20,6 +20,9 @@ using DatasetPtr = std::shared_ptr<GDALDataset>;
 /// Calls GDALAllRegister once; every entry point of lib/geo calls it.
 void ensure_gdal_registered();
 
+/// GDAL's last error message, or "unknown GDAL error" when it left none.
+std::string gdal_message();
+
 /// Open a raster read-only; throws IoError "cannot open raster 'p': <GDAL message>".
 DatasetPtr open_raster(const std::string& path);
 

@@ -20,8 +20,11 @@ struct InferOptions {
     std::string out;               ///< change mask: UInt8, 0 no change, 1 change, 255 nodata (a folder with `pairs`)
     std::string prob;              ///< optional Float32 change probability raster (nodata -1); single scene
     bool with_prob = false;        ///< with `pairs`: also write OUT/<scene>_prob.tif
+    std::string polygons;          ///< optional GeoPackage of change regions (area in m², mean probability); single scene
+    bool with_polygons = false;    ///< with `pairs`: also write OUT/<scene>.gpkg
+    double min_area_m2 = 0;        ///< leave out change regions smaller than this from the polygons
     std::string shard;             ///< with `pairs`: "I/N" = every N-th scene from the I-th; empty = Slurm array or all
-    bool resume = false;           ///< skip scenes whose change mask already exists (finished by an earlier run)
+    bool resume = false;           ///< skip scenes whose requested outputs all exist (finished by an earlier run)
     double threshold = 0.5;        ///< change where the change probability is >= this
     int tile_size = 0;             ///< window edge in pixels, 0 = the bundle's training tile size (256 if unknown)
     int overlap = -1;              ///< pixels shared by neighbouring windows, -1 = a quarter of the window
