@@ -18,7 +18,14 @@ int main(int argc, char** argv) {
     cdk::apps::add_common_flags(app, common);
     std::string align = "warp";
     std::optional<double> nodata;
-    app.add_option("-m,--model", opt.model, "Model bundle (.cdm) from cd-train-teacher or cd-distill")->required();
+    app.add_option("-m,--model", opt.model,
+                   "Model bundle (.cdm) from cd-train-teacher or cd-distill, or a TorchScript file (torch.jit.save) "
+                   "whose forward(pre, post) returns logits [N, 2, H, W]")
+        ->required();
+    app.add_option("--bands", opt.bands, "TorchScript model: bands of each date")->check(CLI::Range(1, 1024));
+    app.add_option("--mean", opt.mean, "TorchScript model: per-band mean subtracted from the input, e.g. 90,80,70")
+        ->delimiter(',');
+    app.add_option("--std", opt.std, "TorchScript model: per-band divisor applied after the mean")->delimiter(',');
     app.add_option("--pre", opt.pre, "Date 1: a raster, band files separated by ';', or a folder with --band-pattern");
     app.add_option("--post", opt.post, "Date 2, same forms as --pre");
     app.add_option("--pairs", opt.pairs,

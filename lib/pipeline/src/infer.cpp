@@ -17,6 +17,7 @@
 #include "cdk/geo/tile_grid.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
+#include "cdk/nn/torchscript.hpp"
 #include "cdk/pipeline/tile_dataset.hpp"
 
 namespace cdk::pipeline {
@@ -73,6 +74,13 @@ void validate(const InferOptions& o) {
         throw ConfigError("with --pairs, --polygons cannot name one file; use --with-polygons for OUT/<scene>.gpkg");
     if (o.pairs.empty() && o.with_polygons)
         throw ConfigError("--with-polygons goes with --pairs; give --polygons PATH instead");
+    if (o.bands < 0) throw ConfigError("band count must be positive");
+    for (const auto* v : {&o.mean, &o.std})
+        if (!v->empty() && int(v->size()) != o.bands)
+            throw ConfigError("--mean and --std need one value per band (" + std::to_string(o.bands) + "), got " +
+                              std::to_string(v->size()));
+    for (double sd : o.std)
+        if (!(sd > 0)) throw ConfigError("--std values must be positive");
     if (!(o.min_area_m2 >= 0) || !std::isfinite(o.min_area_m2))
         throw ConfigError("minimum area must be a number >= 0");
     for (const auto* other : {&o.prob, &o.out})
@@ -105,6 +113,22 @@ struct LoadedModel {
 
 LoadedModel load_model(const InferOptions& o) {
     const torch::Device device = nn::parse_device(o.device);
+    if (nn::is_torchscript(o.model)) {
+        // A model from Python: what a bundle's header would say comes from the options.
+        if (o.bands < 1)
+            throw ConfigError("TorchScript model " + quote(o.model) + " needs the band count of each date (--bands)");
+        Normalization norm;
+        norm.mean.assign(size_t(o.bands), 0.f);
+        norm.std.assign(size_t(o.bands), 1.f);
+        for (size_t b = 0; b < o.mean.size(); ++b) norm.mean[b] = float(o.mean[b]);
+        for (size_t b = 0; b < o.std.size(); ++b) norm.std[b] = float(o.std[b]);
+        nlohmann::json header = {{"model", {{"arch", "torchscript"}, {"in_bands", o.bands}}},
+                                 {"normalization", norm.to_json()}};
+        return {nn::Bundle{header, nn::load_torchscript(o.model, o.bands, device)}, norm, device};
+    }
+    if (o.bands > 0 || !o.mean.empty() || !o.std.empty())
+        throw ConfigError("--bands, --mean and --std are for TorchScript models; bundle " + quote(o.model) +
+                          " carries its own");
     nn::Bundle bundle = nn::load_bundle(o.model, device);
     if (!bundle.header.contains("normalization"))
         throw ModelError("model bundle " + quote(o.model) + " has no normalisation");

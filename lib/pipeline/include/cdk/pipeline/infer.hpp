@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <vector>
 
 #include "cdk/core/context.hpp"
 #include "cdk/geo/raster.hpp"
@@ -12,7 +13,10 @@ namespace cdk::pipeline {
 
 /// Options of cd-infer: a model bundle applied to a whole scene pair, window by window.
 struct InferOptions {
-    std::string model;             ///< model bundle (.cdm)
+    std::string model;             ///< model bundle (.cdm), or a TorchScript file with forward(pre, post) -> logits
+    int bands = 0;                 ///< TorchScript model: bands per date (bundles carry their own)
+    std::vector<double> mean;      ///< TorchScript model: per-band mean subtracted first (default 0)
+    std::vector<double> std;       ///< TorchScript model: per-band divisor (default 1)
     std::string pre;               ///< date 1 (SceneSpec text: a raster, `;`-separated band files, or a folder)
     std::string post;              ///< date 2, same forms
     std::string pairs;             ///< instead of pre/post: CSV scene,pre,post[,label]; `out` is then a folder
