@@ -20,8 +20,16 @@ int main(int argc, char** argv) {
     std::optional<double> nodata;
     app.add_option("-m,--model", opt.model,
                    "Model bundle (.cdm) from cd-train-teacher or cd-distill, or a TorchScript file (torch.jit.save) "
-                   "whose forward(pre, post) returns logits [N, 2, H, W]")
-        ->required();
+                   "whose forward(pre, post) returns logits [N, 2, H, W]");
+    app.add_option("--op-origin", opt.op_origin,
+                   "Origin-Partition two-pass inference instead of --model: this origin bundle predicts each "
+                   "window's CAR, which picks the teacher that predicts it");
+    app.add_option("--op-teachers", opt.op_teachers, "With --op-origin: NAME=BUNDLE per CAR partition, e.g. "
+                                                     "small=s.cdm,medium=m.cdm,large=l.cdm")
+        ->delimiter(',');
+    app.add_option("--op-thresholds", opt.op_thresholds,
+                   "With --op-origin: CAR thresholds between the teachers (default: from their bundles)")
+        ->delimiter(',');
     app.add_option("--bands", opt.bands, "TorchScript model: bands of each date")->check(CLI::Range(1, 1024));
     app.add_option("--mean", opt.mean, "TorchScript model: per-band mean subtracted from the input, e.g. 90,80,70")
         ->delimiter(',');

@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 
+#include "cdk/core/car.hpp"
 #include "cdk/core/error.hpp"
 #include "cdk/core/shard.hpp"
 #include "cdk/geo/polygons.hpp"
@@ -60,7 +61,19 @@ torch::Tensor block_tensor(const geo::Block& blk, const Normalization& norm) {
 }  // namespace
 
 void validate(const InferOptions& o) {
-    if (o.model.empty()) throw ConfigError("a model bundle is needed (--model)");
+    if (o.model.empty() == o.op_origin.empty())
+        throw ConfigError("give a model (--model) or an Origin-Partition origin and teachers (--op-origin, --op-teachers)");
+    if (!o.op_origin.empty() && o.op_teachers.size() < 2)
+        throw ConfigError("Origin-Partition inference needs at least two teachers (--op-teachers small=A.cdm,large=B.cdm)");
+    if (o.op_origin.empty() && (!o.op_teachers.empty() || !o.op_thresholds.empty()))
+        throw ConfigError("--op-teachers and --op-thresholds go with --op-origin");
+    if (!o.op_thresholds.empty() && o.op_thresholds.size() + 1 != o.op_teachers.size())
+        throw ConfigError(std::to_string(o.op_teachers.size()) + " teachers need " +
+                          std::to_string(o.op_teachers.size() - 1) + " CAR thresholds, got " +
+                          std::to_string(o.op_thresholds.size()));
+    for (size_t i = 1; i < o.op_thresholds.size(); ++i)
+        if (!(o.op_thresholds[i] > o.op_thresholds[i - 1]))
+            throw ConfigError("CAR thresholds must increase");
     if (o.pairs.empty() && (o.pre.empty() || o.post.empty()))
         throw ConfigError("both dates are needed (--pre and --post), or a pairs file (--pairs)");
     if (!o.pairs.empty() && (!o.pre.empty() || !o.post.empty()))
@@ -104,15 +117,70 @@ void validate(const InferOptions& o) {
 
 namespace {
 
-// A bundle loaded once for every scene of a run.
+// A bundle loaded once for every scene of a run (with its teachers in O-P mode).
 struct LoadedModel {
     nn::Bundle bundle;
     Normalization norm;
     torch::Device device;
+    std::string path;                   // what --model (or --op-origin) named
+    std::vector<nn::Bundle> teachers;   // O-P mode: one per CAR partition, in CAR order
+    std::vector<std::string> teacher_names;
+    std::vector<double> thresholds;     // between the teachers
 };
+
+// Parse NAME=BUNDLE items; order them by the partition names cd-partition gives when they
+// are those names, else keep the command line's order.
+std::vector<std::pair<std::string, std::string>> parse_teachers(const std::vector<std::string>& items) {
+    std::vector<std::pair<std::string, std::string>> t;
+    for (const auto& item : items) {
+        const auto eq = item.find('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
+            throw ConfigError("teacher " + quote(item) + " must be NAME=BUNDLE, e.g. small=small.cdm");
+        t.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    }
+    const auto names = partition_names(t.size() - 1);
+    std::vector<std::pair<std::string, std::string>> ordered;
+    for (const auto& n : names)
+        for (const auto& p : t)
+            if (p.first == n) ordered.push_back(p);
+    return ordered.size() == t.size() ? ordered : t;
+}
+
+LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
+    const auto teachers = parse_teachers(o.op_teachers);
+    origin.thresholds = o.op_thresholds;
+    for (const auto& [name, path] : teachers) {
+        nn::Bundle t = nn::load_bundle(path, origin.device);
+        const auto& h = t.header;
+        if (h.value("normalization", nlohmann::json()) != origin.bundle.header.value("normalization", nlohmann::json()) ||
+            t.model->options().in_bands != origin.bundle.model->options().in_bands)
+            throw ModelError("teacher " + quote(path) + " was trained on other bands or statistics than origin " +
+                             quote(origin.path));
+        if (origin.thresholds.empty()) {
+            const auto th = h.value("training", nlohmann::json::object())
+                                .value("train", nlohmann::json::object())
+                                .value("partition", nlohmann::json::object())
+                                .value("thresholds", nlohmann::json());
+            if (th.is_array() && th.size() + 1 == teachers.size()) origin.thresholds = th.get<std::vector<double>>();
+        }
+        origin.teacher_names.push_back(name);
+        origin.teachers.push_back(std::move(t));
+    }
+    if (origin.thresholds.empty())
+        throw ConfigError("the teachers' bundles do not record " + std::to_string(teachers.size() - 1) +
+                          " CAR thresholds (trained on a cd-partition manifest?); give --op-thresholds");
+    return origin;
+}
 
 LoadedModel load_model(const InferOptions& o) {
     const torch::Device device = nn::parse_device(o.device);
+    if (!o.op_origin.empty()) {
+        nn::Bundle origin = nn::load_bundle(o.op_origin, device);
+        if (!origin.header.contains("normalization"))
+            throw ModelError("model bundle " + quote(o.op_origin) + " has no normalisation");
+        Normalization norm = Normalization::from_json(origin.header.at("normalization"));
+        return load_op_model(o, LoadedModel{std::move(origin), std::move(norm), device, o.op_origin, {}, {}, {}});
+    }
     if (nn::is_torchscript(o.model)) {
         // A model from Python: what a bundle's header would say comes from the options.
         if (o.bands < 1)
@@ -124,7 +192,7 @@ LoadedModel load_model(const InferOptions& o) {
         for (size_t b = 0; b < o.std.size(); ++b) norm.std[b] = float(o.std[b]);
         nlohmann::json header = {{"model", {{"arch", "torchscript"}, {"in_bands", o.bands}}},
                                  {"normalization", norm.to_json()}};
-        return {nn::Bundle{header, nn::load_torchscript(o.model, o.bands, device)}, norm, device};
+        return {nn::Bundle{header, nn::load_torchscript(o.model, o.bands, device)}, norm, device, o.model, {}, {}, {}};
     }
     if (o.bands > 0 || !o.mean.empty() || !o.std.empty())
         throw ConfigError("--bands, --mean and --std are for TorchScript models; bundle " + quote(o.model) +
@@ -133,7 +201,7 @@ LoadedModel load_model(const InferOptions& o) {
     if (!bundle.header.contains("normalization"))
         throw ModelError("model bundle " + quote(o.model) + " has no normalisation");
     Normalization norm = Normalization::from_json(bundle.header.at("normalization"));
-    return {std::move(bundle), std::move(norm), device};
+    return {std::move(bundle), std::move(norm), device, o.model, {}, {}, {}};
 }
 
 nlohmann::json skipped(const std::string& out) {
@@ -184,9 +252,9 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     const torch::Device device = m.device;
     const geo::ScenePair pair = geo::open_pair(pre, post, "", o.pair, ctx);
     const int bands = pair.pre.band_count();
-    nn::check_input(header, bands, GDALGetDataTypeName(pair.pre.data_type()), o.model, pair.pre.name());
+    nn::check_input(header, bands, GDALGetDataTypeName(pair.pre.data_type()), m.path, pair.pre.name());
     if (int(norm.mean.size()) != bands)
-        throw ModelError("model bundle " + quote(o.model) + " normalises " + std::to_string(norm.mean.size()) +
+        throw ModelError("model bundle " + quote(m.path) + " normalises " + std::to_string(norm.mean.size()) +
                          " bands, scene " + quote(pair.pre.name()) + " has " + std::to_string(bands));
 
     const geo::Grid& grid = pair.grid();
@@ -220,7 +288,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     nn::ChangeModelImpl& model = *bundle.model;
     model.eval();
     torch::NoGradGuard no_grad;
-    auto change_prob = [&](const torch::Tensor& a, const torch::Tensor& b) {
+    auto change_prob = [&](nn::ChangeModelImpl& model, const torch::Tensor& a, const torch::Tensor& b) {
         auto run = [&](const torch::Tensor& x, const torch::Tensor& y) {
             return torch::softmax(model.forward(x, y).logits, 1).select(1, 1);
         };
@@ -239,13 +307,12 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     auto valid = torch::zeros({th, width}, torch::kUInt8);
     const auto weights = window_weights(th, tw);
     long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
-    std::vector<uint8_t> mask_rows;
-    std::vector<float> prob_rows;
+    std::vector<long long> routed(m.teachers.size(), 0);
 
     for (size_t r = 0; r < ys.size(); ++r) {
         const int y = ys[r];
         // Read the row's windows; those without a valid pixel are not run.
-        std::vector<torch::Tensor> pres, posts;
+        std::vector<torch::Tensor> pres, posts, valids;
         std::vector<int> run_x;
         for (const int x : xs) {
             const geo::Window win{x, y, tw, th};
@@ -258,6 +325,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
                 ++windows_skipped;
                 continue;
             }
+            valids.push_back(v.to(torch::kBool));
             pres.push_back(block_tensor(a, norm));
             posts.push_back(block_tensor(b, norm));
             run_x.push_back(x);
@@ -266,7 +334,26 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             const size_t n = std::min(run_x.size() - i, size_t(o.batch_size));
             const auto a = torch::stack(std::vector<torch::Tensor>(pres.begin() + i, pres.begin() + i + n)).to(device);
             const auto b = torch::stack(std::vector<torch::Tensor>(posts.begin() + i, posts.begin() + i + n)).to(device);
-            const auto p = change_prob(a, b);
+            torch::Tensor p = change_prob(model, a, b);
+            if (!m.teachers.empty()) {
+                // O-P two-pass: the origin's predicted CAR of each window (over its valid
+                // pixels) picks the teacher whose partition holds it; the teacher predicts.
+                std::vector<std::vector<int64_t>> groups(m.teachers.size());
+                for (size_t k = 0; k < n; ++k) {
+                    const auto& v = valids[i + k];
+                    const double car = double((p[int64_t(k)].ge(o.threshold) & v).sum().item<int64_t>()) /
+                                       double(v.sum().item<int64_t>());
+                    groups[size_t(partition_of(car, m.thresholds))].push_back(int64_t(k));
+                }
+                for (size_t t = 0; t < groups.size(); ++t) {
+                    if (groups[t].empty()) continue;
+                    const auto idx = torch::tensor(groups[t], torch::kInt64);
+                    const auto idx_dev = idx.to(device);
+                    p.index_copy_(0, idx, change_prob(*m.teachers[t].model, a.index_select(0, idx_dev),
+                                                      b.index_select(0, idx_dev)));
+                    routed[t] += int64_t(groups[t].size());
+                }
+            }
             for (size_t k = 0; k < n; ++k) {
                 const int x = run_x[i + k];
                 acc.narrow(1, x, tw).add_(p[int64_t(k)] * weights);
@@ -320,6 +407,11 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         polygons = geo::polygonize_changes(po, ctx);
     }
 
+    nlohmann::json op_summary = nullptr;
+    if (!m.teachers.empty()) {
+        op_summary = {{"thresholds", m.thresholds}, {"windows", nlohmann::json::object()}};
+        for (size_t t = 0; t < m.teachers.size(); ++t) op_summary["windows"][m.teacher_names[t]] = routed[t];
+    }
     const double seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
     const double pixel_m2 = geo::pixel_area_m2(grid);
     const long long total = static_cast<long long>(width) * height;
@@ -327,7 +419,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     return {{"out", out},
             {"prob", paths.prob.empty() ? nlohmann::json(nullptr) : nlohmann::json(paths.prob)},
             {"polygons", polygons},
-            {"model", o.model},
+            {"model", m.path},
             {"arch", bundle.model->options().arch},
             {"width", width},
             {"height", height},
@@ -342,7 +434,8 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             {"windows_skipped", windows_skipped},
             {"device", device.str()},
             {"seconds", seconds},
-            {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0}};
+            {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0},
+            {"op", op_summary}};
 }
 
 // An output that exists is either part of a finished scene (--resume) or to be replaced

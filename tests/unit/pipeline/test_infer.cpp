@@ -5,6 +5,7 @@
 
 #include "cdk/core/error.hpp"
 #include "cdk/geo/metrics.hpp"
+#include "cdk/geo/partition.hpp"
 #include "cdk/geo/raster.hpp"
 #include "cdk/pipeline/infer.hpp"
 #include "cdk/pipeline/train.hpp"
@@ -244,4 +245,77 @@ TEST_CASE("many scenes: shards, resume, and a failing scene that does not stop t
     bad = o;
     bad.shard = "2/2";
     CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+}
+
+TEST_CASE("Origin-Partition two-pass: the origin's predicted CAR picks the teacher", "[pipeline][infer][op]") {
+    TempDir tmp;
+    const auto tiles = cdk::test::make_fixture_tiles(tmp, "a", 128, 64, 3, 0);
+    cdk::geo::PartitionOptions po;
+    po.manifest = tiles;
+    po.out = tmp / "parts";
+    po.thresholds = {0.1};
+    po.val_fraction = 0;
+    cdk::geo::partition_tiles(po);
+    auto train = [&](const std::string& manifest, const std::string& out, uint64_t seed) {
+        TrainOptions t;
+        t.train = manifest;
+        t.out = out;
+        t.model.width = 4;
+        t.epochs = 1;
+        t.device = "cpu";
+        t.workers = 0;
+        t.seed = seed;
+        train_model(t);
+    };
+    train(tmp / "parts/origin.csv", tmp / "origin.cdm", 1);
+    train(tmp / "parts/small.csv", tmp / "small.cdm", 2);
+    train(tmp / "parts/large.csv", tmp / "large.cdm", 3);
+
+    auto single = infer_options(tmp / "small.cdm", tmp / "a_scene", tmp / "small.tif");
+    single.prob = tmp / "small_prob.tif";
+    infer_scene(single);
+    single.model = tmp / "large.cdm";
+    single.out = tmp / "large.tif";
+    single.prob = tmp / "large_prob.tif";
+    infer_scene(single);
+
+    InferOptions op = infer_options("", tmp / "a_scene", tmp / "op.tif");
+    op.op_origin = tmp / "origin.cdm";
+    op.op_teachers = {"large=" + (tmp / "large.cdm"), "small=" + (tmp / "small.cdm")};  // any order
+    op.prob = tmp / "op_prob.tif";
+    const auto s = infer_scene(op);
+    INFO(s.dump());
+    CHECK(s["op"]["thresholds"] == nlohmann::json{0.1});  // from the teachers' bundles
+    const long long routed = s["op"]["windows"]["small"].get<long long>() + s["op"]["windows"]["large"].get<long long>();
+    CHECK(routed == s["windows"].get<long long>());
+
+    // Every CAR is <= 1: all windows go to "small", and the result is the small teacher's.
+    op.op_thresholds = {1.0};
+    op.out = tmp / "op_small.tif";
+    op.prob = tmp / "op_small_prob.tif";
+    CHECK(infer_scene(op)["op"]["windows"]["large"] == 0);
+    CHECK(read_band(tmp / "op_small_prob.tif") == read_band(tmp / "small_prob.tif"));
+    // No CAR is <= -1: all go to "large".
+    op.op_thresholds = {-1.0};
+    op.out = tmp / "op_large.tif";
+    op.prob = tmp / "op_large_prob.tif";
+    CHECK(infer_scene(op)["op"]["windows"]["small"] == 0);
+    CHECK(read_band(tmp / "op_large_prob.tif") == read_band(tmp / "large_prob.tif"));
+    CHECK(read_band(tmp / "op_large_prob.tif") != read_band(tmp / "small_prob.tif"));
+
+    // Bad combinations.
+    auto bad = op;
+    bad.model = tmp / "small.cdm";
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = op;
+    bad.op_teachers = {"small=" + (tmp / "small.cdm")};
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = op;
+    bad.op_thresholds = {0.1, 0.2};
+    CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    bad = op;
+    bad.op_teachers = {"small", "large=" + (tmp / "large.cdm")};
+    bad.out = tmp / "bad.tif";
+    bad.prob.clear();
+    CHECK_THROWS_WITH(infer_scene(bad), Catch::Contains("NAME=BUNDLE"));
 }

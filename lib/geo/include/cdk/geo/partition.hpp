@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "cdk/core/car.hpp"
 #include "cdk/core/context.hpp"
 
 namespace cdk::geo {
@@ -29,12 +30,9 @@ struct PartitionOptions {
 /// untouched default, which is then ignored); quantiles 0 or >= 2; val_fraction in [0, 1).
 void validate(const PartitionOptions& options);
 
-/// Partition index of a CAR: the first k with car <= thresholds[k], else thresholds.size().
-int partition_of(double car, const std::vector<double>& thresholds);
-
-/// Names of the partitions that `threshold_count` thresholds make: 1 → small, large;
-/// 2 → small, medium, large; otherwise p1 … pK.
-std::vector<std::string> partition_names(std::size_t threshold_count);
+// The partition rule lives in lib/core so that lib/nn routes samples by the same code.
+using cdk::partition_names;
+using cdk::partition_of;
 
 /// Thresholds of K equal-count partitions of `cars`: the CAR at each k/K boundary of the
 /// sorted list (ties go to the lower partition), duplicates and values >= the largest CAR

@@ -14,6 +14,9 @@ namespace cdk::pipeline {
 /// Options of cd-infer: a model bundle applied to a whole scene pair, window by window.
 struct InferOptions {
     std::string model;             ///< model bundle (.cdm), or a TorchScript file with forward(pre, post) -> logits
+    std::string op_origin;         ///< Origin-Partition two-pass instead of `model`: the origin bundle predicts each window's CAR
+    std::vector<std::string> op_teachers;  ///< NAME=BUNDLE per CAR partition (small=a.cdm ...); the window's predicted CAR picks one
+    std::vector<double> op_thresholds;     ///< CAR thresholds between the teachers; empty = from the teachers' bundles
     int bands = 0;                 ///< TorchScript model: bands per date (bundles carry their own)
     std::vector<double> mean;      ///< TorchScript model: per-band mean subtracted first (default 0)
     std::vector<double> std;       ///< TorchScript model: per-band divisor (default 1)
