@@ -10,7 +10,6 @@
 #include <memory>
 #include <set>
 
-#include "cdk/core/car.hpp"
 #include "cdk/core/error.hpp"
 #include "cdk/core/shard.hpp"
 #include "cdk/geo/polygons.hpp"
@@ -19,6 +18,7 @@
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
 #include "cdk/nn/torchscript.hpp"
+#include "cdk/pipeline/teachers.hpp"
 #include "cdk/pipeline/tile_dataset.hpp"
 
 namespace cdk::pipeline {
@@ -71,9 +71,6 @@ void validate(const InferOptions& o) {
         throw ConfigError(std::to_string(o.op_teachers.size()) + " teachers need " +
                           std::to_string(o.op_teachers.size() - 1) + " CAR thresholds, got " +
                           std::to_string(o.op_thresholds.size()));
-    for (size_t i = 1; i < o.op_thresholds.size(); ++i)
-        if (!(o.op_thresholds[i] > o.op_thresholds[i - 1]))
-            throw ConfigError("CAR thresholds must increase");
     if (o.pairs.empty() && (o.pre.empty() || o.post.empty()))
         throw ConfigError("both dates are needed (--pre and --post), or a pairs file (--pairs)");
     if (!o.pairs.empty() && (!o.pre.empty() || !o.post.empty()))
@@ -122,53 +119,17 @@ struct LoadedModel {
     nn::Bundle bundle;
     Normalization norm;
     torch::Device device;
-    std::string path;                   // what --model (or --op-origin) named
-    std::vector<nn::Bundle> teachers;   // O-P mode: one per CAR partition, in CAR order
-    std::vector<std::string> teacher_names;
-    std::vector<double> thresholds;     // between the teachers
+    std::string path;     // what --model (or --op-origin) named
+    TeacherSet teachers;  // O-P mode: one per CAR partition, in CAR order
 };
 
-// Parse NAME=BUNDLE items; order them by the partition names cd-partition gives when they
-// are those names, else keep the command line's order.
-std::vector<std::pair<std::string, std::string>> parse_teachers(const std::vector<std::string>& items) {
-    std::vector<std::pair<std::string, std::string>> t;
-    for (const auto& item : items) {
-        const auto eq = item.find('=');
-        if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
-            throw ConfigError("teacher " + quote(item) + " must be NAME=BUNDLE, e.g. small=small.cdm");
-        t.emplace_back(item.substr(0, eq), item.substr(eq + 1));
-    }
-    const auto names = partition_names(t.size() - 1);
-    std::vector<std::pair<std::string, std::string>> ordered;
-    for (const auto& n : names)
-        for (const auto& p : t)
-            if (p.first == n) ordered.push_back(p);
-    return ordered.size() == t.size() ? ordered : t;
-}
-
 LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
-    const auto teachers = parse_teachers(o.op_teachers);
-    origin.thresholds = o.op_thresholds;
-    for (const auto& [name, path] : teachers) {
-        nn::Bundle t = nn::load_bundle(path, origin.device);
-        const auto& h = t.header;
-        if (h.value("normalization", nlohmann::json()) != origin.bundle.header.value("normalization", nlohmann::json()) ||
-            t.model->options().in_bands != origin.bundle.model->options().in_bands)
-            throw ModelError("teacher " + quote(path) + " was trained on other bands or statistics than origin " +
-                             quote(origin.path));
-        if (origin.thresholds.empty()) {
-            const auto th = h.value("training", nlohmann::json::object())
-                                .value("train", nlohmann::json::object())
-                                .value("partition", nlohmann::json::object())
-                                .value("thresholds", nlohmann::json());
-            if (th.is_array() && th.size() + 1 == teachers.size()) origin.thresholds = th.get<std::vector<double>>();
-        }
-        origin.teacher_names.push_back(name);
-        origin.teachers.push_back(std::move(t));
-    }
-    if (origin.thresholds.empty())
-        throw ConfigError("the teachers' bundles do not record " + std::to_string(teachers.size() - 1) +
-                          " CAR thresholds (trained on a cd-partition manifest?); give --op-thresholds");
+    origin.teachers = load_teachers(o.op_teachers, o.op_thresholds, origin.device);
+    const auto& first = origin.teachers.bundles.front();
+    if (first.header.value("normalization", nlohmann::json()) != origin.bundle.header.value("normalization", nlohmann::json()) ||
+        first.model->options().in_bands != origin.bundle.model->options().in_bands)
+        throw ModelError("teacher " + quote(origin.teachers.paths.front()) +
+                         " was trained on other bands or statistics than origin " + quote(origin.path));
     return origin;
 }
 
@@ -179,7 +140,7 @@ LoadedModel load_model(const InferOptions& o) {
         if (!origin.header.contains("normalization"))
             throw ModelError("model bundle " + quote(o.op_origin) + " has no normalisation");
         Normalization norm = Normalization::from_json(origin.header.at("normalization"));
-        return load_op_model(o, LoadedModel{std::move(origin), std::move(norm), device, o.op_origin, {}, {}, {}});
+        return load_op_model(o, LoadedModel{std::move(origin), std::move(norm), device, o.op_origin, {}});
     }
     if (nn::is_torchscript(o.model)) {
         // A model from Python: what a bundle's header would say comes from the options.
@@ -192,7 +153,7 @@ LoadedModel load_model(const InferOptions& o) {
         for (size_t b = 0; b < o.std.size(); ++b) norm.std[b] = float(o.std[b]);
         nlohmann::json header = {{"model", {{"arch", "torchscript"}, {"in_bands", o.bands}}},
                                  {"normalization", norm.to_json()}};
-        return {nn::Bundle{header, nn::load_torchscript(o.model, o.bands, device)}, norm, device, o.model, {}, {}, {}};
+        return {nn::Bundle{header, nn::load_torchscript(o.model, o.bands, device)}, norm, device, o.model, {}};
     }
     if (o.bands > 0 || !o.mean.empty() || !o.std.empty())
         throw ConfigError("--bands, --mean and --std are for TorchScript models; bundle " + quote(o.model) +
@@ -201,7 +162,7 @@ LoadedModel load_model(const InferOptions& o) {
     if (!bundle.header.contains("normalization"))
         throw ModelError("model bundle " + quote(o.model) + " has no normalisation");
     Normalization norm = Normalization::from_json(bundle.header.at("normalization"));
-    return {std::move(bundle), std::move(norm), device, o.model, {}, {}, {}};
+    return {std::move(bundle), std::move(norm), device, o.model, {}};
 }
 
 nlohmann::json skipped(const std::string& out) {
@@ -307,7 +268,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     auto valid = torch::zeros({th, width}, torch::kUInt8);
     const auto weights = window_weights(th, tw);
     long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
-    std::vector<long long> routed(m.teachers.size(), 0);
+    std::vector<long long> routed(m.teachers.bundles.size(), 0);
 
     for (size_t r = 0; r < ys.size(); ++r) {
         const int y = ys[r];
@@ -335,21 +296,21 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             const auto a = torch::stack(std::vector<torch::Tensor>(pres.begin() + i, pres.begin() + i + n)).to(device);
             const auto b = torch::stack(std::vector<torch::Tensor>(posts.begin() + i, posts.begin() + i + n)).to(device);
             torch::Tensor p = change_prob(model, a, b);
-            if (!m.teachers.empty()) {
+            if (!m.teachers.bundles.empty()) {
                 // O-P two-pass: the origin's predicted CAR of each window (over its valid
                 // pixels) picks the teacher whose partition holds it; the teacher predicts.
-                std::vector<std::vector<int64_t>> groups(m.teachers.size());
+                std::vector<std::vector<int64_t>> groups(m.teachers.bundles.size());
                 for (size_t k = 0; k < n; ++k) {
                     const auto& v = valids[i + k];
                     const double car = double((p[int64_t(k)].ge(o.threshold) & v).sum().item<int64_t>()) /
                                        double(v.sum().item<int64_t>());
-                    groups[size_t(partition_of(car, m.thresholds))].push_back(int64_t(k));
+                    groups[size_t(m.teachers.route(car))].push_back(int64_t(k));
                 }
                 for (size_t t = 0; t < groups.size(); ++t) {
                     if (groups[t].empty()) continue;
                     const auto idx = torch::tensor(groups[t], torch::kInt64);
                     const auto idx_dev = idx.to(device);
-                    p.index_copy_(0, idx, change_prob(*m.teachers[t].model, a.index_select(0, idx_dev),
+                    p.index_copy_(0, idx, change_prob(*m.teachers.bundles[t].model, a.index_select(0, idx_dev),
                                                       b.index_select(0, idx_dev)));
                     routed[t] += int64_t(groups[t].size());
                 }
@@ -408,9 +369,9 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     }
 
     nlohmann::json op_summary = nullptr;
-    if (!m.teachers.empty()) {
-        op_summary = {{"thresholds", m.thresholds}, {"windows", nlohmann::json::object()}};
-        for (size_t t = 0; t < m.teachers.size(); ++t) op_summary["windows"][m.teacher_names[t]] = routed[t];
+    if (!m.teachers.bundles.empty()) {
+        op_summary = {{"thresholds", m.teachers.thresholds}, {"windows", nlohmann::json::object()}};
+        for (size_t t = 0; t < routed.size(); ++t) op_summary["windows"][m.teachers.names[t]] = routed[t];
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
     const double pixel_m2 = geo::pixel_area_m2(grid);

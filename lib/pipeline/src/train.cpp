@@ -411,6 +411,8 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         {"tile_size", dataset_json.value("tile_size", 0)},
         {"overlap", dataset_json.value("overlap", 0)},
     };
+    if (o.header_extra.is_object())
+        for (const auto& [key, value] : o.header_extra.items()) header[key] = value;
     nlohmann::json training = {
         {"train", manifest_summary(o.train, train)},
         {"val", val ? manifest_summary(o.val, *val) : nlohmann::json(nullptr)},
@@ -460,7 +462,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         const auto t_epoch = Clock::now();
         model->train();
         BatchLoader loader(train, o.batch_size, true, augment, epoch_seed(o.seed, epoch), o.workers);
-        double loss_sum = 0, lr = o.lr;
+        double loss_sum = 0, extra_sum = 0, lr = o.lr;
         int64_t samples = 0, steps = 0;
         while (auto cpu = loader.next()) {
             lr = lr_at(o, prog.step, total_steps);
@@ -477,7 +479,11 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
             }
             if (o.amp) out.logits = out.logits.to(torch::kFloat32);  // losses in float32
             torch::Tensor loss = nn::segmentation_loss(out.logits, b.label, o.loss);
-            if (extra) loss = loss + extra(b, out);
+            if (extra) {
+                const torch::Tensor e = extra(b, out);
+                extra_sum += e.item<double>() * double(b.ids.size());
+                loss = loss + e;
+            }
             optimizer->zero_grad();
             loss.backward();
             optimizer->step();
@@ -535,6 +541,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
                                {"samples", samples},
                                {"samples_per_s", sps},
                                {"best", is_best}};
+        if (extra) line["extra_loss"] = samples ? extra_sum / double(samples) : 0.0;
         if (partial) line["partial"] = true;
         append_line(log, line.dump());
         ctx.info("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs) + (partial ? " (partial)" : "") +

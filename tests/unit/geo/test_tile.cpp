@@ -91,7 +91,7 @@ TEST_CASE("tiling writes tiles, a manifest with CAR over valid pixels, and stati
           std::vector<std::string>{"label.tif", "post.tif", "pre.tif", "tiles"});
 }
 
-TEST_CASE("tiles below the valid fraction are skipped; the output is not overwritten", "[geo][tile]") {
+TEST_CASE("tiles below the valid fraction are skipped, and the output is not overwritten", "[geo][tile]") {
     TempDir tmp;
     make_pair(tmp);
     TileOptions o;

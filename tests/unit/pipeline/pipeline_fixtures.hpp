@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cdk/geo/tile.hpp"
+#include "cdk/nn/bundle.hpp"
 #include "support/support.hpp"
 
 namespace cdk::test {
@@ -63,6 +64,23 @@ inline std::string make_fixture_tiles(const TempDir& tmp, const std::string& nam
     t.min_valid = 0.01;
     geo::tile_scenes(t);
     return tmp / (name + "/tiles.csv");
+}
+
+/// Whether two models hold bit-identical parameters and buffers.
+inline bool same_weights(nn::ChangeModelImpl& ma, nn::ChangeModelImpl& mb) {
+    auto pa = ma.named_parameters(), pb = mb.named_parameters();
+    if (pa.size() != pb.size()) return false;
+    for (const auto& p : pa)
+        if (!p.value().equal(pb[p.key()])) return false;
+    auto ba = ma.named_buffers(), bb = mb.named_buffers();
+    for (const auto& p : ba)
+        if (!p.value().equal(bb[p.key()])) return false;
+    return true;
+}
+
+/// Whether two bundles hold bit-identical weights.
+inline bool same_weights(const std::string& a, const std::string& b) {
+    return same_weights(*nn::load_bundle(a).model, *nn::load_bundle(b).model);
 }
 
 }  // namespace cdk::test

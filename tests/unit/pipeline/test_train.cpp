@@ -42,19 +42,6 @@ std::vector<nlohmann::json> read_log(const std::string& path) {
     return lines;
 }
 
-// Whether two bundles hold bit-identical weights.
-bool same_weights(const std::string& a, const std::string& b) {
-    auto ma = cdk::nn::load_bundle(a).model, mb = cdk::nn::load_bundle(b).model;
-    auto pa = ma->named_parameters(), pb = mb->named_parameters();
-    if (pa.size() != pb.size()) return false;
-    for (const auto& p : pa)
-        if (!p.value().equal(pb[p.key()])) return false;
-    auto ba = ma->named_buffers(), bb = mb->named_buffers();
-    for (const auto& p : ba)
-        if (!p.value().equal(bb[p.key()])) return false;
-    return true;
-}
-
 }  // namespace
 
 TEST_CASE("a tiny model learns a trivially learnable change", "[pipeline][train]") {
@@ -107,11 +94,11 @@ TEST_CASE("the same seed gives the same weights whatever the worker count", "[pi
     o.out = tmp / "w2.cdm";
     o.workers = 2;
     train_model(o);
-    CHECK(same_weights(tmp / "w1.cdm", tmp / "w2.cdm"));
+    CHECK(cdk::test::same_weights(tmp / "w1.cdm", tmp / "w2.cdm"));
     o.out = tmp / "s4.cdm";
     o.seed = 4;
     train_model(o);
-    CHECK_FALSE(same_weights(tmp / "w1.cdm", tmp / "s4.cdm"));
+    CHECK_FALSE(cdk::test::same_weights(tmp / "w1.cdm", tmp / "s4.cdm"));
 }
 
 TEST_CASE("a stopped run resumes to the same weights as an uninterrupted one", "[pipeline][train]") {
@@ -152,7 +139,7 @@ TEST_CASE("a stopped run resumes to the same weights as an uninterrupted one", "
     CHECK(h["training"]["epochs_completed"] == 3);
     CHECK(h["training"]["resumed_after_epochs"] == nlohmann::json{1});
     CHECK(h["metrics"] == cdk::nn::read_bundle_header(tmp / "full.cdm")["metrics"]);
-    CHECK(same_weights(tmp / "full.cdm", tmp / "part.cdm"));
+    CHECK(cdk::test::same_weights(tmp / "full.cdm", tmp / "part.cdm"));
 
     // Resuming a finished run does nothing.
     const auto again = train_model(o);

@@ -39,6 +39,7 @@ struct TrainOptions {
     bool resume = false;                 ///< continue from OUT's checkpoint after an interruption
     bool overwrite = false;              ///< replace an existing OUT
     int max_steps = 0;                   ///< stop after this many steps (0 = no limit; tests)
+    nlohmann::json header_extra = nlohmann::json::object();  ///< merged into the bundle header (distillation records its teachers)
 };
 
 /// Cross-option checks.

@@ -1,0 +1,46 @@
+// cd-distill: distil teacher models into one student (MTKD: CAR-specialised teachers from
+// Origin-Partition, JL1-CD paper). HiCD and KD-MSI are planned.
+#include <CLI/CLI.hpp>
+
+#include "cdk/pipeline/distill.hpp"
+#include "common/common.hpp"
+#include "common/train_flags.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{
+        "Distil teachers into one student model bundle. mtkd: the Origin-Partition teachers "
+        "(one per CAR range) guide a student, each training sample by the teacher of its CAR: "
+        "loss = task loss + kd-weight * MSE(student logits, teacher logits) [+ KL term]",
+        "cd-distill"};
+    cdk::pipeline::DistillOptions opt;
+    opt.train.model.arch.clear();  // the student's architecture is --student-init's unless --arch says otherwise
+    cdk::apps::CommonFlags common;
+    cdk::apps::add_common_flags(app, common);
+    cdk::apps::TrainFlags flags;
+    cdk::apps::add_train_flags(app, opt.train, flags, "--student-init");
+    app.add_option("--method", opt.method, "Distillation method (mtkd; hicd and kd-msi are planned)")
+        ->capture_default_str();
+    app.add_option("--teachers", opt.teachers,
+                   "Teacher bundles per CAR partition: NAME=BUNDLE,... e.g. small=s.cdm,medium=m.cdm,large=l.cdm")
+        ->delimiter(',')
+        ->required();
+    app.add_option("--thresholds", opt.thresholds,
+                   "CAR thresholds between the teachers (default: those their bundles were partitioned with)")
+        ->delimiter(',');
+    app.add_option("--kd-weight", opt.kd.weight, "Weight (lambda) of MSE(student logits, teacher logits)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--kd-temperature", opt.kd.temperature, "Temperature of the KL term")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    app.add_option("--kd-kl-weight", opt.kd.kl_weight, "Weight of T^2 * KL(teacher || student) at that temperature")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    CLI11_PARSE(app, argc, argv);
+
+    return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
+        cdk::apps::finish_train_flags(opt.train, flags, common);
+        auto summary = cdk::pipeline::distill_model(opt, ctx);
+        cdk::apps::print_result(summary.dump(2));
+    });
+}

@@ -1,0 +1,24 @@
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "cdk/pipeline/train.hpp"
+#include "common/common.hpp"
+
+namespace cdk::apps {
+
+/// What the training flags set besides TrainOptions itself.
+struct TrainFlags {
+    bool no_augment = false;  ///< --no-augment
+};
+
+/// Add the flags every training program shares (cd-train-teacher, cd-distill): manifests,
+/// output, architecture, schedule, optimiser, augmentation, loss, device, resume ...
+/// `--arch` is added but not required; the start-from-a-bundle flag is named `init_flag`.
+void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags& flags,
+                     const std::string& init_flag = "--init");
+
+/// After parsing: apply --no-augment and --threads, and check --arch against the registry.
+void finish_train_flags(pipeline::TrainOptions& options, const TrainFlags& flags, const CommonFlags& common);
+
+}  // namespace cdk::apps

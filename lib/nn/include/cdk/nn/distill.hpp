@@ -1,0 +1,22 @@
+#pragma once
+
+#include <torch/torch.h>
+
+namespace cdk::nn {
+
+/// Weights of the MTKD distillation term (JL1-CD paper, docs/methods.md).
+struct KdOptions {
+    double weight = 1.0;       ///< λ of MSE(student logits, teacher logits)
+    double temperature = 1.0;  ///< T of the optional KL term
+    double kl_weight = 0.0;    ///< weight of T² · KL(softmax(t/T) ‖ softmax(s/T)); 0 = off
+};
+
+/// The logit-distillation loss over valid pixels (target != 255):
+///   weight · mean_{valid pixels, 2 classes} (s − t)²
+///   + kl_weight · T² · mean_{valid pixels} Σ_c softmax(t/T)_c (log softmax(t/T)_c − log softmax(s/T)_c).
+/// `student` and `teacher` are [N, 2, H, W] logits, `target` [N, H, W]; the teacher gets no
+/// gradient. 0 when no pixel is valid.
+torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& target,
+                      const KdOptions& options);
+
+}  // namespace cdk::nn

@@ -1,0 +1,86 @@
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "cdk/nn/bundle.hpp"
+#include "support/support.hpp"
+
+using cdk::test::exists;
+using cdk::test::run_tool;
+using cdk::test::TempDir;
+
+TEST_CASE("cd-distill --help and --version", "[cli][distill]") {
+    auto h = run_tool("cd-distill", {"--help"});
+    CHECK(h.rc == 0);
+    for (const char* flag : {"--method", "--teachers", "--thresholds", "--student-init", "--kd-weight",
+                             "--kd-temperature", "--kd-kl-weight", "--train", "--val", "--out", "--resume"})
+        CHECK(h.out.find(flag) != std::string::npos);
+    auto v = run_tool("cd-distill", {"--version"});
+    CHECK(v.rc == 0);
+    CHECK(v.out.find("cd-distill (cdkit)") != std::string::npos);
+}
+
+TEST_CASE("the O-P/MTKD recipe through the programs: origin, teachers, student, inference", "[cli][distill]") {
+    TempDir tmp;
+    const std::string scene = tmp / "scene";
+    REQUIRE(run_tool("cd-synth", {"--out", scene, "--width", "128", "--height", "96", "--bands", "3", "--seed", "3",
+                                  "--border", "0", "--quiet"})
+                .rc == 0);
+    REQUIRE(run_tool("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--label",
+                                 scene + "/label.tif", "--tile-size", "32", "--out", tmp / "tiles", "--quiet"})
+                .rc == 0);
+    REQUIRE(run_tool("cd-partition", {tmp / "tiles/tiles.csv", "--out", tmp / "parts", "--quantiles", "2",
+                                      "--val-fraction", "0.25", "--quiet"})
+                .rc == 0);
+    auto train = [&](const std::string& manifest, const std::string& out, const std::vector<std::string>& more) {
+        std::vector<std::string> args = {"--train", manifest, "--val", tmp / "parts/val.csv", "--arch",
+                                         "fc-siam-diff", "--width", "4", "--epochs", "1", "--out", out,
+                                         "--device", "cpu", "--threads", "1", "--quiet"};
+        args.insert(args.end(), more.begin(), more.end());
+        auto r = run_tool("cd-train-teacher", args);
+        INFO(r.err);
+        REQUIRE(r.rc == 0);
+    };
+    train(tmp / "parts/origin.csv", tmp / "origin.cdm", {});
+    train(tmp / "parts/small.csv", tmp / "small.cdm", {"--init", tmp / "origin.cdm"});
+    train(tmp / "parts/large.csv", tmp / "large.cdm", {"--init", tmp / "origin.cdm"});
+
+    const std::string student = tmp / "student.cdm";
+    auto r = run_tool("cd-distill", {"--method", "mtkd", "--train", tmp / "parts/origin.csv", "--val",
+                                     tmp / "parts/val.csv", "--student-init", tmp / "origin.cdm", "--teachers",
+                                     "small=" + (tmp / "small.cdm") + ",large=" + (tmp / "large.cdm"), "--out",
+                                     student, "--epochs", "2", "--kd-weight", "0.5", "--device", "cpu", "--threads",
+                                     "1", "--quiet"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    CHECK(j["complete"] == true);
+    CHECK(j["distillation"]["kd_weight"] == 0.5);
+    const auto h = cdk::nn::read_bundle_header(student);
+    CHECK(h["model"]["arch"] == "fc-siam-diff");  // the origin's
+    CHECK(h["distillation"]["teachers"][1]["name"] == "large");
+    CHECK(h["distillation"]["thresholds"].size() == 1);  // from the teachers' quantile partition
+
+    // The student is a normal bundle: cd-infer runs it alone.
+    r = run_tool("cd-infer", {"--model", student, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out",
+                              tmp / "change.tif", "--quiet"});
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(exists(tmp / "change.tif"));
+
+    // Bad input: one clear line, exit 1, no output.
+    r = run_tool("cd-distill", {"--method", "hicd", "--train", tmp / "parts/origin.csv", "--student-init",
+                                tmp / "origin.cdm", "--teachers", "small=" + (tmp / "small.cdm") + ",large=" +
+                                (tmp / "large.cdm"), "--out", tmp / "x.cdm", "--quiet"});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("not implemented") != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(exists(tmp / "x.cdm"));
+    r = run_tool("cd-distill", {"--train", tmp / "parts/origin.csv", "--student-init", tmp / "origin.cdm",
+                                "--teachers", "small=" + (tmp / "missing.cdm") + ",large=" + (tmp / "large.cdm"),
+                                "--out", tmp / "x.cdm", "--quiet"});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("missing.cdm") != std::string::npos);
+    CHECK_FALSE(exists(tmp / "x.cdm"));
+}
