@@ -288,7 +288,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
                               " of an interrupted run exists (use --resume to continue it, or --overwrite to start again)");
     }
     const bool resuming = o.resume && have_ckpt;
-    if (o.resume && !have_ckpt) ctx.warn("no checkpoint " + quote(ckpt) + " to resume from; starting afresh");
+    if (o.resume && !have_ckpt) ctx.info("no checkpoint " + quote(ckpt) + " to resume from; starting afresh");
 
     // Data.
     const nlohmann::json dataset_json = find_dataset_json(o.train);
