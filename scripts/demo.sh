@@ -7,6 +7,8 @@
 #   cd-train-teacher  train a small FC-Siam-diff on the origin set, validating every epoch
 #   cd-infer      map the whole scene with it (georeferenced, colour table, QGIS style)
 #   cd-eval       score both change maps against the known changes
+#   mtkd_recipe   the O-P/MTKD recipe on held-out synthetic scenes: origin, teachers per CAR
+#                 partition, distilled student; origin vs O-P two-pass vs student in one table
 # Usage: scripts/demo.sh [OUT_DIR=demo-out]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +34,7 @@ echo "== cd-train-teacher: fc-siam-diff, width 8, 12 epochs on the origin set" >
     > "$OUT/train.json"
 echo "== cd-infer: the trained model over the whole scene" >&2
 "$BIN/cd-infer" --model "$OUT/model.cdm" --pre "$OUT/scene/pre.tif" --post "$OUT/scene/post.tif" \
-    --out "$OUT/change.tif" --prob "$OUT/change_prob.tif" > "$OUT/infer.json"
+    --out "$OUT/change.tif" --prob "$OUT/change_prob.tif" --polygons "$OUT/change.gpkg" > "$OUT/infer.json"
 echo "== cd-eval: both change maps against the known changes" >&2
 "$BIN/cd-eval" --pred "$OUT/cva_change.tif" --ref "$OUT/scene/label.tif" > "$OUT/eval.json"
 "$BIN/cd-eval" --pred "$OUT/change.tif" --ref "$OUT/scene/label.tif" > "$OUT/eval_model.json"
@@ -53,10 +55,15 @@ print(f"model: {tr['arch']} width {tr['width']}, {tr['parameters']} parameters, 
 print(f"inference: {inf['windows']} windows of {inf['window']} px in {inf['seconds']:.1f} s "
       f"({inf['megapixels_per_s']:.2f} Mpx/s), changed area {inf['changed_area_m2'] / 1e4:.1f} ha")
 print("\nagainst the known changes (change class):")
-for name, f in (("CVA baseline (cd-cva)", "eval.json"), ("trained model (cd-infer)", "eval_model.json")):
+for name, f in (("CVA baseline (cd-cva)", "eval.json"), ("model (trained on it)", "eval_model.json")):
     e = json.load(open(f"{out}/{f}"))["pooled"]
     c = e["change"]
     print(f"  {name:26s} F1 {c['f1']:.3f}  IoU {c['iou']:.3f}  precision {c['precision']:.3f}  "
           f"recall {c['recall']:.3f}  |  OA {e['oa']:.3f}  kappa {e['kappa']:.3f}  mIoU {e['miou']:.3f}")
-print(f"\nchange maps: {out}/change.tif and {out}/cva_change.tif (open them in QGIS)")
+print(f"\nchange maps: {out}/change.tif and {out}/cva_change.tif, polygons: {out}/change.gpkg "
+      f"({inf['polygons']['regions']} regions) - open them in QGIS")
 PY
+
+echo "== mtkd_recipe: Origin-Partition teachers distilled into a student, on held-out synthetic scenes" >&2
+echo
+bash scripts/mtkd_recipe.sh --out "$OUT/mtkd"
