@@ -6,23 +6,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "support/cli_checks.hpp"
 #include "support/support.hpp"
 
 using cdk::test::exists;
+using cdk::test::check_one_error_line;
 using cdk::test::run_tool;
 using cdk::test::TempDir;
-
-namespace {
-
-void check_one_error_line(const cdk::test::CommandResult& r, const std::string& culprit) {
-    CHECK(r.rc == 1);
-    CHECK(r.out.empty());
-    CHECK(r.err.rfind("ERROR: ", 0) == 0);
-    CHECK(r.err.find(culprit) != std::string::npos);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-}
-
-}  // namespace
 
 TEST_CASE("cd-infer --help and --version", "[cli][infer]") {
     auto h = run_tool("cd-infer", {"--help"});

@@ -6,9 +6,11 @@
 #include <nlohmann/json.hpp>
 
 #include "cdk/core/csv.hpp"
+#include "support/cli_checks.hpp"
 #include "support/support.hpp"
 
 using cdk::test::list_dir;
+using cdk::test::check_one_error_line;
 using cdk::test::run_tool;
 using cdk::test::TempDir;
 namespace fs = std::filesystem;
@@ -41,15 +43,6 @@ std::vector<std::string> rows_with_cars(const std::vector<std::string>& cars) {
 
 std::vector<std::string> some_cars() {
     return {"0", "0", "0.01", "0.05", "0.07", "0.12", "0.2", "0.25", "0.5", "0.9", "0", "0.03"};
-}
-
-// One line on stderr, starting with ERROR and naming the culprit; nothing on stdout.
-void check_one_error_line(const cdk::test::CommandResult& r, const std::string& culprit) {
-    CHECK(r.rc == 1);
-    CHECK(r.out.empty());
-    CHECK(r.err.rfind("ERROR: ", 0) == 0);
-    CHECK(r.err.find(culprit) != std::string::npos);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
 }
 
 }  // namespace

@@ -8,23 +8,16 @@
 #include <nlohmann/json.hpp>
 
 #include "cdk/geo/raster.hpp"
+#include "support/cli_checks.hpp"
 #include "support/support.hpp"
 
 using cdk::test::list_dir;
+using cdk::test::check_one_error_line;
 using cdk::test::run_tool;
 using cdk::test::TempDir;
 
 namespace {
 const std::vector<std::string> kSceneFiles = {"label.tif", "post.tif", "pre.tif", "truth.json"};
-
-// One line on stderr, starting with ERROR and naming the culprit.
-void check_one_error_line(const cdk::test::CommandResult& r, const std::string& culprit) {
-    CHECK(r.rc == 1);
-    CHECK(r.out.empty());
-    CHECK(r.err.find("ERROR: ") != std::string::npos);
-    CHECK(r.err.find(culprit) != std::string::npos);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-}
 
 std::string read_text(const std::string& path) {
     std::ifstream f(path);

@@ -5,9 +5,11 @@
 #include <nlohmann/json.hpp>
 
 #include "cdk/nn/bundle.hpp"
+#include "support/cli_checks.hpp"
 #include "support/support.hpp"
 
 using cdk::test::exists;
+using cdk::test::check_one_error_line;
 using cdk::test::run_tool;
 using cdk::test::TempDir;
 
@@ -31,14 +33,6 @@ std::vector<std::string> tiny_args(const std::string& train, const std::string& 
             "4",        "--out", out,        "--epochs", std::to_string(epochs), "--batch-size",
             "4",        "--device", "cpu",   "--threads", "1",        "--workers",    "1",
             "--crop",   "24",    "--quiet"};
-}
-
-void check_one_error_line(const cdk::test::CommandResult& r, const std::string& culprit) {
-    CHECK(r.rc == 1);
-    CHECK(r.out.empty());
-    CHECK(r.err.rfind("ERROR: ", 0) == 0);
-    CHECK(r.err.find(culprit) != std::string::npos);
-    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "cdk/geo/tile.hpp"
 #include "cdk/nn/bundle.hpp"
+#include "cdk/pipeline/train.hpp"
 #include "support/support.hpp"
 
 namespace cdk::test {
@@ -81,6 +82,26 @@ inline bool same_weights(nn::ChangeModelImpl& ma, nn::ChangeModelImpl& mb) {
 /// Whether two bundles hold bit-identical weights.
 inline bool same_weights(const std::string& a, const std::string& b) {
     return same_weights(*nn::load_bundle(a).model, *nn::load_bundle(b).model);
+}
+
+/// A tiny, fast training configuration: width-4 fc-siam-diff, 2 epochs, CPU, one thread.
+inline pipeline::TrainOptions tiny_train_options(const std::string& train, const std::string& val,
+                                                 const std::string& out) {
+    pipeline::TrainOptions o;
+    o.train = train;
+    o.val = val;
+    o.out = out;
+    o.model.arch = "fc-siam-diff";
+    o.model.width = 4;
+    o.epochs = 2;
+    o.batch_size = 4;
+    o.lr = 1e-2;
+    o.schedule = "constant";
+    o.device = "cpu";
+    o.threads = 1;
+    o.workers = 1;
+    o.seed = 3;
+    return o;
 }
 
 }  // namespace cdk::test

@@ -44,18 +44,7 @@ Batch batch_with_cars(const std::vector<double>& cars) {
 }
 
 TrainOptions tiny(const std::string& train, const std::string& out) {
-    TrainOptions o;
-    o.train = train;
-    o.out = out;
-    o.model.arch = "fc-siam-diff";
-    o.model.width = 4;
-    o.epochs = 2;
-    o.batch_size = 4;
-    o.lr = 1e-2;
-    o.schedule = "constant";
-    o.device = "cpu";
-    o.threads = 1;
-    o.workers = 1;
+    auto o = cdk::test::tiny_train_options(train, "", out);
     o.seed = 5;
     return o;
 }

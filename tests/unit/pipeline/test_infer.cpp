@@ -126,13 +126,8 @@ TEST_CASE("a trained bundle maps the changes of an unseen scene on date 1's grid
 TEST_CASE("inference refuses a scene that does not fit the bundle, and leaves nothing", "[pipeline][infer]") {
     TempDir tmp;
     const auto tiles = cdk::test::make_fixture_tiles(tmp, "train", 64, 32, 3, 0);
-    TrainOptions t;
-    t.train = tiles;
-    t.out = tmp / "m.cdm";
-    t.model.width = 4;
+    auto t = cdk::test::tiny_train_options(tiles, "", tmp / "m.cdm");
     t.epochs = 1;
-    t.device = "cpu";
-    t.workers = 0;
     train_model(t);
     cdk::test::make_fixture_tiles(tmp, "four", 64, 32, 4, 0);
 
@@ -179,13 +174,8 @@ TEST_CASE("many scenes: shards, resume, and a failing scene that does not stop t
     const auto tiles = cdk::test::make_fixture_tiles(tmp, "a", 64, 32, 3, 0);
     cdk::test::make_fixture_tiles(tmp, "b", 64, 32, 3, 1);
     cdk::test::make_fixture_tiles(tmp, "four", 64, 32, 4, 0);
-    TrainOptions t;
-    t.train = tiles;
-    t.out = tmp / "m.cdm";
-    t.model.width = 4;
+    auto t = cdk::test::tiny_train_options(tiles, "", tmp / "m.cdm");
     t.epochs = 1;
-    t.device = "cpu";
-    t.workers = 0;
     train_model(t);
     {
         std::ofstream f(tmp / "pairs.csv");
@@ -257,13 +247,8 @@ TEST_CASE("Origin-Partition two-pass: the origin's predicted CAR picks the teach
     po.val_fraction = 0;
     cdk::geo::partition_tiles(po);
     auto train = [&](const std::string& manifest, const std::string& out, uint64_t seed) {
-        TrainOptions t;
-        t.train = manifest;
-        t.out = out;
-        t.model.width = 4;
+        auto t = cdk::test::tiny_train_options(manifest, "", out);
         t.epochs = 1;
-        t.device = "cpu";
-        t.workers = 0;
         t.seed = seed;
         train_model(t);
     };

@@ -15,25 +15,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A tiny, fast configuration: width-4 fc-siam-diff, 32x32 tiles, CPU, two threads at most.
-TrainOptions tiny(const std::string& train, const std::string& val, const std::string& out) {
-    TrainOptions o;
-    o.train = train;
-    o.val = val;
-    o.out = out;
-    o.model.arch = "fc-siam-diff";
-    o.model.width = 4;
-    o.epochs = 2;
-    o.batch_size = 4;
-    o.lr = 1e-2;
-    o.schedule = "constant";
-    o.device = "cpu";
-    o.threads = 1;
-    o.workers = 1;
-    o.seed = 3;
-    return o;
-}
-
 std::vector<nlohmann::json> read_log(const std::string& path) {
     std::ifstream in(path);
     std::vector<nlohmann::json> lines;
@@ -48,7 +29,7 @@ TEST_CASE("a tiny model learns a trivially learnable change", "[pipeline][train]
     TempDir tmp;
     const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 64, 3, 0);
     const auto val = cdk::test::make_fixture_tiles(tmp, "val", 128, 32, 3, 1);
-    auto o = tiny(train, val, tmp / "m.cdm");
+    auto o = cdk::test::tiny_train_options(train, val, tmp / "m.cdm");
     o.epochs = 20;
     o.lr = 5e-3;
     o.schedule = "poly";
@@ -87,7 +68,7 @@ TEST_CASE("a tiny model learns a trivially learnable change", "[pipeline][train]
 TEST_CASE("the same seed gives the same weights whatever the worker count", "[pipeline][train]") {
     TempDir tmp;
     const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);
-    auto o = tiny(train, "", tmp / "w1.cdm");
+    auto o = cdk::test::tiny_train_options(train, "", tmp / "w1.cdm");
     o.augment.crop = 24;
     o.workers = 1;
     train_model(o);
@@ -105,7 +86,7 @@ TEST_CASE("a stopped run resumes to the same weights as an uninterrupted one", "
     TempDir tmp;
     const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);  // 4 tiles
     const auto val = cdk::test::make_fixture_tiles(tmp, "val", 64, 32, 3, 1);
-    auto o = tiny(train, val, tmp / "full.cdm");
+    auto o = cdk::test::tiny_train_options(train, val, tmp / "full.cdm");
     o.epochs = 3;
     o.batch_size = 2;  // 2 steps per epoch
     o.schedule = "cosine";
@@ -154,7 +135,7 @@ TEST_CASE("training records the CAR partition of a cd-partition manifest", "[pip
     p.out = tmp / "parts";
     p.val_fraction = 0.25;
     cdk::geo::partition_tiles(p);
-    auto o = tiny(tmp / "parts/small.csv", tmp / "parts/val.csv", tmp / "small.cdm");
+    auto o = cdk::test::tiny_train_options(tmp / "parts/small.csv", tmp / "parts/val.csv", tmp / "small.cdm");
     o.epochs = 1;
     train_model(o);
     const auto h = cdk::nn::read_bundle_header(tmp / "small.cdm");
@@ -167,7 +148,7 @@ TEST_CASE("training records the CAR partition of a cd-partition manifest", "[pip
 TEST_CASE("an extra loss term is added at every step", "[pipeline][train]") {
     TempDir tmp;
     const auto train = cdk::test::make_fixture_tiles(tmp, "train", 64, 32);
-    auto o = tiny(train, "", tmp / "x.cdm");
+    auto o = cdk::test::tiny_train_options(train, "", tmp / "x.cdm");
     o.epochs = 1;
     int calls = 0;
     std::vector<double> cars;
@@ -185,7 +166,7 @@ TEST_CASE("training refuses bad options and mismatched inputs", "[pipeline][trai
     TempDir tmp;
     const auto train = cdk::test::make_fixture_tiles(tmp, "train", 64, 32, 3);
     const auto four = cdk::test::make_fixture_tiles(tmp, "four", 64, 32, 4);
-    auto o = tiny(train, "", tmp / "m.cdm");
+    auto o = cdk::test::tiny_train_options(train, "", tmp / "m.cdm");
     o.epochs = 1;
 
     auto bad = o;
@@ -213,7 +194,7 @@ TEST_CASE("training refuses bad options and mismatched inputs", "[pipeline][trai
     CHECK_NOTHROW(train_model(o));
 
     // --init with another band count names both sides.
-    auto init = tiny(four, "", tmp / "four.cdm");
+    auto init = cdk::test::tiny_train_options(four, "", tmp / "four.cdm");
     init.init = tmp / "m.cdm";
     try {
         train_model(init);
@@ -227,7 +208,7 @@ TEST_CASE("training refuses bad options and mismatched inputs", "[pipeline][trai
     }
     CHECK_FALSE(fs::exists(tmp / "four.cdm"));
     // --init with the same bands starts from those weights.
-    auto same = tiny(train, "", tmp / "again.cdm");
+    auto same = cdk::test::tiny_train_options(train, "", tmp / "again.cdm");
     same.init = tmp / "m.cdm";
     same.epochs = 1;
     CHECK(train_model(same)["complete"] == true);
@@ -237,7 +218,7 @@ TEST_CASE("training refuses bad options and mismatched inputs", "[pipeline][trai
 TEST_CASE("an interrupted run keeps its last checkpoint and reports each epoch", "[pipeline][train]") {
     TempDir tmp;
     const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);  // 4 tiles
-    auto o = tiny(train, "", tmp / "i.cdm");
+    auto o = cdk::test::tiny_train_options(train, "", tmp / "i.cdm");
     o.epochs = 4;
     o.batch_size = 2;  // 2 steps per epoch
     std::vector<std::string> lines;
