@@ -13,7 +13,7 @@ PACKAGES=(
   python3 python3-gdal python3-numpy
 )
 # Optional clients used by the tests that talk to real tools; tests skip without them.
-OPTIONAL=(python3-torch)
+OPTIONAL=(python3-torch python3-qgis)
 
 missing=()
 for p in "${PACKAGES[@]}" "${OPTIONAL[@]}"; do

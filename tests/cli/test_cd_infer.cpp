@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cdk/geo/raster.hpp"
 #include "support/cli_checks.hpp"
 #include "support/support.hpp"
 
@@ -203,4 +204,69 @@ p.numpy().astype(np.float32).tofile(sys.argv[3])
     CHECK(r.rc == 1);
     CHECK(r.err.find("--bands") != std::string::npos);
     CHECK_FALSE(exists(tmp / "x.tif"));
+}
+
+TEST_CASE("QGIS loads cd-infer's change mask with its style and the polygons layer", "[cli][infer][qgis]") {
+    if (cdk::test::run_shell("QT_QPA_PLATFORM=offscreen /usr/bin/python3 -c 'import qgis.core'").rc != 0) {
+        WARN("skipped: QGIS's Python bindings (Debian's python3-qgis) are not installed");
+        return;
+    }
+    TempDir tmp;
+    const std::string scene = tmp / "scene";
+    REQUIRE(run_tool("cd-synth", {"--out", scene, "--width", "96", "--height", "64", "--bands", "3", "--seed", "2",
+                                  "--quiet"})
+                .rc == 0);
+    REQUIRE(run_tool("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--label",
+                                 scene + "/label.tif", "--tile-size", "32", "--out", tmp / "tiles", "--quiet"})
+                .rc == 0);
+    REQUIRE(run_tool("cd-train-teacher", {"--train", tmp / "tiles/tiles.csv", "--arch", "fc-siam-diff", "--width",
+                                          "4", "--epochs", "1", "--out", tmp / "m.cdm", "--device", "cpu", "--quiet"})
+                .rc == 0);
+    auto r = run_tool("cd-infer", {"--model", tmp / "m.cdm", "--pre", scene + "/pre.tif", "--post",
+                                   scene + "/post.tif", "--out", tmp / "change.tif", "--polygons",
+                                   tmp / "change.gpkg", "--quiet"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    // QGIS headless: the raster with the style QGIS picks up beside it, the polygon layer.
+    const std::string script = R"PY(
+import sys
+from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+raster = QgsRasterLayer(sys.argv[1], "change")
+msg, ok = raster.loadDefaultStyle()
+vector = QgsVectorLayer(sys.argv[2] + "|layername=changes", "changes", "ogr")
+print("raster_valid", raster.isValid())
+print("raster_crs", raster.crs().authid())
+print("style_loaded", ok)
+print("renderer", raster.renderer().type())
+print("vector_valid", vector.isValid())
+print("vector_crs", vector.crs().authid())
+print("fields", ",".join(f.name() for f in vector.fields()))
+print("features", vector.featureCount())
+sys.stdout.flush()
+# Layers must go before QGIS does; PyQGIS can still crash in interpreter teardown, so leave
+# directly once everything is printed.
+del raster, vector
+app.exitQgis()
+import os
+os._exit(0)
+)PY";
+    {
+        std::ofstream f(tmp / "qgis_check.py");
+        f << script;
+    }
+    auto q = cdk::test::run_shell("QT_QPA_PLATFORM=offscreen /usr/bin/python3 '" + (tmp / "qgis_check.py") + "' '" +
+                                  (tmp / "change.tif") + "' '" + (tmp / "change.gpkg") + "'");
+    INFO(q.out << q.err);
+    REQUIRE(q.rc == 0);
+    const std::string crs = "EPSG:" + std::to_string(cdk::geo::epsg_of(cdk::geo::grid_of(*cdk::geo::open_raster(scene + "/pre.tif")).crs_wkt));
+    CHECK(q.out.find("raster_valid True") != std::string::npos);
+    CHECK(q.out.find("raster_crs " + crs + "\n") != std::string::npos);
+    CHECK(q.out.find("style_loaded True") != std::string::npos);
+    CHECK(q.out.find("renderer paletted") != std::string::npos);
+    CHECK(q.out.find("vector_valid True") != std::string::npos);
+    CHECK(q.out.find("vector_crs " + crs + "\n") != std::string::npos);
+    CHECK(q.out.find("area_m2") != std::string::npos);
+    CHECK(q.out.find("mean_prob") != std::string::npos);
 }
