@@ -169,7 +169,6 @@ nlohmann::json skipped(const std::string& out) {
     return {{"out", out}, {"skipped", true}};
 }
 
-// One scene pair through the model into `out` (and `prob` when not empty).
 // Where one scene's outputs go.
 struct ScenePaths {
     std::string out, prob, polygons;
@@ -196,6 +195,7 @@ struct RemoveOnExit {
     }
 };
 
+// One scene pair through the model into its outputs.
 nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::SceneSpec& post,
                          const ScenePaths& paths, const InferOptions& o, const RunContext& ctx) {
     const std::string& out = paths.out;
