@@ -18,6 +18,7 @@ namespace {
 
 constexpr uint8_t kMaskNodata = 255;
 constexpr float kProbNodata = -1.f;
+constexpr double kMaxPixels = 4e9;  // a mosaic larger than this is almost surely a wrong --resolution
 
 // Footprint (xmin, ymin, xmax, ymax) of a raster in `wkt`, and the pixel size GDAL
 // suggests there (GDALSuggestedWarpOutput2).
@@ -109,21 +110,21 @@ nlohmann::json mosaic(const MosaicOptions& o, const RunContext& ctx) {
     grid.width = std::max(1, int(std::ceil((u[2] - u[0]) / res - 1e-9)));
     grid.height = std::max(1, int(std::ceil((u[3] - u[1]) / res - 1e-9)));
     grid.geotransform = {u[0], res, 0, u[3], 0, -res};
-    const double max_pixels = 4e9;
-    if (double(grid.width) * double(grid.height) > max_pixels)
+    if (double(grid.width) * double(grid.height) > kMaxPixels)
         throw ConfigError("the mosaic would be " + std::to_string(grid.width) + "x" + std::to_string(grid.height) +
                           " pixels; give a coarser --resolution");
     ctx.info("mosaic of " + std::to_string(ds.size()) + " inputs: " + grid.describe() + ", rule " + o.rule);
 
     // Every input on that grid (validity: its nodata and its footprint).
+    const std::string resampling = prob ? "bilinear" : "near";
     std::vector<Scene> on_grid;
     for (const auto& in : o.inputs) {
         SceneSpec spec;
         spec.files = {in};
         std::optional<double> nd;
         if (prob) nd = double(kProbNodata);
-        Scene s = Scene::open(spec, prob ? "bilinear" : "near", nd);
-        on_grid.push_back(s.grid().same_as(grid) ? s : s.warped_to(grid, prob ? "bilinear" : "near"));
+        Scene s = Scene::open(spec, resampling, nd);
+        on_grid.push_back(s.grid().same_as(grid) ? s : s.warped_to(grid, resampling));
     }
 
     RasterWriter writer(o.out, grid, 1, prob ? GDT_Float32 : GDT_Byte, o.write,
