@@ -1,12 +1,14 @@
 #include "cdk/pipeline/infer.hpp"
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <future>
 #include <memory>
 #include <set>
 
@@ -270,27 +272,52 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
     std::vector<long long> routed(m.teachers.bundles.size(), 0);
 
-    for (size_t r = 0; r < ys.size(); ++r) {
-        const int y = ys[r];
-        // Read the row's windows; those without a valid pixel are not run.
-        std::vector<torch::Tensor> pres, posts, valids;
-        std::vector<int> run_x;
+    // A row of windows read, normalised and checked for data (in the reader thread).
+    struct Row {
+        std::vector<torch::Tensor> pres, posts, valids;  // windows with data
+        std::vector<int> run_x;                          // their column offsets
+        torch::Tensor valid;                             // [th, width]: both dates hold data
+        long long skipped = 0;                           // windows without data
+    };
+    auto read_row = [&](int y) {
+        // Like the training loader's threads: small tensor ops here must not fork an
+        // OpenMP team of all cores against the model's.
+        omp_set_num_threads(1);
+        Row row;
+        row.valid = torch::zeros({th, width}, torch::kUInt8);
         for (const int x : xs) {
             const geo::Window win{x, y, tw, th};
             const geo::Block a = pair.pre.read(win), b = pair.post.read(win);
             auto va = torch::from_blob(const_cast<uint8_t*>(a.valid.data()), {th, tw}, torch::kUInt8);
             auto vb = torch::from_blob(const_cast<uint8_t*>(b.valid.data()), {th, tw}, torch::kUInt8);
             const auto v = va.logical_and(vb).to(torch::kUInt8);
-            valid.narrow(1, x, tw).copy_(v);
+            row.valid.narrow(1, x, tw).copy_(v);
             if (v.sum().item<int64_t>() == 0) {
-                ++windows_skipped;
+                ++row.skipped;
                 continue;
             }
-            valids.push_back(v.to(torch::kBool));
-            pres.push_back(block_tensor(a, norm));
-            posts.push_back(block_tensor(b, norm));
-            run_x.push_back(x);
+            row.valids.push_back(v.to(torch::kBool));
+            row.pres.push_back(block_tensor(a, norm));
+            row.posts.push_back(block_tensor(b, norm));
+            row.run_x.push_back(x);
         }
+        return row;
+    };
+
+    // Rows are read one ahead: the reader thread reads row r + 1 while the model runs on row
+    // r. Only that thread touches the input datasets, one read at a time (GDAL datasets are
+    // not to be shared between threads); the main thread writes to the outputs.
+    std::future<Row> next = std::async(std::launch::async, read_row, ys.front());
+    for (size_t r = 0; r < ys.size(); ++r) {
+        const int y = ys[r];
+        Row row = next.get();
+        if (r + 1 < ys.size()) next = std::async(std::launch::async, read_row, ys[r + 1]);
+        valid.copy_(row.valid);
+        windows_skipped += row.skipped;
+        const auto& pres = row.pres;
+        const auto& posts = row.posts;
+        const auto& valids = row.valids;
+        const auto& run_x = row.run_x;
         for (size_t i = 0; i < run_x.size(); i += size_t(o.batch_size)) {
             const size_t n = std::min(run_x.size() - i, size_t(o.batch_size));
             const auto a = torch::stack(std::vector<torch::Tensor>(pres.begin() + i, pres.begin() + i + n)).to(device);
