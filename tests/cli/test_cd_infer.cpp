@@ -270,3 +270,80 @@ os._exit(0)
     CHECK(q.out.find("area_m2") != std::string::npos);
     CHECK(q.out.find("mean_prob") != std::string::npos);
 }
+
+TEST_CASE("no seams: a windowed map equals the whole-scene map of a model that sees window borders",
+          "[cli][infer][seams]") {
+    if (cdk::test::run_shell("/usr/bin/python3 -c 'import torch, osgeo'").rc != 0) {
+        WARN("skipped: Debian's python3-torch or python3-gdal is not installed");
+        return;
+    }
+    TempDir tmp;
+    const std::string scene = tmp / "scene";
+    REQUIRE(run_tool("cd-synth", {"--out", scene, "--width", "160", "--height", "96", "--bands", "3", "--seed", "6",
+                                  "--border", "0", "--quiet"})
+                .rc == 0);
+    // Zero-padded 3x3 convolutions: near a window's border the output differs from the
+    // whole-scene output, as for any CNN. Python maps the whole scene at once.
+    const std::string script = R"PY(
+import sys, numpy as np, torch
+from osgeo import gdal
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(6, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, 2, 3, padding=1)
+    def forward(self, pre, post):
+        return self.b(torch.relu(self.a(torch.cat([pre, post - pre], 1)))) * 4
+torch.manual_seed(1)
+m = torch.jit.script(M().eval())
+m.save(sys.argv[2])
+read = lambda p: (torch.from_numpy(gdal.Open(p).ReadAsArray().astype(np.float32))[None] - 100) / 40
+with torch.no_grad():
+    p = torch.softmax(m(read(sys.argv[1] + "/pre.tif"), read(sys.argv[1] + "/post.tif")), 1)[0, 1]
+p.numpy().astype(np.float32).tofile(sys.argv[3])
+)PY";
+    {
+        std::ofstream f(tmp / "make.py");
+        f << script;
+    }
+    auto py = cdk::test::run_shell("/usr/bin/python3 '" + (tmp / "make.py") + "' '" + scene + "' '" +
+                                   (tmp / "m.pt") + "' '" + (tmp / "whole.f32") + "'");
+    INFO(py.err);
+    REQUIRE(py.rc == 0);
+    std::vector<float> whole(160 * 96);
+    {
+        std::ifstream f(tmp / "whole.f32", std::ios::binary);
+        f.read(reinterpret_cast<char*>(whole.data()), std::streamsize(whole.size() * sizeof(float)));
+    }
+    // Compare cd-infer's map (32 px windows: 5 x 3 and more) with the whole-scene one.
+    struct Diff {
+        double worst = 0, mean = 0;
+        long long other_mask = 0;  // pixels whose change/no-change differs
+    };
+    auto run = [&](const std::string& overlap, const std::string& name) {
+        auto r = run_tool("cd-infer", {"--model", tmp / "m.pt", "--bands", "3", "--mean", "100,100,100", "--std",
+                                       "40,40,40", "--pre", scene + "/pre.tif", "--post", scene + "/post.tif",
+                                       "--out", tmp / (name + ".tif"), "--prob", tmp / (name + "_p.tif"),
+                                       "--tile-size", "32", "--overlap", overlap, "--threads", "1", "--quiet"});
+        INFO(r.err);
+        REQUIRE(r.rc == 0);
+        const auto p = cdk::test::read_band(tmp / (name + "_p.tif"));
+        Diff d;
+        for (size_t i = 0; i < p.size(); ++i) {
+            const double e = std::abs(p[i] - double(whole[i]));
+            d.worst = std::max(d.worst, e);
+            d.mean += e / double(p.size());
+            d.other_mask += (p[i] >= 0.5) != (whole[i] >= 0.5f);
+        }
+        return d;
+    };
+    const Diff blended = run("16", "overlapped");
+    const Diff cut = run("0", "cut");  // windows side by side, nothing to blend
+    INFO("overlapped: worst " << blended.worst << ", mean " << blended.mean << ", other mask " << blended.other_mask
+                           << "; cut: worst " << cut.worst << ", mean " << cut.mean);
+    // Centre cropping with 16 px of overlap: the 2-pixel receptive field never reaches a
+    // window border, so the windowed map is the whole-scene map up to float rounding.
+    CHECK(blended.other_mask == 0);
+    CHECK(blended.worst < 1e-5);
+    CHECK(cut.worst > 0.01);  // while plain cutting shows seams: the model does see window borders
+}

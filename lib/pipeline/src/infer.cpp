@@ -35,16 +35,26 @@ constexpr int kDefaultTile = 256;
 
 using Clock = std::chrono::steady_clock;
 
-// Blending weight of each pixel of an h x w window: its distance to the nearest window
-// border plus one, so that a pixel seen by several windows takes mostly the prediction of
-// the one where it sits most centrally (where the model saw the most context).
-torch::Tensor window_weights(int h, int w) {
-    auto wt = torch::empty({h, w}, torch::kFloat32);
-    auto a = wt.accessor<float, 2>();
+// How central each pixel of a window at (x0, y0) is: its distance in pixels (0 on the edge
+// row) to the nearest window border that lies inside the scene. Borders on the scene's own
+// edges do not count: no other window sees past them, and a whole-scene run sees the same
+// edge there. Each pixel takes the prediction of the window where it is most central
+// (centre cropping), which equals a whole-scene run for any model whose receptive field
+// reaches less than half the overlap.
+torch::Tensor centrality(int x0, int y0, int w, int h, int width, int height) {
+    constexpr int kFar = 1 << 30;
+    auto c = torch::empty({h, w}, torch::kInt32);
+    auto a = c.accessor<int32_t, 2>();
     for (int y = 0; y < h; ++y)
-        for (int x = 0; x < w; ++x)
-            a[y][x] = float(std::min({y + 1, h - y, x + 1, w - x}));
-    return wt;
+        for (int x = 0; x < w; ++x) {
+            int d = kFar;
+            if (x0 > 0) d = std::min(d, x);
+            if (x0 + w < width) d = std::min(d, w - 1 - x);
+            if (y0 > 0) d = std::min(d, y);
+            if (y0 + h < height) d = std::min(d, h - 1 - y);
+            a[y][x] = d;
+        }
+    return c;
 }
 
 // A block's values as a [bands, h, w] float tensor, normalised; nodata pixels become 0
@@ -264,11 +274,11 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         return p.to(torch::kCPU);
     };
 
-    // Rolling buffers over the rows of the current window row: [th, width].
+    // Rolling buffers over the rows of the current window row: [th, width]. `acc` holds
+    // the change probability of the most central window seen so far.
     auto acc = torch::zeros({th, width}, torch::kFloat32);
-    auto wsum = torch::zeros({th, width}, torch::kFloat32);
+    auto best = torch::full({th, width}, -1, torch::kInt32);  // centrality of the prediction kept, -1 = none
     auto valid = torch::zeros({th, width}, torch::kUInt8);
-    const auto weights = window_weights(th, tw);
     long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
     std::vector<long long> routed(m.teachers.bundles.size(), 0);
 
@@ -344,8 +354,12 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             }
             for (size_t k = 0; k < n; ++k) {
                 const int x = run_x[i + k];
-                acc.narrow(1, x, tw).add_(p[int64_t(k)] * weights);
-                wsum.narrow(1, x, tw).add_(weights);
+                auto a_win = acc.narrow(1, x, tw);
+                auto b_win = best.narrow(1, x, tw);
+                const auto c = centrality(x, y, tw, th, width, height);
+                const auto take = c.gt(b_win);
+                a_win.copy_(torch::where(take, p[int64_t(k)], a_win));
+                b_win.copy_(torch::where(take, c, b_win));
             }
             windows_run += int64_t(n);
         }
@@ -353,8 +367,8 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         // Rows no later window touches are final: write them, then shift the buffers up.
         const int next_y = r + 1 < ys.size() ? ys[r + 1] : height;
         const int rows = next_y - y;
-        const auto done_valid = valid.narrow(0, 0, rows).to(torch::kBool) & wsum.narrow(0, 0, rows).gt(0);
-        const auto p = acc.narrow(0, 0, rows) / wsum.narrow(0, 0, rows).clamp_min(1e-12);
+        const auto done_valid = valid.narrow(0, 0, rows).to(torch::kBool) & best.narrow(0, 0, rows).ge(0);
+        const auto p = acc.narrow(0, 0, rows);
         const auto is_change = p.ge(o.threshold) & done_valid;
         const auto mask = torch::where(done_valid, is_change.to(torch::kUInt8),
                                        torch::full_like(is_change, kMaskNodata, torch::kUInt8))
@@ -367,15 +381,13 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             prob_out->write(1, {0, y, width, rows}, pr.data_ptr<float>(), GDT_Float32);
         }
         if (rows < th) {
-            for (auto* t : {&acc, &wsum}) {
+            for (auto* t : {&acc, &best, &valid}) {
                 t->narrow(0, 0, th - rows).copy_(t->narrow(0, rows, th - rows).clone());
-                t->narrow(0, th - rows, rows).zero_();
+                t->narrow(0, th - rows, rows).fill_(t == &best ? -1 : 0);
             }
-            valid.narrow(0, 0, th - rows).copy_(valid.narrow(0, rows, th - rows).clone());
-            valid.narrow(0, th - rows, rows).zero_();
         } else {
             acc.zero_();
-            wsum.zero_();
+            best.fill_(-1);
             valid.zero_();
         }
         ctx.progress(double(r + 1) / double(ys.size()), "inference");

@@ -49,9 +49,10 @@ void validate(const InferOptions& options);
 /// Predict a change mask for a scene pair (or, with `pairs`, for every scene of this
 /// shard, each into OUT/<scene>.tif; a scene that fails is reported and the others go on,
 /// then the call throws naming the failures). Windows of `tile_size` with `overlap` are read
-/// one row of windows at a time, batched through the model, and their change
-/// probabilities blended with weights that fall towards each window's border (no seams);
-/// finished rows are written at once, so memory depends on the window row, not the scene.
+/// one row of windows at a time (the next row in a reader thread), batched through the
+/// model, and centre-cropped: each pixel takes the change probability of the window where
+/// it lies farthest from an interior window border (no seams). Finished rows are written
+/// at once, so memory depends on the window row, not the scene's height.
 /// Nodata in either date is nodata (255) in the output, and windows without valid pixels
 /// are not run. The mask keeps date 1's grid, gets a colour table and a QGIS style beside
 /// it; outputs appear only when complete. Returns the JSON summary (with `pairs`:
