@@ -54,7 +54,8 @@ if [ -z "$TRAIN_PAIRS" ]; then
   step "synthetic default: two training scenes and one test scene (cd-synth, 768x768, 4 bands UInt16)"
   mkdir -p "$OUT/synth"
   for s in 11 12 13; do
-    "$BIN/cd-synth" -q --out "$OUT/synth/s$s" --width 768 --height 768 --bands 4 --type UInt16 --seed $s > /dev/null
+    [ -f "$OUT/synth/s$s/label.tif" ] ||
+      "$BIN/cd-synth" -q --out "$OUT/synth/s$s" --width 768 --height 768 --bands 4 --type UInt16 --seed $s > /dev/null
   done
   printf 'scene,pre,post,label\n' > "$OUT/train_pairs.csv"
   printf 'scene,pre,post,label\n' > "$OUT/test_pairs.csv"
