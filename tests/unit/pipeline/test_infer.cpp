@@ -154,6 +154,28 @@ TEST_CASE("inference refuses a scene that does not fit the bundle, and leaves no
     o.write.overwrite = true;
     CHECK_NOTHROW(infer_scene(o));
 
+    // A scene without data anywhere: an empty result (all nodata), a warning, no window run.
+    cdk::test::RasterSpec empty;
+    empty.width = 48;
+    empty.height = 40;
+    empty.bands = 3;
+    empty.nodata = 0;
+    cdk::test::make_raster(tmp / "empty_pre.tif", empty, [](int, int, int) { return 0; });
+    cdk::test::make_raster(tmp / "empty_post.tif", empty, [](int, int, int) { return 0; });
+    auto e = infer_options(t.out, tmp / "x", tmp / "empty.tif");
+    e.pre = tmp / "empty_pre.tif";
+    e.post = tmp / "empty_post.tif";
+    std::vector<std::string> warnings;
+    const auto es = infer_scene(e, cdk::RunContext(
+                                       [&](cdk::LogLevel l, const std::string& m) {
+                                           if (l == cdk::LogLevel::Warning) warnings.push_back(m);
+                                       },
+                                       {}));
+    CHECK(es["windows"] == 0);
+    CHECK(es["valid_pixels"] == 0);
+    CHECK(warnings.size() == 1);
+    for (double v : read_band(tmp / "empty.tif")) REQUIRE(v == 255);
+
     // Bad options.
     auto bad = o;
     bad.threshold = 1.0;
