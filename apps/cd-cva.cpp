@@ -47,11 +47,7 @@ int main(int argc, char** argv) {
     app.add_option("--block-rows", opt.block_rows, "Rows read at a time")
         ->capture_default_str()
         ->check(CLI::Range(1, 65536));
-    app.add_option("--of", opt.write.format, "Output format: GTiff or COG")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"GTiff", "COG"}));
-    app.add_option("--co", opt.write.creation_options, "Creation option KEY=VALUE (repeatable)");
-    app.add_flag("--overwrite", opt.write.overwrite, "Replace an existing output");
+    cdk::apps::add_write_flags(app, opt.write, "Output format", "Replace an existing output");
     CLI11_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {

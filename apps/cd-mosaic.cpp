@@ -27,11 +27,7 @@ int main(int argc, char** argv) {
     app.add_option("--min-area", opt.min_area_m2, "Leave out change regions smaller than this many square metres")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
-    app.add_option("--of", opt.write.format, "Output format: GTiff or COG")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"GTiff", "COG"}));
-    app.add_option("--co", opt.write.creation_options, "Creation option KEY=VALUE (repeatable)");
-    app.add_flag("--overwrite", opt.write.overwrite, "Replace existing outputs");
+    cdk::apps::add_write_flags(app, opt.write, "Output format", "Replace existing outputs");
     CLI11_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {

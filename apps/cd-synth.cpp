@@ -50,11 +50,7 @@ int main(int argc, char** argv) {
                    "Rows generated at a time (memory; output is the same)")
         ->capture_default_str()
         ->check(CLI::Range(1, 65536));
-    app.add_option("--of", opt.write.format, "Raster format: GTiff or COG")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"GTiff", "COG"}));
-    app.add_option("--co", opt.write.creation_options, "Creation option KEY=VALUE (repeatable)");
-    app.add_flag("--overwrite", opt.write.overwrite, "Replace an existing output folder");
+    cdk::apps::add_write_flags(app, opt.write, "Raster format", "Replace an existing output folder");
     CLI11_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {

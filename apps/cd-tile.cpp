@@ -30,9 +30,7 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"warp", "strict"}));
     app.add_option("-r,--resampling", opt.pair.resampling, "Resampling for alignment and band stacking")->capture_default_str();
     app.add_option("--nodata", nodata, "Nodata value of both dates (overrides the files')");
-    app.add_option("--of", opt.write.format, "Tile format: GTiff or COG")->capture_default_str()->check(CLI::IsMember({"GTiff", "COG"}));
-    app.add_option("--co", opt.write.creation_options, "Creation option KEY=VALUE (repeatable)");
-    app.add_flag("--overwrite", opt.write.overwrite, "Replace an existing output folder");
+    cdk::apps::add_write_flags(app, opt.write, "Tile format", "Replace an existing output folder");
     CLI11_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {

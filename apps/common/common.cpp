@@ -153,6 +153,15 @@ void add_common_flags(CLI::App& app, CommonFlags& flags) {
         ->check(CLI::Range(0, 1024));
 }
 
+void add_write_flags(CLI::App& app, geo::WriteOptions& options, const std::string& format_help,
+                     const std::string& overwrite_help) {
+    app.add_option("--of", options.format, format_help + ": GTiff or COG")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"GTiff", "COG"}));
+    app.add_option("--co", options.creation_options, "Creation option KEY=VALUE (repeatable)");
+    app.add_flag("--overwrite", options.overwrite, overwrite_help);
+}
+
 int run_guarded(const CommonFlags& flags, const std::function<void(const RunContext&)>& body) {
     g_min_level = flags.quiet ? LogLevel::Warning : flags.verbose ? LogLevel::Debug : LogLevel::Info;
     CPLSetErrorHandler(gdal_error_handler);

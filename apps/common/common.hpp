@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cdk/core/context.hpp"
+#include "cdk/geo/raster.hpp"
 
 namespace cdk::apps {
 
@@ -19,6 +20,11 @@ struct CommonFlags {
 
 /// Add --quiet --verbose --debug --threads --version to a program.
 void add_common_flags(CLI::App& app, CommonFlags& flags);
+
+/// Add --of (GTiff or COG), --co KEY=VALUE (repeatable) and --overwrite, as in
+/// gdal_translate; `format_help` and `overwrite_help` name what they apply to.
+void add_write_flags(CLI::App& app, geo::WriteOptions& options, const std::string& format_help = "Output format",
+                     const std::string& overwrite_help = "Replace existing outputs");
 
 /// Run the program body with a context that logs and draws progress on stderr.
 /// Catches once: 0 on success, 1 on any error (one line on stderr), 130 on interrupt.
