@@ -15,10 +15,7 @@ void validate(const DistillOptions& o) {
         throw ConfigError("distillation method " + quote(o.method) + " is not implemented yet (available: mtkd)");
     if (o.method != "mtkd") throw ConfigError("unknown distillation method " + quote(o.method) + " (known: mtkd)");
     if (o.teachers.size() < 2) throw ConfigError("MTKD needs at least two teachers (--teachers small=A.cdm,large=B.cdm)");
-    if (!o.thresholds.empty() && o.thresholds.size() + 1 != o.teachers.size())
-        throw ConfigError(std::to_string(o.teachers.size()) + " teachers need " +
-                          std::to_string(o.teachers.size() - 1) + " CAR thresholds, got " +
-                          std::to_string(o.thresholds.size()));
+    if (!o.thresholds.empty()) check_threshold_count(o.teachers.size(), o.thresholds.size());
     if (!(o.kd.weight >= 0) || !(o.kd.kl_weight >= 0) || !std::isfinite(o.kd.weight) || !std::isfinite(o.kd.kl_weight))
         throw ConfigError("distillation weights must be numbers >= 0");
     if (!(o.kd.temperature > 0) || !std::isfinite(o.kd.temperature))

@@ -79,10 +79,7 @@ void validate(const InferOptions& o) {
         throw ConfigError("Origin-Partition inference needs at least two teachers (--op-teachers small=A.cdm,large=B.cdm)");
     if (o.op_origin.empty() && (!o.op_teachers.empty() || !o.op_thresholds.empty()))
         throw ConfigError("--op-teachers and --op-thresholds go with --op-origin");
-    if (!o.op_thresholds.empty() && o.op_thresholds.size() + 1 != o.op_teachers.size())
-        throw ConfigError(std::to_string(o.op_teachers.size()) + " teachers need " +
-                          std::to_string(o.op_teachers.size() - 1) + " CAR thresholds, got " +
-                          std::to_string(o.op_thresholds.size()));
+    if (!o.op_thresholds.empty()) check_threshold_count(o.op_teachers.size(), o.op_thresholds.size());
     if (o.pairs.empty() && (o.pre.empty() || o.post.empty()))
         throw ConfigError("both dates are needed (--pre and --post), or a pairs file (--pairs)");
     if (!o.pairs.empty() && (!o.pre.empty() || !o.post.empty()))

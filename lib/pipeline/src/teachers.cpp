@@ -21,6 +21,12 @@ nlohmann::json TeacherSet::describe() const {
     return j;
 }
 
+void check_threshold_count(size_t teachers, size_t thresholds) {
+    if (thresholds + 1 != teachers)
+        throw ConfigError(std::to_string(teachers) + " teachers need " + std::to_string(teachers - 1) +
+                          " CAR thresholds, got " + std::to_string(thresholds));
+}
+
 TeacherSet load_teachers(const std::vector<std::string>& items, std::vector<double> thresholds,
                          const torch::Device& device) {
     if (items.size() < 2) throw ConfigError("at least two teachers are needed (NAME=BUNDLE,NAME=BUNDLE)");
@@ -62,10 +68,7 @@ TeacherSet load_teachers(const std::vector<std::string>& items, std::vector<doub
     if (set.thresholds.empty())
         throw ConfigError("the teachers' bundles do not record " + std::to_string(ordered.size() - 1) +
                           " CAR thresholds (were they trained on a cd-partition manifest?); give them explicitly");
-    if (set.thresholds.size() + 1 != set.bundles.size())
-        throw ConfigError(std::to_string(set.bundles.size()) + " teachers need " +
-                          std::to_string(set.bundles.size() - 1) + " CAR thresholds, got " +
-                          std::to_string(set.thresholds.size()));
+    check_threshold_count(set.bundles.size(), set.thresholds.size());
     for (size_t i = 1; i < set.thresholds.size(); ++i)
         if (!(set.thresholds[i] > set.thresholds[i - 1])) throw ConfigError("CAR thresholds must increase");
     return set;

@@ -24,6 +24,9 @@ struct TeacherSet {
     nlohmann::json describe() const;
 };
 
+/// Throw ConfigError unless `thresholds` separate `teachers` partitions (one fewer).
+void check_threshold_count(size_t teachers, size_t thresholds);
+
 /// Load NAME=BUNDLE items on `device`. Items named as cd-partition names partitions
 /// (small, large / small, medium, large / p1 … pK) are put in CAR order; other names keep
 /// the given order. `thresholds` empty = read from the bundles'
