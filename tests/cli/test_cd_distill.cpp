@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cdk/nn/bundle.hpp"
+#include "support/cli_checks.hpp"
 #include "support/support.hpp"
 
 using cdk::test::exists;
@@ -23,13 +24,13 @@ TEST_CASE("cd-distill --help and --version", "[cli][distill]") {
 
 TEST_CASE("the O-P/MTKD recipe through the programs: origin, teachers, student, inference", "[cli][distill]") {
     TempDir tmp;
-    const std::string scene = tmp / "scene";
-    REQUIRE(run_tool("cd-synth", {"--out", scene, "--width", "128", "--height", "96", "--bands", "3", "--seed", "3",
-                                  "--border", "0", "--quiet"})
-                .rc == 0);
-    REQUIRE(run_tool("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--label",
-                                 scene + "/label.tif", "--tile-size", "32", "--out", tmp / "tiles", "--quiet"})
-                .rc == 0);
+    cdk::test::SynthScene ss;
+    ss.width = 128;
+    ss.height = 96;
+    ss.seed = 3;
+    ss.border = false;
+    const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
+    cdk::test::tile_scene(scene, tmp / "tiles");
     REQUIRE(run_tool("cd-partition", {tmp / "tiles/tiles.csv", "--out", tmp / "parts", "--quantiles", "2",
                                       "--val-fraction", "0.25", "--quiet"})
                 .rc == 0);

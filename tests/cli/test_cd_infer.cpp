@@ -28,13 +28,10 @@ TEST_CASE("cd-infer --help and --version", "[cli][infer]") {
 
 TEST_CASE("cd-infer maps a synthetic scene with a bundle from cd-train-teacher", "[cli][infer]") {
     TempDir tmp;
-    const std::string scene = tmp / "scene";
-    REQUIRE(run_tool("cd-synth", {"--out", scene, "--width", "96", "--height", "80", "--bands", "3", "--seed", "2",
-                                  "--quiet"})
-                .rc == 0);
-    REQUIRE(run_tool("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--label",
-                                 scene + "/label.tif", "--tile-size", "32", "--out", tmp / "tiles", "--quiet"})
-                .rc == 0);
+    cdk::test::SynthScene ss;
+    ss.height = 80;
+    const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
+    cdk::test::tile_scene(scene, tmp / "tiles");
     const std::string model = tmp / "m.cdm";
     auto t = run_tool("cd-train-teacher", {"--train", tmp / "tiles/tiles.csv", "--arch", "fc-siam-diff", "--width",
                                            "4", "--epochs", "1", "--out", model, "--device", "cpu", "--threads", "1",
@@ -93,9 +90,10 @@ TEST_CASE("cd-infer maps a synthetic scene with a bundle from cd-train-teacher",
     check_one_error_line(r, out);
 
     // A 4-band scene does not fit a 3-band bundle: one line naming both.
-    REQUIRE(run_tool("cd-synth", {"--out", tmp / "four", "--width", "64", "--height", "64", "--bands", "4", "--seed",
-                                  "2", "--quiet"})
-                .rc == 0);
+    cdk::test::SynthScene four;
+    four.width = 64;
+    four.bands = 4;
+    cdk::test::synth_scene(tmp / "four", four);
     r = run_tool("cd-infer", {"--model", model, "--pre", tmp / "four/pre.tif", "--post", tmp / "four/post.tif",
                               "--out", tmp / "four.tif", "--quiet"});
     check_one_error_line(r, model);
@@ -138,10 +136,10 @@ TEST_CASE("cd-infer runs a TorchScript model from Python and matches Python's ou
         return;
     }
     TempDir tmp;
-    const std::string scene = tmp / "scene";
-    REQUIRE(run_tool("cd-synth", {"--out", scene, "--width", "96", "--height", "80", "--bands", "3", "--seed", "4",
-                                  "--quiet"})
-                .rc == 0);
+    cdk::test::SynthScene ss;
+    ss.height = 80;
+    ss.seed = 4;
+    const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
     // A model with no spatial context (1x1 convolutions): a windowed run must equal Python's
     // run on the whole scene. Python also writes its own probabilities for the comparison.
     const std::string script = R"PY(
@@ -165,12 +163,7 @@ with torch.no_grad():
     p = torch.softmax(m((pre - mean) / std, (post - mean) / std), 1)[0, 1]
 p.numpy().astype(np.float32).tofile(sys.argv[3])
 )PY";
-    {
-        std::ofstream f(tmp / "make.py");
-        f << script;
-    }
-    auto py = cdk::test::run_shell("/usr/bin/python3 '" + (tmp / "make.py") + "' '" + scene + "' '" +
-                                   (tmp / "m.pt") + "' '" + (tmp / "expected.f32") + "'");
+    auto py = cdk::test::run_python(tmp.path(), script, {scene, tmp / "m.pt", tmp / "expected.f32"});
     INFO(py.err);
     REQUIRE(py.rc == 0);
 
@@ -182,12 +175,7 @@ p.numpy().astype(np.float32).tofile(sys.argv[3])
     REQUIRE(r.rc == 0);
     CHECK(nlohmann::json::parse(r.out)["arch"] == "torchscript");
     const auto ours = cdk::test::read_band(tmp / "p.tif");
-    std::vector<float> expected(ours.size());
-    {
-        std::ifstream f(tmp / "expected.f32", std::ios::binary);
-        f.read(reinterpret_cast<char*>(expected.data()), std::streamsize(expected.size() * sizeof(float)));
-        REQUIRE(f.gcount() == std::streamsize(expected.size() * sizeof(float)));
-    }
+    const auto expected = cdk::test::read_f32(tmp / "expected.f32", ours.size());
     size_t compared = 0;
     double worst = 0;
     for (size_t i = 0; i < ours.size(); ++i) {
@@ -212,13 +200,8 @@ TEST_CASE("QGIS loads cd-infer's change mask with its style and the polygons lay
         return;
     }
     TempDir tmp;
-    const std::string scene = tmp / "scene";
-    REQUIRE(run_tool("cd-synth", {"--out", scene, "--width", "96", "--height", "64", "--bands", "3", "--seed", "2",
-                                  "--quiet"})
-                .rc == 0);
-    REQUIRE(run_tool("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--label",
-                                 scene + "/label.tif", "--tile-size", "32", "--out", tmp / "tiles", "--quiet"})
-                .rc == 0);
+    const std::string scene = cdk::test::synth_scene(tmp / "scene");
+    cdk::test::tile_scene(scene, tmp / "tiles");
     REQUIRE(run_tool("cd-train-teacher", {"--train", tmp / "tiles/tiles.csv", "--arch", "fc-siam-diff", "--width",
                                           "4", "--epochs", "1", "--out", tmp / "m.cdm", "--device", "cpu", "--quiet"})
                 .rc == 0);
@@ -252,12 +235,8 @@ app.exitQgis()
 import os
 os._exit(0)
 )PY";
-    {
-        std::ofstream f(tmp / "qgis_check.py");
-        f << script;
-    }
-    auto q = cdk::test::run_shell("QT_QPA_PLATFORM=offscreen /usr/bin/python3 '" + (tmp / "qgis_check.py") + "' '" +
-                                  (tmp / "change.tif") + "' '" + (tmp / "change.gpkg") + "'");
+    auto q = cdk::test::run_python(tmp.path(), script, {tmp / "change.tif", tmp / "change.gpkg"},
+                                   "QT_QPA_PLATFORM=offscreen");
     INFO(q.out << q.err);
     REQUIRE(q.rc == 0);
     const std::string crs = "EPSG:" + std::to_string(cdk::geo::epsg_of(cdk::geo::grid_of(*cdk::geo::open_raster(scene + "/pre.tif")).crs_wkt));
@@ -278,10 +257,12 @@ TEST_CASE("no seams: a windowed map equals the whole-scene map of a model that s
         return;
     }
     TempDir tmp;
-    const std::string scene = tmp / "scene";
-    REQUIRE(run_tool("cd-synth", {"--out", scene, "--width", "160", "--height", "96", "--bands", "3", "--seed", "6",
-                                  "--border", "0", "--quiet"})
-                .rc == 0);
+    cdk::test::SynthScene ss;
+    ss.width = 160;
+    ss.height = 96;
+    ss.seed = 6;
+    ss.border = false;
+    const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
     // Zero-padded 3x3 convolutions: near a window's border the output differs from the
     // whole-scene output, as for any CNN. Python maps the whole scene at once.
     const std::string script = R"PY(
@@ -302,19 +283,10 @@ with torch.no_grad():
     p = torch.softmax(m(read(sys.argv[1] + "/pre.tif"), read(sys.argv[1] + "/post.tif")), 1)[0, 1]
 p.numpy().astype(np.float32).tofile(sys.argv[3])
 )PY";
-    {
-        std::ofstream f(tmp / "make.py");
-        f << script;
-    }
-    auto py = cdk::test::run_shell("/usr/bin/python3 '" + (tmp / "make.py") + "' '" + scene + "' '" +
-                                   (tmp / "m.pt") + "' '" + (tmp / "whole.f32") + "'");
+    auto py = cdk::test::run_python(tmp.path(), script, {scene, tmp / "m.pt", tmp / "whole.f32"});
     INFO(py.err);
     REQUIRE(py.rc == 0);
-    std::vector<float> whole(160 * 96);
-    {
-        std::ifstream f(tmp / "whole.f32", std::ios::binary);
-        f.read(reinterpret_cast<char*>(whole.data()), std::streamsize(whole.size() * sizeof(float)));
-    }
+    const auto whole = cdk::test::read_f32(tmp / "whole.f32", 160 * 96);
     // Compare cd-infer's map (32 px windows: 5 x 3 and more) with the whole-scene one.
     struct Diff {
         double worst = 0, mean = 0;

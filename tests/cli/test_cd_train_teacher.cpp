@@ -17,15 +17,10 @@ namespace {
 
 // A tiny synthetic tile set made with the programs themselves: cd-synth, then cd-tile.
 std::string synthetic_tiles(const TempDir& tmp, int bands = 3, const std::string& name = "tiles") {
-    const std::string scene = tmp / (name + "_scene");
-    auto s = run_tool("cd-synth", {"--out", scene, "--width", "96", "--height", "64", "--bands",
-                                   std::to_string(bands), "--seed", "2", "--border", "0", "--quiet"});
-    REQUIRE(s.rc == 0);
-    auto t = run_tool("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--label",
-                                  scene + "/label.tif", "--tile-size", "32", "--out", tmp / name, "--quiet"});
-    INFO(t.err);
-    REQUIRE(t.rc == 0);
-    return tmp / (name + "/tiles.csv");
+    cdk::test::SynthScene s;
+    s.bands = bands;
+    s.border = false;
+    return cdk::test::tile_scene(cdk::test::synth_scene(tmp / (name + "_scene"), s), tmp / name);
 }
 
 std::vector<std::string> tiny_args(const std::string& train, const std::string& out, int epochs = 2) {
