@@ -168,9 +168,8 @@ RasterWriter::RasterWriter(const std::string& path, const Grid& grid, int bands,
     : path_(path), options_(options), out_(path, options.overwrite) {
     validate(options);
     CPLStringList co;
-    const bool cog = options.format == "COG";
     // COG cannot be created directly: write a plain tiled GeoTIFF, then CreateCopy at commit().
-    if (cog) {
+    if (staged()) {
         work_path_ = out_.temp() + ".work.tif";
         co.SetNameValue("TILED", "YES");
     } else {
@@ -229,16 +228,16 @@ void RasterWriter::write_all(const Window& w, const void* data, GDALDataType buf
 
 void RasterWriter::commit() {
     CPLErrorReset();
-    if (options_.format == "COG") {
-        auto* drv = GetGDALDriverManager()->GetDriverByName("COG");
-        if (!drv) throw IoError("GDAL has no COG driver (GDAL >= 3.1 is needed)");
+    if (staged()) {
+        auto* drv = GetGDALDriverManager()->GetDriverByName(options_.format.c_str());
+        if (!drv) throw IoError("GDAL has no " + options_.format + " driver (GDAL >= 3.1 is needed for COG)");
         CPLStringList co;
         for (const auto& kv : options_.creation_options) co.AddString(kv.c_str());
         ds_->FlushCache();
-        auto* cog = drv->CreateCopy(out_.temp().c_str(), ds_, FALSE, co.List(), nullptr, nullptr);
-        if (!cog) throw IoError("cannot write " + quote(path_) + ": " + gdal_message());
+        auto* copy = drv->CreateCopy(out_.temp().c_str(), ds_, FALSE, co.List(), nullptr, nullptr);
+        if (!copy) throw IoError("cannot write " + quote(path_) + ": " + gdal_message());
         CPLErrorReset();
-        GDALClose(cog);
+        GDALClose(copy);
         if (CPLGetLastErrorType() == CE_Failure)
             throw IoError("cannot close " + quote(path_) + ": " + gdal_message());
     }

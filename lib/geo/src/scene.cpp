@@ -255,6 +255,16 @@ Scene Scene::open(const SceneSpec& spec, const std::string& resampling, std::opt
     return s;
 }
 
+int Scene::block_width() const {
+    int widest = 1;
+    for (const auto& b : bands_) {
+        int bx = 0, by = 0;
+        b.ds->GetRasterBand(b.index)->GetBlockSize(&bx, &by);
+        widest = std::max(widest, bx);
+    }
+    return widest;
+}
+
 Block Scene::read(const Window& w) const {
     Block blk;
     blk.window = w;

@@ -8,7 +8,13 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <future>
+#include <limits>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <set>
 
@@ -35,26 +41,39 @@ constexpr int kDefaultTile = 256;
 
 using Clock = std::chrono::steady_clock;
 
-// How central each pixel of a window at (x0, y0) is: its distance in pixels (0 on the edge
-// row) to the nearest window border that lies inside the scene. Borders on the scene's own
-// edges do not count: no other window sees past them, and a whole-scene run sees the same
-// edge there. Each pixel takes the prediction of the window where it is most central
-// (centre cropping), which equals a whole-scene run for any model whose receptive field
-// reaches less than half the overlap.
-torch::Tensor centrality(int x0, int y0, int w, int h, int width, int height) {
-    constexpr int kFar = 1 << 30;
-    auto c = torch::empty({h, w}, torch::kInt32);
-    auto a = c.accessor<int32_t, 2>();
-    for (int y = 0; y < h; ++y)
-        for (int x = 0; x < w; ++x) {
-            int d = kFar;
-            if (x0 > 0) d = std::min(d, x);
-            if (x0 + w < width) d = std::min(d, w - 1 - x);
-            if (y0 > 0) d = std::min(d, y);
-            if (y0 + h < height) d = std::min(d, h - 1 - y);
-            a[y][x] = d;
-        }
-    return c;
+// How central pixel p is in a window [x0, x0 + w) of a row (or column) of `size` pixels:
+// its distance to the nearest window border that lies inside the scene (0 on the edge
+// pixel). Borders on the scene's own edges do not count: no other window sees past them,
+// and a whole-scene run sees the same edge there.
+int centrality(int p, int x0, int w, int size) {
+    int d = std::numeric_limits<int>::max();
+    if (x0 > 0) d = std::min(d, p - x0);
+    if (x0 + w < size) d = std::min(d, x0 + w - 1 - p);
+    return d;
+}
+
+// The pixels of a row of `size` pixels that each window (offsets from geo::tile_offsets,
+// width `w`) gives the output: every pixel goes to the window where it is most central,
+// the first one on ties (centre cropping). Returns [lo, hi) per window: contiguous, in
+// window order, together covering [0, size); empty for a window no pixel needs. Done per
+// axis, a pixel's window is one where its distance to the nearest interior border in 2-D
+// is largest too, so a model whose receptive field reaches less than half the overlap
+// gives exactly the map of a whole-scene run.
+std::vector<std::pair<int, int>> owned_ranges(const std::vector<int>& offsets, int w, int size) {
+    std::vector<std::pair<int, int>> own(offsets.size(), {0, 0});
+    size_t first = 0;  // first window that still reaches p
+    int last_owner = -1;
+    for (int p = 0; p < size; ++p) {
+        while (offsets[first] + w <= p) ++first;
+        size_t owner = first;
+        for (size_t i = first; i < offsets.size() && offsets[i] <= p; ++i)
+            if (centrality(p, offsets[i], w, size) > centrality(p, offsets[owner], w, size)) owner = i;
+        if (int(owner) < last_owner) throw std::logic_error("centre cropping: window ranges are not in order");
+        if (int(owner) != last_owner) own[owner].first = p;
+        own[owner].second = p + 1;
+        last_owner = int(owner);
+    }
+    return own;
 }
 
 // A block's values as a [bands, h, w] float tensor, normalised; nodata pixels become 0
@@ -115,6 +134,7 @@ void validate(const InferOptions& o) {
         throw ConfigError("overlap " + std::to_string(o.overlap) + " must be smaller than the window " +
                           std::to_string(o.tile_size));
     if (o.batch_size < 1) throw ConfigError("batch size must be at least 1");
+    if (o.ram_mb < 16) throw ConfigError("--ram must be at least 16 MB");
     if (o.threads < 0) throw ConfigError("threads must be >= 0");
     if (!o.prob.empty() && o.prob == o.out) throw ConfigError("--prob and --out name the same file " + quote(o.out));
     geo::validate_resampling(o.pair.resampling);
@@ -204,6 +224,149 @@ struct RemoveOnExit {
     }
 };
 
+// A window read, normalised and checked for data, by the reader thread.
+struct WindowData {
+    size_t row = 0, col = 0;  // indices into the window offsets
+    bool run = false;         // some pixel it gives the output holds data in both dates
+    torch::Tensor pre, post;  // [bands, h, w] normalised (when run)
+    torch::Tensor valid;      // [h, w] bool: both dates hold data
+};
+
+// Reads windows in a given order in its own thread, at most `capacity` ahead of the
+// consumer, so that the model never waits for the disk. Only this thread touches the input
+// datasets (GDAL datasets are not to be shared between threads).
+class WindowReader {
+public:
+    using ReadFn = std::function<WindowData(size_t row, size_t col)>;
+    WindowReader(std::vector<std::pair<size_t, size_t>> order, ReadFn read, size_t capacity)
+        : order_(std::move(order)), read_(std::move(read)), capacity_(std::max<size_t>(capacity, 1)) {
+        thread_ = std::thread([this] { run(); });
+    }
+    ~WindowReader() {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+    WindowReader(const WindowReader&) = delete;
+    WindowReader& operator=(const WindowReader&) = delete;
+
+    /// The next window in order; rethrows what the reader failed with.
+    WindowData next() {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return !queue_.empty() || error_; });
+        if (queue_.empty()) std::rethrow_exception(error_);
+        WindowData w = std::move(queue_.front());
+        queue_.pop_front();
+        cv_.notify_all();
+        return w;
+    }
+
+private:
+    void run() {
+        // Like the training loader's threads: small tensor ops here must not fork an
+        // OpenMP team of all cores against the model's.
+        omp_set_num_threads(1);
+        try {
+            for (const auto& [row, col] : order_) {
+                {
+                    std::unique_lock<std::mutex> lock(mu_);
+                    cv_.wait(lock, [&] { return stop_ || queue_.size() < capacity_; });
+                    if (stop_) return;
+                }
+                WindowData w = read_(row, col);
+                std::lock_guard<std::mutex> lock(mu_);
+                queue_.push_back(std::move(w));
+                cv_.notify_all();
+            }
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mu_);
+            error_ = std::current_exception();
+            cv_.notify_all();
+        }
+    }
+
+    std::vector<std::pair<size_t, size_t>> order_;
+    ReadFn read_;
+    size_t capacity_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<WindowData> queue_;
+    std::exception_ptr error_;
+    bool stop_ = false;
+    std::thread thread_;
+};
+
+// Column strips: groups of neighbouring window columns processed top to bottom one after
+// the other, so that row buffers and GDAL's block cache are bounded by the strip, not the
+// scene's width.
+struct Strip {
+    size_t first = 0, end = 0;  // window columns [first, end)
+    int x0 = 0, x1 = 0;         // output columns they give
+};
+
+constexpr int64_t kMB = 1 << 20;
+
+// How cd-infer streams a scene within --ram: bytes of the window queue and of one output
+// column (row buffers and input blocks), the column strips, and GDAL's block cache.
+struct StreamPlan {
+    int64_t window_bytes = 0;  // read-ahead windows plus the batch in the model
+    int64_t cache_bytes = 0;   // GDAL block cache asked for
+    std::vector<Strip> strips;
+    int widest = 0;            // widest strip's read extent
+};
+
+StreamPlan plan_stream(const InferOptions& o, const geo::ScenePair& pair, const std::vector<int>& xs,
+                       const std::vector<std::pair<int, int>>& own_x, int tw, int th) {
+    const int width = pair.grid().width;
+    const int bands = pair.pre.band_count();
+    const int64_t value = GDALGetDataTypeSizeBytes(pair.pre.data_type());
+    // A window in flight: raw values and float tensors of both dates, validity masks. The
+    // queue holds two batches ahead, the model one (and its stacked copy).
+    const int64_t per_window = int64_t(tw) * th * (2 * bands * (value + 4) + 3);
+    StreamPlan plan;
+    plan.window_bytes = per_window * 4 * o.batch_size;
+    // Per output column: probability, validity and mask of the rows being filled and being
+    // written; input blocks of both dates cached for the window row (x 1.5 for the warped
+    // date's own cache and for block edges).
+    const int64_t per_column_out = int64_t(th) * 2 * (4 + 1 + 1);
+    const int64_t per_column_in = int64_t(th) * 2 * bands * value * 3 / 2;
+    // A striped file decodes whole rows whatever the window's width.
+    const bool striped = std::max(pair.pre.block_width(), pair.post.block_width()) >= width;
+    const int64_t ram = int64_t(o.ram_mb) * kMB;
+    const int64_t avail = ram - plan.window_bytes - (striped ? per_column_in * width : 0);
+    const int64_t per_column = per_column_out + (striped ? 0 : per_column_in);
+    if (avail < per_column * tw)
+        throw ConfigError("--ram " + std::to_string(o.ram_mb) + " MB is too small for windows of " +
+                          std::to_string(tw) + "x" + std::to_string(th) + " with batch " + std::to_string(o.batch_size) +
+                          (striped ? " over a striped input " + std::to_string(width) +
+                                         " pixels wide (GDAL decodes whole rows; retile it with gdal_translate -co TILED=YES)"
+                                   : "") +
+                          ": about " + std::to_string((ram - avail + per_column * tw) / kMB + 1) + " MB are needed");
+    const int64_t max_width = avail / per_column;
+    // Greedy: as many window columns as fit (a window that gives nothing is never read).
+    size_t c = 0;
+    while (c < xs.size()) {
+        Strip s;
+        s.first = c;
+        while (c < xs.size() && (c == s.first || xs[c] + tw - xs[s.first] <= max_width)) ++c;
+        s.end = c;
+        s.x0 = width;
+        s.x1 = 0;
+        for (size_t k = s.first; k < s.end; ++k)
+            if (own_x[k].second > own_x[k].first) {
+                s.x0 = std::min(s.x0, own_x[k].first);
+                s.x1 = std::max(s.x1, own_x[k].second);
+            }
+        plan.widest = std::max(plan.widest, xs[s.end - 1] + tw - xs[s.first]);
+        plan.strips.push_back(s);
+    }
+    plan.cache_bytes = std::max<int64_t>(16 * kMB, per_column_in * (striped ? width : plan.widest));
+    return plan;
+}
+
 // One scene pair through the model into its outputs.
 nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::SceneSpec& post,
                          const ScenePaths& paths, const InferOptions& o, const RunContext& ctx) {
@@ -238,16 +401,35 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     const std::vector<int> xs = geo::tile_offsets(width, tile, overlap);
     const std::vector<int> ys = geo::tile_offsets(height, tile, overlap);
     const int tw = std::min(tile, width), th = std::min(tile, height);
+    const auto own_x = owned_ranges(xs, tw, width);
+    const auto own_y = owned_ranges(ys, th, height);
+    auto gives = [](const std::pair<int, int>& r) { return r.second > r.first; };
+    const StreamPlan plan = plan_stream(o, pair, xs, own_x, tw, th);
+    // GDAL keeps up to 5 % of RAM of blocks read by default: bounded here by the window row
+    // (or the strip) instead, unless the user set GDAL_CACHEMAX.
+    if (!CPLGetConfigOption("GDAL_CACHEMAX", nullptr)) GDALSetCacheMax64(plan.cache_bytes);
+    const int64_t cache_bytes = GDALGetCacheMax64();
+    size_t window_count = 0;
+    for (const auto& rx : own_x)
+        for (const auto& ry : own_y) window_count += gives(rx) && gives(ry);
     ctx.info("windows " + std::to_string(tw) + "x" + std::to_string(th) + ", overlap " + std::to_string(overlap) +
-             ", " + std::to_string(xs.size() * ys.size()) + " windows in " + std::to_string(ys.size()) +
-             " rows, batch " + std::to_string(o.batch_size) + (o.tta ? ", flip TTA" : "") + ", " + device.str());
+             ", " + std::to_string(window_count) + " windows in " + std::to_string(ys.size()) + " rows and " +
+             std::to_string(plan.strips.size()) + (plan.strips.size() == 1 ? " column strip" : " column strips") +
+             ", batch " + std::to_string(o.batch_size) + (o.tta ? ", flip TTA" : "") + ", " + device.str() +
+             "; read-ahead " + std::to_string(plan.window_bytes / kMB) + " MB, GDAL block cache " +
+             std::to_string(cache_bytes / kMB) + " MB (--ram " + std::to_string(o.ram_mb) +
+             " MB; the model's own memory comes on top)");
 
-    // Outputs are created before any work so that a refused output costs nothing.
-    geo::RasterWriter mask_out(out, grid, 1, GDT_Byte, o.write, double(kMaskNodata));
+    // Outputs are created before any work so that a refused output costs nothing. Strips
+    // fill the outputs out of block order: stage them, so that no compressed block is
+    // written twice.
+    geo::WriteOptions mw = o.write;
+    mw.stage = mw.stage || plan.strips.size() > 1;
+    geo::RasterWriter mask_out(out, grid, 1, GDT_Byte, mw, double(kMaskNodata));
     geo::set_change_colour_table(*mask_out.dataset().GetRasterBand(1));
     std::unique_ptr<geo::RasterWriter> prob_out;
     if (!prob.empty()) {
-        geo::WriteOptions pw = o.write;
+        geo::WriteOptions pw = mw;
         if (!scratch.path.empty()) {  // an intermediate: plain GeoTIFF, replacing a stale one
             pw = geo::WriteOptions{};
             pw.overwrite = true;
@@ -271,124 +453,126 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         return p.to(torch::kCPU);
     };
 
-    // Rolling buffers over the rows of the current window row: [th, width]. `acc` holds
-    // the change probability of the most central window seen so far.
-    auto acc = torch::zeros({th, width}, torch::kFloat32);
-    auto best = torch::full({th, width}, -1, torch::kInt32);  // centrality of the prediction kept, -1 = none
-    auto valid = torch::zeros({th, width}, torch::kUInt8);
+    // Window (row, col) gives the output rows own_y[row] and columns own_x[col]: read
+    // only when those hold data in both dates is it run.
+    auto read_window = [&](size_t row, size_t col) {
+        WindowData w;
+        w.row = row;
+        w.col = col;
+        const geo::Window win{xs[col], ys[row], tw, th};
+        const geo::Block a = pair.pre.read(win), b = pair.post.read(win);
+        auto va = torch::from_blob(const_cast<uint8_t*>(a.valid.data()), {th, tw}, torch::kUInt8);
+        auto vb = torch::from_blob(const_cast<uint8_t*>(b.valid.data()), {th, tw}, torch::kUInt8);
+        w.valid = va.logical_and(vb);
+        const auto [x0, x1] = own_x[col];
+        const auto [y0, y1] = own_y[row];
+        w.run = w.valid.narrow(0, y0 - win.y, y1 - y0).narrow(1, x0 - win.x, x1 - x0).any().item<bool>();
+        if (w.run) {
+            w.pre = block_tensor(a, norm);
+            w.post = block_tensor(b, norm);
+        }
+        return w;
+    };
+    std::vector<std::pair<size_t, size_t>> order;  // strip by strip, row by row
+    for (const Strip& s : plan.strips)
+        for (size_t r = 0; r < ys.size(); ++r)
+            for (size_t c = s.first; c < s.end; ++c)
+                if (gives(own_y[r]) && gives(own_x[c])) order.emplace_back(r, c);
+    WindowReader reader(order, read_window, size_t(2 * o.batch_size));
+
     long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
     std::vector<long long> routed(m.teachers.bundles.size(), 0);
-
-    // A row of windows read, normalised and checked for data (in the reader thread).
-    struct Row {
-        std::vector<torch::Tensor> pres, posts, valids;  // windows with data
-        std::vector<int> run_x;                          // their column offsets
-        torch::Tensor valid;                             // [th, width]: both dates hold data
-        long long skipped = 0;                           // windows without data
+    // A finished row of a strip is written in a writer thread while the model goes on; one
+    // write at a time, so each output dataset is used by one thread at a time.
+    std::future<void> writing;
+    auto wait_writing = [&] {
+        if (writing.valid()) writing.get();
     };
-    auto read_row = [&](int y) {
-        // Like the training loader's threads: small tensor ops here must not fork an
-        // OpenMP team of all cores against the model's.
-        omp_set_num_threads(1);
-        Row row;
-        row.valid = torch::zeros({th, width}, torch::kUInt8);
-        for (const int x : xs) {
-            const geo::Window win{x, y, tw, th};
-            const geo::Block a = pair.pre.read(win), b = pair.post.read(win);
-            auto va = torch::from_blob(const_cast<uint8_t*>(a.valid.data()), {th, tw}, torch::kUInt8);
-            auto vb = torch::from_blob(const_cast<uint8_t*>(b.valid.data()), {th, tw}, torch::kUInt8);
-            const auto v = va.logical_and(vb).to(torch::kUInt8);
-            row.valid.narrow(1, x, tw).copy_(v);
-            if (v.sum().item<int64_t>() == 0) {
-                ++row.skipped;
-                continue;
-            }
-            row.valids.push_back(v.to(torch::kBool));
-            row.pres.push_back(block_tensor(a, norm));
-            row.posts.push_back(block_tensor(b, norm));
-            row.run_x.push_back(x);
-        }
-        return row;
-    };
-
-    // Rows are read one ahead: the reader thread reads row r + 1 while the model runs on row
-    // r. Only that thread touches the input datasets, one read at a time (GDAL datasets are
-    // not to be shared between threads); the main thread writes to the outputs.
-    std::future<Row> next = std::async(std::launch::async, read_row, ys.front());
-    for (size_t r = 0; r < ys.size(); ++r) {
-        const int y = ys[r];
-        Row row = next.get();
-        if (r + 1 < ys.size()) next = std::async(std::launch::async, read_row, ys[r + 1]);
-        valid.copy_(row.valid);
-        windows_skipped += row.skipped;
-        const auto& pres = row.pres;
-        const auto& posts = row.posts;
-        const auto& valids = row.valids;
-        const auto& run_x = row.run_x;
-        for (size_t i = 0; i < run_x.size(); i += size_t(o.batch_size)) {
-            const size_t n = std::min(run_x.size() - i, size_t(o.batch_size));
-            const auto a = torch::stack(std::vector<torch::Tensor>(pres.begin() + i, pres.begin() + i + n)).to(device);
-            const auto b = torch::stack(std::vector<torch::Tensor>(posts.begin() + i, posts.begin() + i + n)).to(device);
-            torch::Tensor p = change_prob(model, a, b);
-            if (!m.teachers.bundles.empty()) {
-                // O-P two-pass: the origin's predicted CAR of each window (over its valid
-                // pixels) picks the teacher whose partition holds it; the teacher predicts.
-                std::vector<std::vector<int64_t>> groups(m.teachers.bundles.size());
-                for (size_t k = 0; k < n; ++k) {
-                    const auto& v = valids[i + k];
-                    const double car = double((p[int64_t(k)].ge(o.threshold) & v).sum().item<int64_t>()) /
-                                       double(v.sum().item<int64_t>());
-                    groups[size_t(m.teachers.route(car))].push_back(int64_t(k));
+    size_t windows_done = 0;
+    for (const Strip& s : plan.strips) {
+        const int sw = s.x1 - s.x0;
+        if (sw <= 0) continue;
+        for (size_t r = 0; r < ys.size(); ++r) {
+            const auto [y0, y1] = own_y[r];
+            if (y1 <= y0) continue;
+            const int rh = y1 - y0;
+            // The output rows this window row gives, over the strip's columns.
+            auto acc = torch::zeros({rh, sw}, torch::kFloat32);
+            auto valid = torch::zeros({rh, sw}, torch::kBool);
+            std::vector<WindowData> batch;
+            auto run_batch = [&] {
+                if (batch.empty()) return;
+                const int64_t n = int64_t(batch.size());
+                std::vector<torch::Tensor> as, bs;
+                for (const auto& w : batch) {
+                    as.push_back(w.pre);
+                    bs.push_back(w.post);
                 }
-                for (size_t t = 0; t < groups.size(); ++t) {
-                    if (groups[t].empty()) continue;
-                    const auto idx = torch::tensor(groups[t], torch::kInt64);
-                    const auto idx_dev = idx.to(device);
-                    p.index_copy_(0, idx, change_prob(*m.teachers.bundles[t].model, a.index_select(0, idx_dev),
-                                                      b.index_select(0, idx_dev)));
-                    routed[t] += int64_t(groups[t].size());
+                const auto a = torch::stack(as).to(device);
+                const auto b = torch::stack(bs).to(device);
+                torch::Tensor p = change_prob(model, a, b);
+                if (!m.teachers.bundles.empty()) {
+                    // O-P two-pass: the origin's predicted CAR of each window (over its valid
+                    // pixels) picks the teacher whose partition holds it; the teacher predicts.
+                    std::vector<std::vector<int64_t>> groups(m.teachers.bundles.size());
+                    for (int64_t k = 0; k < n; ++k) {
+                        const auto& v = batch[size_t(k)].valid;
+                        const double car = double((p[k].ge(o.threshold) & v).sum().item<int64_t>()) /
+                                           double(v.sum().item<int64_t>());
+                        groups[size_t(m.teachers.route(car))].push_back(k);
+                    }
+                    for (size_t t = 0; t < groups.size(); ++t) {
+                        if (groups[t].empty()) continue;
+                        const auto idx = torch::tensor(groups[t], torch::kInt64);
+                        const auto idx_dev = idx.to(device);
+                        p.index_copy_(0, idx, change_prob(*m.teachers.bundles[t].model, a.index_select(0, idx_dev),
+                                                          b.index_select(0, idx_dev)));
+                        routed[t] += int64_t(groups[t].size());
+                    }
                 }
+                // Centre cropping: each window gives only the pixels it owns.
+                for (int64_t k = 0; k < n; ++k) {
+                    const auto [x0, x1] = own_x[batch[size_t(k)].col];
+                    acc.narrow(1, x0 - s.x0, x1 - x0).copy_(p[k].narrow(0, y0 - ys[r], rh).narrow(1, x0 - xs[batch[size_t(k)].col], x1 - x0));
+                }
+                windows_run += n;
+                batch.clear();
+            };
+            for (size_t c = s.first; c < s.end; ++c) {
+                if (!gives(own_x[c])) continue;
+                WindowData w = reader.next();
+                const auto [x0, x1] = own_x[c];
+                valid.narrow(1, x0 - s.x0, x1 - x0)
+                    .copy_(w.valid.narrow(0, y0 - ys[r], rh).narrow(1, x0 - xs[c], x1 - x0));
+                ++windows_done;
+                if (!w.run) {
+                    ++windows_skipped;
+                    continue;
+                }
+                batch.push_back(std::move(w));
+                if (int(batch.size()) == o.batch_size) run_batch();
             }
-            for (size_t k = 0; k < n; ++k) {
-                const int x = run_x[i + k];
-                auto a_win = acc.narrow(1, x, tw);
-                auto b_win = best.narrow(1, x, tw);
-                const auto c = centrality(x, y, tw, th, width, height);
-                const auto take = c.gt(b_win);
-                a_win.copy_(torch::where(take, p[int64_t(k)], a_win));
-                b_win.copy_(torch::where(take, c, b_win));
-            }
-            windows_run += int64_t(n);
-        }
+            run_batch();
 
-        // Rows no later window touches are final: write them, then shift the buffers up.
-        const int next_y = r + 1 < ys.size() ? ys[r + 1] : height;
-        const int rows = next_y - y;
-        const auto done_valid = valid.narrow(0, 0, rows).to(torch::kBool) & best.narrow(0, 0, rows).ge(0);
-        const auto p = acc.narrow(0, 0, rows);
-        const auto is_change = p.ge(o.threshold) & done_valid;
-        const auto mask = torch::where(done_valid, is_change.to(torch::kUInt8),
-                                       torch::full_like(is_change, kMaskNodata, torch::kUInt8))
-                              .contiguous();
-        changed += is_change.sum().item<int64_t>();
-        valid_pixels += done_valid.sum().item<int64_t>();
-        mask_out.write(1, {0, y, width, rows}, mask.data_ptr<uint8_t>(), GDT_Byte);
-        if (prob_out) {
-            const auto pr = torch::where(done_valid, p, torch::full_like(p, kProbNodata)).contiguous();
-            prob_out->write(1, {0, y, width, rows}, pr.data_ptr<float>(), GDT_Float32);
+            const auto is_change = acc.ge(o.threshold) & valid;
+            auto mask = torch::where(valid, is_change.to(torch::kUInt8),
+                                     torch::full_like(is_change, kMaskNodata, torch::kUInt8))
+                            .contiguous();
+            changed += is_change.sum().item<int64_t>();
+            valid_pixels += valid.sum().item<int64_t>();
+            torch::Tensor pr;
+            if (prob_out) pr = torch::where(valid, acc, torch::full_like(acc, kProbNodata)).contiguous();
+            wait_writing();
+            const geo::Window region{s.x0, y0, sw, rh};
+            writing = std::async(std::launch::async, [&mask_out, &prob_out, region, mask = std::move(mask),
+                                                      pr = std::move(pr)] {
+                mask_out.write(1, region, mask.data_ptr<uint8_t>(), GDT_Byte);
+                if (prob_out) prob_out->write(1, region, pr.data_ptr<float>(), GDT_Float32);
+            });
+            ctx.progress(double(windows_done) / double(std::max<size_t>(order.size(), 1)), "inference");
         }
-        if (rows < th) {
-            for (auto* t : {&acc, &best, &valid}) {
-                t->narrow(0, 0, th - rows).copy_(t->narrow(0, rows, th - rows).clone());
-                t->narrow(0, th - rows, rows).fill_(t == &best ? -1 : 0);
-            }
-        } else {
-            acc.zero_();
-            best.fill_(-1);
-            valid.zero_();
-        }
-        ctx.progress(double(r + 1) / double(ys.size()), "inference");
     }
+    wait_writing();
 
     if (prob_out) prob_out->commit();
     mask_out.commit();
@@ -429,6 +613,8 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             {"overlap", overlap},
             {"windows", windows_run},
             {"windows_skipped", windows_skipped},
+            {"strips", plan.strips.size()},
+            {"ram_mb", o.ram_mb},
             {"device", device.str()},
             {"seconds", seconds},
             {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0},

@@ -79,6 +79,10 @@ struct WriteOptions {
     std::string format = "GTiff";                ///< GDAL driver: GTiff or COG
     std::vector<std::string> creation_options;  ///< KEY=VALUE pairs passed to the driver
     bool overwrite = false;                      ///< replace an existing output
+    /// Write a plain tiled GeoTIFF first and copy it into the format at commit() (always so
+    /// for COG). For writers that fill the raster out of block order (column strips): a
+    /// compressed block written twice would otherwise leave its first copy as dead space.
+    bool stage = false;
 };
 
 /// Check a driver name and its creation options before any work starts.
@@ -106,6 +110,8 @@ public:
     void commit();
 
 private:
+    bool staged() const { return options_.stage || options_.format == "COG"; }
+
     std::string path_;
     WriteOptions options_;
     AtomicPath out_;

@@ -71,6 +71,9 @@ public:
     const std::string& name() const { return name_; }
     /// Whether it was warped onto another grid.
     bool warped() const { return warped_; }
+    /// Widest storage block among the bands, in pixels: the scene's width for a striped
+    /// file, where reading any window decodes whole rows.
+    int block_width() const;
 
     /// Read a window of every band and its validity. A pixel is nodata when every band that
     /// has a nodata value holds it, or when it falls outside the data after warping.

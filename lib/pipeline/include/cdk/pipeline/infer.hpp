@@ -36,6 +36,7 @@ struct InferOptions {
     int tile_size = 0;             ///< window edge in pixels, 0 = the bundle's training tile size (256 if unknown)
     int overlap = -1;              ///< pixels shared by neighbouring windows, -1 = a quarter of the window
     int batch_size = 4;            ///< windows per forward pass
+    int ram_mb = 1024;             ///< cap on read-ahead, row buffers and GDAL's block cache (column strips when needed)
     bool tta = false;              ///< average over the identity and horizontal/vertical flips
     std::string device = "auto";   ///< auto | cpu | cuda[:N]
     int threads = 0;               ///< intra-op threads, 0 = LibTorch's default
@@ -49,10 +50,12 @@ void validate(const InferOptions& options);
 /// Predict a change mask for a scene pair (or, with `pairs`, for every scene of this
 /// shard, each into OUT/<scene>.tif; a scene that fails is reported and the others go on,
 /// then the call throws naming the failures). Windows of `tile_size` with `overlap` are read
-/// one row of windows at a time (the next row in a reader thread), batched through the
-/// model, and centre-cropped: each pixel takes the change probability of the window where
-/// it lies farthest from an interior window border (no seams). Finished rows are written
-/// at once, so memory depends on the window row, not the scene's height.
+/// in a reader thread a few batches ahead, batched through the model, and centre-cropped:
+/// each pixel takes the change probability of the window where it lies farthest from an
+/// interior window border (no seams). Each finished row of windows is written by a writer
+/// thread while the model goes on. Row buffers and GDAL's block cache are bounded by
+/// `ram_mb`: a scene too wide for it is done in column strips, so memory depends on the
+/// window, the batch and the cap, not on the scene's size.
 /// Nodata in either date is nodata (255) in the output, and windows without valid pixels
 /// are not run. The mask keeps date 1's grid, gets a colour table and a QGIS style beside
 /// it; outputs appear only when complete. Returns the JSON summary (with `pairs`:
