@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
     app.add_option("--ram", opt.ram_mb,
                    "Memory cap in MB for read-ahead, row buffers and GDAL's block cache; wider scenes go in column strips")
         ->capture_default_str();
+    app.add_option("--memory-format", opt.memory_format,
+                   "auto, channels-last or contiguous (auto: channels-last on CPU from model width 16)")
+        ->capture_default_str();
     app.add_flag("--tta", opt.tta, "Average over horizontal and vertical flips (3x the work)");
     app.add_option("--device", opt.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
     app.add_option("--align", align, "Date 2 on another grid: warp it onto date 1's, or refuse (strict)")

@@ -47,6 +47,7 @@ def load_bundle(path):
     rules = [(r'^encoder\.level(\d)\.(\d+)\.conv\.', lambda m: f'enc.{int(m[1]) - 1}.{m[2]}.0.'),
              (r'^encoder\.level(\d)\.(\d+)\.bn\.', lambda m: f'enc.{int(m[1]) - 1}.{m[2]}.1.'),
              (r'^decoder\.up(\d)\.', lambda m: f'ups.{int(m[1]) - 1}.'),
+             (r'^decoder\.head\.', lambda m: 'head.'),
              (r'^decoder\.dec(\d)\.(\d+)\.conv\.', lambda m: f'dec.{int(m[1]) - 1}.{m[2]}.0.'),
              (r'^decoder\.dec(\d)\.(\d+)\.bn\.', lambda m: f'dec.{int(m[1]) - 1}.{m[2]}.1.')]
     state = {}

@@ -2,7 +2,9 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
 #include <regex>
+#include <thread>
 
 #include "cdk/core/error.hpp"
 
@@ -23,6 +25,26 @@ torch::Device parse_device(const std::string& text) {
         throw ConfigError("device " + quote(text) + " does not exist (" +
                           std::to_string(torch::cuda::device_count()) + " GPUs)");
     return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+int set_threads(int threads) {
+    // LibTorch's own default counts physical cores through cpuinfo, which on some virtual
+    // machines reports one where the system has two (here: 1 thread, 1.7x slower).
+    const int all = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    at::set_num_threads(threads > 0 ? threads : all);
+    return at::get_num_threads();
+}
+
+void validate_memory_format(const std::string& name) {
+    if (name != "auto" && name != "channels-last" && name != "contiguous")
+        throw ConfigError("unknown memory format " + quote(name) + " (known: auto, channels-last, contiguous)");
+}
+
+bool use_channels_last(const std::string& memory_format, const torch::Device& device, int width) {
+    validate_memory_format(memory_format);
+    constexpr int kChannelsLastMinWidth = 16;
+    return device.is_cpu() &&
+           (memory_format == "channels-last" || (memory_format == "auto" && width >= kChannelsLastMinWidth));
 }
 
 std::string torch_build_info() {

@@ -135,6 +135,7 @@ void validate(const InferOptions& o) {
                           std::to_string(o.tile_size));
     if (o.batch_size < 1) throw ConfigError("batch size must be at least 1");
     if (o.ram_mb < 16) throw ConfigError("--ram must be at least 16 MB");
+    nn::validate_memory_format(o.memory_format);
     if (o.threads < 0) throw ConfigError("threads must be >= 0");
     if (!o.prob.empty() && o.prob == o.out) throw ConfigError("--prob and --out name the same file " + quote(o.out));
     geo::validate_resampling(o.pair.resampling);
@@ -150,7 +151,18 @@ struct LoadedModel {
     torch::Device device;
     std::string path;     // what --model (or --op-origin) named
     TeacherSet teachers;  // O-P mode: one per CAR partition, in CAR order
+    bool nhwc = false;    // models and inputs channels-last
 };
+
+// Channels-last where it is faster (the same rule as training); not for TorchScript models,
+// whose layout is their own.
+void set_memory_format(LoadedModel& m, const InferOptions& o) {
+    const auto& mo = m.bundle.model->options();
+    m.nhwc = mo.arch != "torchscript" && nn::use_channels_last(o.memory_format, m.device, mo.width);
+    if (!m.nhwc) return;
+    nn::to_channels_last(*m.bundle.model);
+    for (auto& t : m.teachers.bundles) nn::to_channels_last(*t.model);
+}
 
 LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
     origin.teachers = load_teachers(o.op_teachers, o.op_thresholds, origin.device);
@@ -450,7 +462,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             p = p + run(a.flip({2}), b.flip({2})).flip({1});
             p = p / 3.0;
         }
-        return p.to(torch::kCPU);
+        return p.to(torch::kCPU).contiguous();
     };
 
     // Window (row, col) gives the output rows own_y[row] and columns own_x[col]: read
@@ -481,12 +493,17 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     WindowReader reader(order, read_window, size_t(2 * o.batch_size));
 
     long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
+    // Where the time goes: the model, waiting for the reader, waiting for the writer.
+    double model_s = 0, read_wait_s = 0, write_wait_s = 0;
+    auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
     std::vector<long long> routed(m.teachers.bundles.size(), 0);
     // A finished row of a strip is written in a writer thread while the model goes on; one
     // write at a time, so each output dataset is used by one thread at a time.
     std::future<void> writing;
     auto wait_writing = [&] {
+        const auto t = Clock::now();
         if (writing.valid()) writing.get();
+        write_wait_s += since(t);
     };
     size_t windows_done = 0;
     for (const Strip& s : plan.strips) {
@@ -502,14 +519,19 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             std::vector<WindowData> batch;
             auto run_batch = [&] {
                 if (batch.empty()) return;
+                const auto t_model = Clock::now();
                 const int64_t n = int64_t(batch.size());
                 std::vector<torch::Tensor> as, bs;
                 for (const auto& w : batch) {
                     as.push_back(w.pre);
                     bs.push_back(w.post);
                 }
-                const auto a = torch::stack(as).to(device);
-                const auto b = torch::stack(bs).to(device);
+                auto a = torch::stack(as).to(device);
+                auto b = torch::stack(bs).to(device);
+                if (m.nhwc) {
+                    a = a.contiguous(torch::MemoryFormat::ChannelsLast);
+                    b = b.contiguous(torch::MemoryFormat::ChannelsLast);
+                }
                 torch::Tensor p = change_prob(model, a, b);
                 if (!m.teachers.bundles.empty()) {
                     // O-P two-pass: the origin's predicted CAR of each window (over its valid
@@ -537,10 +559,13 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
                 }
                 windows_run += n;
                 batch.clear();
+                model_s += since(t_model);
             };
             for (size_t c = s.first; c < s.end; ++c) {
                 if (!gives(own_x[c])) continue;
+                const auto t_read = Clock::now();
                 WindowData w = reader.next();
+                read_wait_s += since(t_read);
                 const auto [x0, x1] = own_x[c];
                 valid.narrow(1, x0 - s.x0, x1 - x0)
                     .copy_(w.valid.narrow(0, y0 - ys[r], rh).narrow(1, x0 - xs[c], x1 - x0));
@@ -616,8 +641,12 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             {"strips", plan.strips.size()},
             {"ram_mb", o.ram_mb},
             {"device", device.str()},
+            {"memory_format", m.nhwc ? "channels-last" : "contiguous"},
             {"seconds", seconds},
             {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0},
+            {"seconds_model", model_s},
+            {"seconds_waiting_for_reads", read_wait_s},
+            {"seconds_waiting_for_writes", write_wait_s},
             {"op", op_summary}};
 }
 
@@ -635,7 +664,8 @@ void refuse_existing(const ScenePaths& paths, const InferOptions& o) {
 
 nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
     validate(o);
-    if (o.threads > 0) at::set_num_threads(o.threads);
+    nn::set_threads(o.threads);
+    ctx.debug(nn::torch_build_info());
     if (o.pairs.empty()) {
         const ScenePaths paths{o.out, o.prob, o.polygons};
         if (o.resume && paths.finished()) {
@@ -644,6 +674,7 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
         }
         refuse_existing(paths, o);
         LoadedModel m = load_model(o);
+        set_memory_format(m, o);
         return map_scene(m, geo::SceneSpec::parse(o.pre, o.band_pattern), geo::SceneSpec::parse(o.post, o.band_pattern),
                          paths, o, ctx);
     }
@@ -680,6 +711,7 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
 
     ctx.info(std::to_string(plan.size()) + " of " + std::to_string(jobs.size()) + " scenes in shard " + shard.text());
     LoadedModel m = load_model(o);
+    set_memory_format(m, o);
     nlohmann::json scenes = nlohmann::json::array();
     int done = 0, skipped_count = 0;
     std::vector<std::string> failures;

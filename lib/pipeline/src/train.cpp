@@ -248,8 +248,7 @@ void validate(const TrainOptions& o) {
     if (o.schedule != "constant" && o.schedule != "poly" && o.schedule != "cosine")
         throw ConfigError("unknown schedule " + quote(o.schedule) + " (known: constant, poly, cosine)");
     if (o.warmup_steps < 0) throw ConfigError("warm-up steps must be >= 0");
-    if (o.memory_format != "auto" && o.memory_format != "channels-last" && o.memory_format != "contiguous")
-        throw ConfigError("unknown memory format " + quote(o.memory_format) + " (known: auto, channels-last, contiguous)");
+    nn::validate_memory_format(o.memory_format);
     if (o.augment.crop < 0) throw ConfigError("crop must be >= 0");
     if (o.workers < 0) throw ConfigError("workers must be >= 0");
     if (o.threads < 0) throw ConfigError("threads must be >= 0");
@@ -322,7 +321,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     const torch::Device device = nn::parse_device(o.device);
     if (o.amp && !device.is_cuda())
         throw ConfigError("mixed precision (--amp) needs a CUDA device, training runs on " + quote(device.str()));
-    if (o.threads > 0) at::set_num_threads(o.threads);
+    nn::set_threads(o.threads);
     torch::manual_seed(o.seed);
 
     // Model.
@@ -360,11 +359,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         model = nn::create_model(mo);
     }
     model->to(device);
-    // Measured on 2 cores with Debian's LibTorch (docs/benchmarks.md): channels-last
-    // convolutions train fc-siam-diff 15-20 % faster at width 16, a third slower at width 4.
-    constexpr int kChannelsLastMinWidth = 16;
-    const bool nhwc = device.is_cpu() && (o.memory_format == "channels-last" ||
-                                          (o.memory_format == "auto" && mo.width >= kChannelsLastMinWidth));
+    const bool nhwc = nn::use_channels_last(o.memory_format, device, mo.width);
     if (nhwc) nn::to_channels_last(*model);
     auto optimizer = make_optimizer(*model, o);
     if (resuming) {

@@ -10,6 +10,20 @@ namespace cdk::nn {
 /// GPU is present. Throws ConfigError for other text, or for CUDA when it is unavailable.
 torch::Device parse_device(const std::string& text);
 
+/// Set LibTorch's intra-op threads: `threads`, or when 0 every core the system reports.
+/// (LibTorch's own default counts physical cores through cpuinfo and found 1 of the 2 here:
+/// inference ran 1.7x slower, docs/benchmarks.md.) Returns the count in use.
+int set_threads(int threads);
+
+/// Check a memory format name: auto, channels-last or contiguous (ConfigError otherwise).
+void validate_memory_format(const std::string& name);
+
+/// Whether a model of `width` runs channels-last (NHWC) on `device` under `memory_format`.
+/// "auto" is the rule measured on 2 cores with Debian's LibTorch (docs/benchmarks.md): on
+/// CPU from width 16, where fc-siam-diff trains 15-20 % faster and infers ~15 % faster;
+/// at width 4 it is a third slower.
+bool use_channels_last(const std::string& memory_format, const torch::Device& device, int width);
+
 /// One line describing the LibTorch build: version, CUDA availability, threads.
 std::string torch_build_info();
 

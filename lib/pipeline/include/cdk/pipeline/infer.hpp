@@ -39,6 +39,7 @@ struct InferOptions {
     int ram_mb = 1024;             ///< cap on read-ahead, row buffers and GDAL's block cache (column strips when needed)
     bool tta = false;              ///< average over the identity and horizontal/vertical flips
     std::string device = "auto";   ///< auto | cpu | cuda[:N]
+    std::string memory_format = "auto";  ///< auto | channels-last | contiguous (auto: the training rule)
     int threads = 0;               ///< intra-op threads, 0 = LibTorch's default
     geo::PairOptions pair;         ///< alignment of date 2, resampling, nodata override
     geo::WriteOptions write;       ///< format, creation options, overwrite
