@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 4096));
     app.add_option("--ram", opt.ram_mb,
                    "Memory cap in MB for read-ahead, row buffers and GDAL's block cache; wider scenes go in column strips")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 24));
     app.add_option("--memory-format", opt.memory_format,
                    "auto, channels-last or contiguous (auto: channels-last on CPU from model width 16)")
         ->capture_default_str();

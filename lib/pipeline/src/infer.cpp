@@ -134,7 +134,7 @@ void validate(const InferOptions& o) {
         throw ConfigError("overlap " + std::to_string(o.overlap) + " must be smaller than the window " +
                           std::to_string(o.tile_size));
     if (o.batch_size < 1) throw ConfigError("batch size must be at least 1");
-    if (o.ram_mb < 16) throw ConfigError("--ram must be at least 16 MB");
+    if (o.ram_mb < 1) throw ConfigError("--ram must be at least 1 MB");
     nn::validate_memory_format(o.memory_format);
     if (o.threads < 0) throw ConfigError("threads must be >= 0");
     if (!o.prob.empty() && o.prob == o.out) throw ConfigError("--prob and --out name the same file " + quote(o.out));

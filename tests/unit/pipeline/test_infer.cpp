@@ -326,3 +326,55 @@ TEST_CASE("Origin-Partition two-pass: the origin's predicted CAR picks the teach
     bad.prob.clear();
     CHECK_THROWS_WITH(infer_scene(bad), Catch::Contains("NAME=BUNDLE"));
 }
+
+TEST_CASE("a scene too wide for --ram is mapped in column strips, to the same mask and probability",
+          "[pipeline][infer][strips]") {
+    TempDir tmp;
+    const auto model = trained_model(tmp);
+    // 2048 x 64 with a nodata corner: 85 windows of 32 (overlap 8) per row, 3 rows.
+    cdk::test::make_fixture_tiles(tmp, "wide", 2048, 64, 3, 1, true);
+    const std::string scene = tmp / "wide_scene";
+    auto one = infer_options(model, scene, tmp / "one.tif");
+    one.prob = tmp / "one_prob.tif";
+    one.batch_size = 1;  // the same windows in the same batches either way
+    const auto s1 = infer_scene(one);
+    INFO(s1.dump());
+    CHECK(s1["strips"] == 1);
+    CHECK(s1["changed_pixels"].get<long long>() > 0);
+
+    auto strips = one;
+    strips.out = tmp / "strips.tif";
+    strips.prob = tmp / "strips_prob.tif";
+    strips.ram_mb = 1;
+    strips.write.creation_options = {"COMPRESS=DEFLATE", "TILED=YES", "BLOCKXSIZE=16", "BLOCKYSIZE=16"};
+    const auto s2 = infer_scene(strips);
+    INFO(s2.dump());
+    CHECK(s2["strips"].get<int>() >= 2);
+    CHECK(s2["windows"] == s1["windows"]);
+    CHECK(s2["changed_pixels"] == s1["changed_pixels"]);
+    CHECK(read_band(strips.out) == read_band(one.out));
+    CHECK(read_band(strips.prob) == read_band(one.prob));
+    // Written in strips, staged, then copied compressed: the creation options hold.
+    auto ds = cdk::geo::open_raster(strips.out);
+    const char* compression = ds->GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE");
+    REQUIRE(compression != nullptr);
+    CHECK(std::string(compression) == "DEFLATE");
+    int bx = 0, by = 0;
+    ds->GetRasterBand(1)->GetBlockSize(&bx, &by);
+    CHECK(bx == 16);
+    ds.reset();
+
+    // Windows that cannot fit the cap at all: one clear error, no output.
+    auto tiny = one;
+    tiny.out = tmp / "tiny.tif";
+    tiny.prob.clear();
+    tiny.ram_mb = 1;
+    tiny.tile_size = 64;
+    tiny.overlap = 16;
+    tiny.batch_size = 16;
+    CHECK_THROWS_WITH(infer_scene(tiny), Catch::Contains("--ram 1 MB is too small for windows of 64x64 with batch 16"));
+    CHECK_FALSE(fs::exists(tmp / "tiny.tif"));
+    // Nothing else left beside the outputs (temporary and staged files are gone).
+    for (const auto& e : fs::directory_iterator(tmp.path()))
+        CHECK(e.path().filename().string().find(".part-") == std::string::npos);
+}

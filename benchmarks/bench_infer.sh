@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Inference speed and memory: cd-infer against (a) the FLOP-bound limit on this machine and
+# (b) a plain Python mapper (benchmarks/infer_speed.py: GDAL's Python bindings + PyTorch,
+# whole scene read at once, same windows, same weights), side by side in one run, on
+# synthetic pairs of SIZE/2 and SIZE pixels square (4x the pixels), tiled GeoTIFFs.
+#   usage: benchmarks/bench_infer.sh [SIZE=8192] [THREADS=2]   (after scripts/build.sh)
+# Needs Debian's python3-torch and python3-gdal (scripts/setup.sh installs them).
+# Scenes and models are kept in $CDK_BENCH_DIR (default /tmp/cdk-bench-infer) between runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=$ROOT/build/apps
+SIZE=${1:-8192}
+THREADS=${2:-2}
+HALF=$((SIZE / 2))
+WORK=${CDK_BENCH_DIR:-/tmp/cdk-bench-infer}
+mkdir -p "$WORK"
+/usr/bin/python3 -c 'import torch' 2>/dev/null || { echo "skipped: python3-torch is not installed" >&2; exit 0; }
+
+# Scenes: 3 bands, UInt8, tiled (as COGs and most archives are).
+for s in "$HALF" "$SIZE"; do
+    [ -f "$WORK/s$s/post.tif" ] || "$BIN/cd-synth" -q --out "$WORK/s$s" --width "$s" --height "$s" --bands 3 \
+        --seed 11 --co TILED=YES --overwrite > /dev/null
+done
+# Models: one epoch on a 1024x1024 scene's 256-px tiles (weights do not change the speed,
+# but a trained model gives a map worth comparing between the two programs).
+if [ ! -f "$WORK/resnet-fpn.cdm" ]; then
+    "$BIN/cd-synth" -q --out "$WORK/train" --width 1024 --height 1024 --bands 3 --seed 5 --overwrite > /dev/null
+    "$BIN/cd-tile" -q --pre "$WORK/train/pre.tif" --post "$WORK/train/post.tif" --label "$WORK/train/label.tif" \
+        --tile-size 256 --out "$WORK/tiles" --overwrite > /dev/null
+    "$BIN/cd-train-teacher" -q --train "$WORK/tiles/tiles.csv" --arch fc-siam-diff --width 16 --epochs 1 \
+        --batch-size 4 --threads "$THREADS" --out "$WORK/fc-siam-diff.cdm" --overwrite > /dev/null
+    "$BIN/cd-train-teacher" -q --train "$WORK/tiles/tiles.csv" --arch resnet-fpn --width 32 --epochs 1 \
+        --batch-size 4 --threads "$THREADS" --out "$WORK/resnet-fpn.cdm" --overwrite > /dev/null
+fi
+# FLOPs per 256x256 pair, as counted by lib/nn (docs/models.md).
+"$ROOT/build/tests/cdk_nn_tests" "[model-table]" > "$WORK/models.md"
+
+# The convolution throughput of this machine: 3x3 convolutions of the shapes these models
+# use (batch 4, both memory formats), through the same LibTorch (python3-torch links
+# Debian's libtorch); the best one is the rate the FLOP-bound limit assumes.
+/usr/bin/python3 - "$THREADS" > "$WORK/conv.json" <<'PY'
+import json, sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+best, rows = 0.0, []
+with torch.no_grad():
+    for cin, cout, hw in ((16, 16, 256), (32, 32, 128), (64, 64, 64), (128, 128, 32), (256, 256, 16)):
+        for cl in (False, True):
+            conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False).eval()
+            x = torch.randn(4, cin, hw, hw)
+            if cl:
+                conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+            conv(x)
+            n, t = 0, time.perf_counter()
+            while time.perf_counter() - t < 1.0:
+                conv(x); n += 1
+            g = 2 * 4 * cout * hw * hw * cin * 9 * n / (time.perf_counter() - t) / 1e9
+            rows.append({"cin": cin, "cout": cout, "hw": hw, "channels_last": cl, "gflops": g})
+            best = max(best, g)
+print(json.dumps({"best_gflops": best, "convs": rows}))
+PY
+
+run() {  # NAME COMMAND...: time and peak RSS of one run
+    local name=$1; shift
+    echo "$name ..." >&2
+    /usr/bin/time -f '%M %e' -o "$WORK/$name.rss" "$@" > "$WORK/$name.json"
+}
+for s in "$HALF" "$SIZE"; do
+    scene=(--pre "$WORK/s$s/pre.tif" --post "$WORK/s$s/post.tif")
+    run "cpp-fcsd-$s" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" "${scene[@]}" --out "$WORK/cpp-fcsd-$s.tif" \
+        --threads "$THREADS" --overwrite
+    run "py-fcsd-$s" /usr/bin/python3 benchmarks/infer_speed.py "$WORK/fc-siam-diff.cdm" "$WORK/s$s/pre.tif" \
+        "$WORK/s$s/post.tif" "$WORK/py-fcsd-$s.tif" --threads "$THREADS" --channels-last
+    run "cpp-rfpn-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" --out "$WORK/cpp-rfpn-$s.tif" \
+        --threads "$THREADS" --overwrite
+done
+# Column strips: the same scene with a --ram too small for one full-width strip.
+run "cpp-fcsd-$SIZE-strips" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" --pre "$WORK/s$SIZE/pre.tif" \
+    --post "$WORK/s$SIZE/post.tif" --out "$WORK/cpp-fcsd-$SIZE-strips.tif" --threads "$THREADS" --ram 48 --overwrite
+
+/usr/bin/python3 - "$WORK" "$HALF" "$SIZE" "$THREADS" <<'PY'
+import json, re, sys
+import numpy as np
+from osgeo import gdal
+work, half, size, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+flops = {}
+for line in open(f"{work}/models.md"):
+    m = re.match(r"\| `([a-z-]+)` \| (\d+) \| \d+ \| \d+ \| ([\d.]+) \|", line)
+    if m:
+        flops[(m[1], int(m[2]))] = float(m[3]) * 1e9 / (256 * 256)  # per pixel
+conv = json.load(open(f"{work}/conv.json"))["best_gflops"] * 1e9
+def rss(name):
+    kb, secs = open(f"{work}/{name}.rss").read().split()[-2:]
+    return int(kb) / 1024, float(secs)
+def mask(name):
+    return gdal.Open(f"{work}/{name}.tif").ReadAsArray()
+print(f"Synthetic 3-band UInt8 pairs, tiled GeoTIFF; windows 256, overlap 64, batch 4; {threads} threads, CPU;"
+      f" convolution throughput {conv / 1e9:.0f} GFLOP/s (best 3x3 convolution, benchmarks/bench_infer.sh)\n")
+print("| program | model | scene | seconds | Mpx/s | FLOP-bound Mpx/s | share of limit | model busy | peak RSS (MiB) |")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+rows = {}
+for s in (half, size):
+    for name, prog, arch, width in ((f"cpp-fcsd-{s}", "cd-infer", "fc-siam-diff", 16),
+                                    (f"py-fcsd-{s}", "Python + GDAL", "fc-siam-diff", 16),
+                                    (f"cpp-rfpn-{s}", "cd-infer", "resnet-fpn", 32)):
+        mib, wall = rss(name)
+        out = json.load(open(f"{work}/{name}.json"))
+        mpx = s * s / 1e6 / wall  # whole process: start, model load, reading and writing included
+        limit = conv / flops[(arch, width)] / 1e6
+        busy = f"{out['seconds_model'] / out['seconds']:.0%}" if "seconds_model" in out else "-"
+        rows[name] = (wall, mib, mpx)
+        print(f"| {prog} | {arch} {width} | {s}² | {wall:.1f} | {mpx:.3f} | {limit:.3f} | {mpx / limit:.0%} | {busy} | {mib:.0f} |")
+mib, wall = rss(f"cpp-fcsd-{size}-strips")
+strips = json.load(open(f"{work}/cpp-fcsd-{size}-strips.json"))
+print(f"| cd-infer --ram 48 ({strips['strips']} column strips) | fc-siam-diff 16 | {size}² | {wall:.1f} | "
+      f"{size * size / 1e6 / wall:.3f} | | | | {mib:.0f} |")
+print()
+for s in (half, size):
+    c, p = rows[f"cpp-fcsd-{s}"], rows[f"py-fcsd-{s}"]
+    print(f"{s}²: cd-infer / Python speed {p[0] / c[0]:.2f}x, memory {c[1]:.0f} vs {p[1]:.0f} MiB")
+for prog, key in (("cd-infer fc-siam-diff", "cpp-fcsd"), ("Python fc-siam-diff", "py-fcsd"), ("cd-infer resnet-fpn", "cpp-rfpn")):
+    print(f"{prog}: peak memory {rows[f'{key}-{size}'][1] / rows[f'{key}-{half}'][1]:.2f}x for 4x the scene")
+for s in (half, size):
+    a, b = mask(f"cpp-fcsd-{s}"), mask(f"py-fcsd-{s}")
+    print(f"{s}² masks, cd-infer vs Python: {(a != b).sum()} of {a.size} pixels differ")
+a, b = mask(f"cpp-fcsd-{size}"), mask(f"cpp-fcsd-{size}-strips")
+print(f"{size}² masks, one strip vs {strips['strips']} strips: {(a != b).sum()} pixels differ")
+PY
