@@ -33,7 +33,7 @@ TEST_CASE("threads 0 means every core the system reports, not LibTorch's physica
     CHECK(cdk::nn::set_threads(0) == all);
 }
 
-TEST_CASE("memory format: auto is channels-last on CPU from width 16; names are checked", "[nn][device]") {
+TEST_CASE("memory format: auto is channels-last on CPU from width 16, and names are checked", "[nn][device]") {
     const torch::Device cpu(torch::kCPU);
     CHECK(cdk::nn::use_channels_last("auto", cpu, 16));
     CHECK_FALSE(cdk::nn::use_channels_last("auto", cpu, 8));
