@@ -168,7 +168,7 @@ int run_guarded(const CommonFlags& flags, const std::function<void(const RunCont
     // Programs stream whole strips, so GDAL's default block cache (5 % of RAM) only grows the
     // resident size: cd-tile on an 8192x8192 pair ran in 4.0 s / 303 MB with 128 MiB of
     // cache, 3.0-3.6 s / 180-198 MB with 16-32 MiB. A user's GDAL_CACHEMAX still wins.
-    if (!CPLGetConfigOption("GDAL_CACHEMAX", nullptr)) GDALSetCacheMax64(kDefaultGdalCacheBytes);
+    geo::set_block_cache(kDefaultGdalCacheBytes);
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     TerminalProgress bar(::isatty(STDERR_FILENO));

@@ -163,6 +163,11 @@ void validate(const WriteOptions& options) {
             throw ConfigError("creation option " + quote(co) + " is not of the form KEY=VALUE");
 }
 
+long long set_block_cache(long long bytes) {
+    if (!CPLGetConfigOption("GDAL_CACHEMAX", nullptr)) GDALSetCacheMax64(bytes);
+    return GDALGetCacheMax64();
+}
+
 RasterWriter::RasterWriter(const std::string& path, const Grid& grid, int bands, GDALDataType type,
                            const WriteOptions& options, std::optional<double> nodata)
     : path_(path), options_(options), out_(path, options.overwrite) {

@@ -174,7 +174,7 @@ LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
     return origin;
 }
 
-LoadedModel load_model(const InferOptions& o) {
+LoadedModel open_model(const InferOptions& o) {
     const torch::Device device = nn::parse_device(o.device);
     if (!o.op_origin.empty()) {
         nn::Bundle origin = nn::load_bundle(o.op_origin, device);
@@ -204,6 +204,13 @@ LoadedModel load_model(const InferOptions& o) {
         throw ModelError("model bundle " + quote(o.model) + " has no normalisation");
     Normalization norm = Normalization::from_json(bundle.header.at("normalization"));
     return {std::move(bundle), std::move(norm), device, o.model, {}};
+}
+
+// The model (or O-P origin and teachers), in the memory format it runs fastest in.
+LoadedModel load_model(const InferOptions& o) {
+    LoadedModel m = open_model(o);
+    set_memory_format(m, o);
+    return m;
 }
 
 nlohmann::json skipped(const std::string& out) {
@@ -417,15 +424,16 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     const auto own_y = owned_ranges(ys, th, height);
     auto gives = [](const std::pair<int, int>& r) { return r.second > r.first; };
     const StreamPlan plan = plan_stream(o, pair, xs, own_x, tw, th);
-    // GDAL keeps up to 5 % of RAM of blocks read by default: bounded here by the window row
-    // (or the strip) instead, unless the user set GDAL_CACHEMAX.
-    if (!CPLGetConfigOption("GDAL_CACHEMAX", nullptr)) GDALSetCacheMax64(plan.cache_bytes);
-    const int64_t cache_bytes = GDALGetCacheMax64();
-    size_t window_count = 0;
-    for (const auto& rx : own_x)
-        for (const auto& ry : own_y) window_count += gives(rx) && gives(ry);
+    // The programs' fixed block cache (32 MB), or GDAL's 5 % of RAM when called as a
+    // library, becomes what one row of windows (or strip) needs; GDAL_CACHEMAX still wins.
+    const int64_t cache_bytes = geo::set_block_cache(plan.cache_bytes);
+    std::vector<std::pair<size_t, size_t>> order;  // windows to read: strip by strip, row by row
+    for (const Strip& s : plan.strips)
+        for (size_t r = 0; r < ys.size(); ++r)
+            for (size_t c = s.first; c < s.end; ++c)
+                if (gives(own_y[r]) && gives(own_x[c])) order.emplace_back(r, c);
     ctx.info("windows " + std::to_string(tw) + "x" + std::to_string(th) + ", overlap " + std::to_string(overlap) +
-             ", " + std::to_string(window_count) + " windows in " + std::to_string(ys.size()) + " rows and " +
+             ", " + std::to_string(order.size()) + " windows in " + std::to_string(ys.size()) + " rows and " +
              std::to_string(plan.strips.size()) + (plan.strips.size() == 1 ? " column strip" : " column strips") +
              ", batch " + std::to_string(o.batch_size) + (o.tta ? ", flip TTA" : "") + ", " + device.str() +
              "; read-ahead " + std::to_string(plan.window_bytes / kMB) + " MB, GDAL block cache " +
@@ -485,11 +493,6 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         }
         return w;
     };
-    std::vector<std::pair<size_t, size_t>> order;  // strip by strip, row by row
-    for (const Strip& s : plan.strips)
-        for (size_t r = 0; r < ys.size(); ++r)
-            for (size_t c = s.first; c < s.end; ++c)
-                if (gives(own_y[r]) && gives(own_x[c])) order.emplace_back(r, c);
     WindowReader reader(order, read_window, size_t(2 * o.batch_size));
 
     long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
@@ -674,7 +677,6 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
         }
         refuse_existing(paths, o);
         LoadedModel m = load_model(o);
-        set_memory_format(m, o);
         return map_scene(m, geo::SceneSpec::parse(o.pre, o.band_pattern), geo::SceneSpec::parse(o.post, o.band_pattern),
                          paths, o, ctx);
     }
@@ -711,7 +713,6 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
 
     ctx.info(std::to_string(plan.size()) + " of " + std::to_string(jobs.size()) + " scenes in shard " + shard.text());
     LoadedModel m = load_model(o);
-    set_memory_format(m, o);
     nlohmann::json scenes = nlohmann::json::array();
     int done = 0, skipped_count = 0;
     std::vector<std::string> failures;

@@ -85,6 +85,10 @@ struct WriteOptions {
     bool stage = false;
 };
 
+/// Set the most GDAL keeps in its block cache, unless the user set GDAL_CACHEMAX (which
+/// wins). Returns the cache size in effect.
+long long set_block_cache(long long bytes);
+
 /// Check a driver name and its creation options before any work starts.
 void validate(const WriteOptions& options);
 
