@@ -5,8 +5,7 @@
 #   usage: benchmarks/bench_oscd_cva.sh [BANDS=B02,B03,B04,B08]   (after scripts/build.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=$PWD/build/apps
-OSCD=$(cd .. && pwd)/shared/data/oscd
+. benchmarks/oscd_common.sh
 BANDS=${1:-B02,B03,B04,B08}
 [ -d "$OSCD" ] || { echo "skipped: $OSCD is absent" >&2; exit 0; }
 WORK=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-cva}
@@ -28,16 +27,6 @@ for city in $(tr ',' ' ' < "$OSCD/test.txt"); do
 done
 end=$(date +%s.%N)
 "$BIN/cd-eval" -q --pairs "$WORK/eval.csv" > "$WORK/eval.json"
-/usr/bin/python3 - "$WORK/eval.json" "$BANDS" "$start" "$end" <<'PY'
-import json, sys
-e = json.load(open(sys.argv[1])); bands = sys.argv[2]
-secs = float(sys.argv[4]) - float(sys.argv[3])
-print(f"cd-cva on the 10 OSCD test cities, bands {bands}, {secs:.1f} s for all cities\n")
-print("| city | F1 | precision | recall | IoU |\n|---|---|---|---|---|")
-for s in e["scenes"]:
-    c = s["change"]
-    print(f"| {s['scene']} | {c['f1']:.3f} | {c['precision']:.3f} | {c['recall']:.3f} | {c['iou']:.3f} |")
-c = e["pooled"]["change"]
-print(f"| **pooled** | **{c['f1']:.3f}** | {c['precision']:.3f} | {c['recall']:.3f} | {c['iou']:.3f} |")
-print(f"\nOA {e['pooled']['oa']:.3f}, kappa {e['pooled']['kappa']:.3f}, mIoU {e['pooled']['miou']:.3f}")
-PY
+echo "cd-cva on the 10 OSCD test cities, bands $BANDS, $(awk "BEGIN { printf \"%.1f\", $end - $start }") s for all cities"
+echo
+oscd_city_table "$WORK/eval.json"

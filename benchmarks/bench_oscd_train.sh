@@ -14,19 +14,14 @@
 # checkpoint when the script is run again with the same arguments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=$PWD/build/apps
-OSCD=$(cd .. && pwd)/shared/data/oscd
+. benchmarks/oscd_common.sh
 [ -d "$OSCD" ] || { echo "skipped: $OSCD is absent" >&2; exit 0; }
 ARCH=${1:-fc-siam-diff}
 BANDSET=${2:-rgb}
 EPOCHS=${3:-60}
 shift $(($# < 3 ? $# : 3))
 [ "${1:-}" = "--" ] && shift
-case $BANDSET in
-  rgb) BANDS=B04,B03,B02 ;;
-  all) BANDS=B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B10,B11,B12 ;;
-  *) echo "BANDSET must be rgb or all, not '$BANDSET'" >&2; exit 2 ;;
-esac
+BANDS=$(oscd_bands "$BANDSET")
 TILE=${CDK_TILE:-96}
 OVERLAP=${CDK_OVERLAP:-48}
 ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-train}
@@ -34,53 +29,25 @@ DATA=$ROOT/$BANDSET-t$TILE-o$OVERLAP
 RUN=$ROOT/$ARCH-$BANDSET-e$EPOCHS${CDK_RUN_TAG:+-$CDK_RUN_TAG}
 mkdir -p "$ROOT" "$RUN"
 
-pairs_csv() {  # $1 = list file: scene,pre,post,label for each city
-  echo "scene,pre,post,label"
-  for city in $(tr ',' ' ' < "$OSCD/$1"); do
-    echo "$city,$OSCD/$city/imgs_1,$OSCD/$city/imgs_2,$OSCD/$city/cm.tif"
-  done
-}
-
-if [ ! -f "$DATA/parts/summary.json" ]; then
-  rm -rf "$DATA"; mkdir -p "$DATA"
-  pairs_csv train.txt > "$DATA/train_pairs.csv"
-  "$BIN/cd-tile" -q --pairs "$DATA/train_pairs.csv" --band-pattern "$BANDS" --tile-size "$TILE" \
-      --overlap "$OVERLAP" --out "$DATA/tiles" > "$DATA/tile.json"
-  "$BIN/cd-partition" -q "$DATA/tiles/tiles.csv" --out "$DATA/parts" --val-fraction 0.1 --seed 0 > /dev/null
-fi
+oscd_tiles "$DATA" "$BANDS" "$TILE" "$OVERLAP"
 
 start=$(date +%s)
 "$BIN/cd-train-teacher" --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --arch "$ARCH" \
     --out "$RUN/model.cdm" --epochs "$EPOCHS" --resume "$@" > "$RUN/train.json" 2> >(tee -a "$RUN/train.log" >&2)
 train_end=$(date +%s)
 
-echo "scene,pred,ref" > "$RUN/eval.csv"
-for city in $(tr ',' ' ' < "$OSCD/test.txt"); do
-  if [ ! -f "$RUN/$city.tif" ]; then
-    "$BIN/cd-infer" -q --model "$RUN/model.cdm" --pre "$OSCD/$city/imgs_1" --post "$OSCD/$city/imgs_2" \
-        --band-pattern "$BANDS" --out "$RUN/$city.tif" > "$RUN/$city.json"
-  fi
-  echo "$city,$city.tif,$OSCD/$city/cm.tif" >> "$RUN/eval.csv"
-done
+oscd_map_test "$RUN" "$BANDS" --model "$RUN/model.cdm"
 end=$(date +%s)
-"$BIN/cd-eval" -q --pairs "$RUN/eval.csv" > "$RUN/eval.json"
 
 /usr/bin/python3 - "$RUN" "$ARCH" "$BANDSET" "$BANDS" "$start" "$train_end" "$end" <<'PY'
 import json, sys
 run, arch, bandset, bands = sys.argv[1:5]
 start, train_end, end = map(int, sys.argv[5:8])
-e = json.load(open(f"{run}/eval.json"))
 t = json.load(open(f"{run}/train.json"))
 log = [json.loads(l) for l in open(f"{run}/model.cdm.log.jsonl")]
 print(f"{arch} on OSCD, {bandset} ({bands}), {len(log)} epochs logged, best epoch {t.get('best_epoch')}"
       f" (val F1 {t['metrics']['change']['f1']:.3f} on training-city tiles)")
 print(f"training {sum(l['seconds'] for l in log) / 60:.1f} min in all sessions "
       f"({t.get('samples_per_s', 0):.1f} samples/s), inference of the 10 test cities {end - train_end} s\n")
-print("| city | F1 | precision | recall | IoU |\n|---|---|---|---|---|")
-for s in e["scenes"]:
-    c = s["change"]
-    print(f"| {s['scene']} | {c['f1']:.3f} | {c['precision']:.3f} | {c['recall']:.3f} | {c['iou']:.3f} |")
-c = e["pooled"]["change"]
-print(f"| **pooled** | **{c['f1']:.3f}** | {c['precision']:.3f} | {c['recall']:.3f} | {c['iou']:.3f} |")
-print(f"\nOA {e['pooled']['oa']:.3f}, kappa {e['pooled']['kappa']:.3f}, mIoU {e['pooled']['miou']:.3f}")
 PY
+oscd_city_table "$RUN/eval.json"
