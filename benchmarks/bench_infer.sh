@@ -112,7 +112,8 @@ for s in (half, size):
         print(f"| {prog} | {arch} {width} | {s}² | {wall:.1f} | {mpx:.3f} | {limit:.3f} | {mpx / limit:.0%} | {busy} | {mib:.0f} |")
 mib, wall = rss(f"cpp-fcsd-{size}-strips")
 strips = json.load(open(f"{work}/cpp-fcsd-{size}-strips.json"))
-print(f"| cd-infer --ram 48 ({strips['strips']} column strips) | fc-siam-diff 16 | {size}² | {wall:.1f} | "
+ns = strips['strips']
+print(f"| cd-infer --ram 48 ({ns} column {'strip' if ns == 1 else 'strips'}) | fc-siam-diff 16 | {size}² | {wall:.1f} | "
       f"{size * size / 1e6 / wall:.3f} | | | | {mib:.0f} |")
 print()
 for s in (half, size):
@@ -124,5 +125,5 @@ for s in (half, size):
     a, b = mask(f"cpp-fcsd-{s}"), mask(f"py-fcsd-{s}")
     print(f"{s}² masks, cd-infer vs Python: {(a != b).sum()} of {a.size} pixels differ")
 a, b = mask(f"cpp-fcsd-{size}"), mask(f"cpp-fcsd-{size}-strips")
-print(f"{size}² masks, one strip vs {strips['strips']} strips: {(a != b).sum()} pixels differ")
+print(f"{size}² masks, one strip vs {ns} {'strip' if ns == 1 else 'strips'}: {(a != b).sum()} pixels differ")
 PY

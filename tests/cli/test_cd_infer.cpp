@@ -15,6 +15,15 @@ using cdk::test::check_one_error_line;
 using cdk::test::run_tool;
 using cdk::test::TempDir;
 
+namespace {
+// The Python-side tests need Debian's python3-torch and python3-gdal; skip with a warning.
+bool python_torch_missing() {
+    if (cdk::test::run_shell("/usr/bin/python3 -c 'import torch, osgeo'").rc == 0) return false;
+    WARN("skipped: Debian's python3-torch or python3-gdal is not installed");
+    return true;
+}
+}  // namespace
+
 TEST_CASE("cd-infer --help and --version", "[cli][infer]") {
     auto h = run_tool("cd-infer", {"--help"});
     CHECK(h.rc == 0);
@@ -131,10 +140,7 @@ TEST_CASE("cd-infer maps a synthetic scene with a bundle from cd-train-teacher",
 }
 
 TEST_CASE("cd-infer runs a TorchScript model from Python and matches Python's output", "[cli][infer][torchscript]") {
-    if (cdk::test::run_shell("/usr/bin/python3 -c 'import torch, osgeo'").rc != 0) {
-        WARN("skipped: Debian's python3-torch or python3-gdal is not installed");
-        return;
-    }
+    if (python_torch_missing()) return;
     TempDir tmp;
     cdk::test::SynthScene ss;
     ss.height = 80;
@@ -252,10 +258,7 @@ os._exit(0)
 
 TEST_CASE("no seams: a windowed map equals the whole-scene map of a model that sees window borders",
           "[cli][infer][seams]") {
-    if (cdk::test::run_shell("/usr/bin/python3 -c 'import torch, osgeo'").rc != 0) {
-        WARN("skipped: Debian's python3-torch or python3-gdal is not installed");
-        return;
-    }
+    if (python_torch_missing()) return;
     TempDir tmp;
     cdk::test::SynthScene ss;
     ss.width = 160;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <sstream>
 
@@ -131,20 +132,58 @@ Grid grid_of(GDALDataset& ds) {
     return g;
 }
 
+namespace {
+// Ground area in m² of a small lon/lat polygon (degrees) on the ellipsoid (a, e²): the
+// shoelace formula in local metres at its mean latitude (meridional radius M, prime
+// vertical N), exact to second order in the polygon's size — plenty for one pixel.
+double ellipsoidal_area_m2(const double* lon, const double* lat, int n, double a, double e2) {
+    constexpr double rad = M_PI / 180.0;
+    double lat0 = 0;
+    for (int i = 0; i < n; ++i) lat0 += lat[i] / n;
+    const double s = std::sin(lat0 * rad), w = std::sqrt(1 - e2 * s * s);
+    const double N = a / w, M = a * (1 - e2) / (w * w * w), kx = N * std::cos(lat0 * rad) * rad, ky = M * rad;
+    double sum = 0;
+    for (int i = 0; i < n; ++i) {
+        const int j = (i + 1) % n;
+        const double xi = (lon[i] - lon[0]) * kx, yi = (lat[i] - lat[0]) * ky;
+        const double xj = (lon[j] - lon[0]) * kx, yj = (lat[j] - lat[0]) * ky;
+        sum += xi * yj - xj * yi;
+    }
+    return std::abs(sum) / 2;
+}
+}  // namespace
+
 double pixel_area_m2(const Grid& grid) {
-    if (!grid.has_geotransform) return 0;
-    const auto& t = grid.geotransform;
-    const double cell = std::abs(t[1] * t[5] - t[2] * t[4]);
-    if (grid.crs_wkt.empty()) return 0;
+    if (!grid.has_geotransform || grid.crs_wkt.empty()) return 0;
     OGRSpatialReference s;
     if (s.importFromWkt(grid.crs_wkt.c_str()) != OGRERR_NONE) return 0;
-    if (s.IsGeographic()) {
-        // Degrees to metres at the scene's centre latitude (spherical, good to ~0.5 %).
-        const double lat = (t[3] + t[5] * grid.height / 2.0) * M_PI / 180.0;
-        const double m_per_deg = 6371008.8 * M_PI / 180.0;
-        return cell * m_per_deg * m_per_deg * std::cos(lat);
+    s.SetAxisMappingStrategy(OAMS_TRADITIONAL_GIS_ORDER);
+    const auto& t = grid.geotransform;
+    const double plane = std::abs(t[1] * t[5] - t[2] * t[4]) * s.GetLinearUnits() * s.GetLinearUnits();
+    // The corners of the scene's centre pixel, in the CRS, then in its own lon/lat.
+    const double cx = std::floor(grid.width / 2.0), cy = std::floor(grid.height / 2.0);
+    const double px[4] = {cx, cx + 1, cx + 1, cx}, py[4] = {cy, cy, cy + 1, cy + 1};
+    double x[4], y[4];
+    for (int i = 0; i < 4; ++i) {
+        x[i] = t[0] + px[i] * t[1] + py[i] * t[2];
+        y[i] = t[3] + px[i] * t[4] + py[i] * t[5];
     }
-    return cell * s.GetLinearUnits() * s.GetLinearUnits();
+    OGRErr err = OGRERR_NONE;
+    const double a = s.GetSemiMajor(&err), b = s.GetSemiMinor(&err);
+    if (err != OGRERR_NONE || a <= 0) return s.IsGeographic() ? 0 : plane;
+    const double e2 = 1 - (b * b) / (a * a);
+    if (s.IsGeographic()) return ellipsoidal_area_m2(x, y, 4, a, e2);
+    // A projection that does not keep area here (Mercator away from the equator: a Web
+    // Mercator pixel covers cos²(lat) of its nominal area) gets the centre pixel's ground
+    // area. UTM, national grids and equal-area projections stay within 2 % of it and keep
+    // their exact plane area (100 m² for a 10 m pixel).
+    std::unique_ptr<OGRSpatialReference> geog(s.CloneGeogCS());
+    if (!geog) return plane;
+    geog->SetAxisMappingStrategy(OAMS_TRADITIONAL_GIS_ORDER);
+    std::unique_ptr<OGRCoordinateTransformation> ct(OGRCreateCoordinateTransformation(&s, geog.get()));
+    if (!ct || !ct->Transform(4, x, y)) return plane;
+    const double ground = ellipsoidal_area_m2(x, y, 4, a, e2);
+    return std::abs(ground / plane - 1) > 0.02 ? ground : plane;
 }
 
 GDALDataType parse_data_type(const std::string& name) {

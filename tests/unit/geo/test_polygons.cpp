@@ -113,3 +113,37 @@ TEST_CASE("polygons without a probability or georeferencing leave those fields n
     CHECK_THROWS_WITH(cdk::geo::polygonize_changes(o), Catch::Contains("georeferenced"));
     CHECK_FALSE(fs::exists(tmp / "d.gpkg"));
 }
+
+namespace {
+cdk::geo::Grid grid_at(int epsg, std::array<double, 6> gt) {
+    OGRSpatialReference srs;
+    srs.importFromEPSG(epsg);
+    char* wkt = nullptr;
+    srs.exportToWkt(&wkt);
+    cdk::geo::Grid g;
+    g.width = g.height = 100;
+    g.geotransform = gt;
+    g.has_geotransform = true;
+    g.crs_wkt = wkt;
+    CPLFree(wkt);
+    return g;
+}
+}  // namespace
+
+TEST_CASE("pixel area: exact in UTM, ground area in Web Mercator and lon/lat", "[geo][polygons][area]") {
+    using cdk::geo::pixel_area_m2;
+    // UTM 33N, 10 m: the plane area.
+    CHECK(pixel_area_m2(grid_at(32633, {500000, 10, 0, 5000000, 0, -10})) == 100.0);
+    // Web Mercator, nominal 10 m, centre pixel near 60° N (y = 8399738 m): cos²(60°) of it.
+    const double merc = pixel_area_m2(grid_at(3857, {1000000, 10, 0, 8399738 + 500, 0, -10}));
+    CHECK(merc == Approx(25.0).epsilon(0.01));
+    // ... and at the equator the plane area (within 2 % of the ground).
+    CHECK(pixel_area_m2(grid_at(3857, {0, 10, 0, 500, 0, -10})) == 100.0);
+    // WGS 84, 1e-4° at the equator: N·M·(1e-4 rad/°)² on the ellipsoid = 123.09 m².
+    const double deg = pixel_area_m2(grid_at(4326, {10, 1e-4, 0, 0.005, 0, -1e-4}));
+    CHECK(deg == Approx(123.09).epsilon(0.001));
+    // No CRS: unknown.
+    cdk::geo::Grid none;
+    none.has_geotransform = true;
+    CHECK(pixel_area_m2(none) == 0.0);
+}

@@ -68,7 +68,9 @@ Grid grid_of(GDALDataset& ds);
 /// EPSG code of a WKT CRS, or 0 when it has none.
 int epsg_of(const std::string& wkt);
 
-/// Area of one pixel in square metres (geodesic estimate for geographic CRSs), 0 if unknown.
+/// Area of one pixel in square metres, 0 if unknown: the plane area in a projected CRS that
+/// keeps area within 2 % at the scene centre (UTM, national grids, equal-area), else (lon/lat,
+/// Mercator away from the equator) the ground area of the centre pixel on the ellipsoid.
 double pixel_area_m2(const Grid& grid);
 
 /// Data type from a name ("UInt16"); throws ConfigError for unknown names.
