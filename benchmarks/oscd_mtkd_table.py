@@ -104,8 +104,10 @@ def per_range(seed, key, edges):
     return conf
 
 
-def f1(tp, fp, fn):
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+def scores(tp, fp, fn):
+    nan = float("nan")
+    return (2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan, tp / (tp + fp) if tp + fp else nan,
+            tp / (tp + fn) if tp + fn else nan)
 
 
 for scheme, edges in schemes:
@@ -117,8 +119,9 @@ for scheme, edges in schemes:
     counts = np.zeros(len(names), np.int64)
     for c, y, x, ref in tiles():
         counts[int(np.searchsorted(edges, ref.mean(), side="left"))] += 1
-    print(f"\nF1 per CAR range of the 96-px test tiles, scheme {scheme} (thresholds {[round(e, 5) for e in edges]}); "
-          f"tiles per range {counts.tolist()}; mean over seeds with a student\n")
+    print(f"\nScores per CAR range of the 96-px test tiles, scheme {scheme} (thresholds {[round(e, 5) for e in edges]}); "
+          f"tiles per range {counts.tolist()}; F1 mean ± sd over the seeds with a student, "
+          "(mean precision / recall)\n")
     keys = [k for k, _, _ in MODELS if k in ("origin", "control", f"op_{scheme}", student)]
     print("| CAR range | " + " | ".join(n for k, n, _ in MODELS if k in keys) + " |")
     print("|---|" + "---:|" * len(keys))
@@ -129,12 +132,14 @@ for scheme, edges in schemes:
         for k in keys:
             conf = per_range(s, k, edges)
             if conf is not None:
-                rows[k].append([f1(*r) for r in conf])
+                rows[k].append([scores(*r) for r in conf])
     for i, n in enumerate(names):
         cells = []
         for k in keys:
-            vals = [r[i] for r in rows[k] if not np.isnan(r[i])]
-            cells.append(spread(vals) if vals else "—")
+            f = [r[i][0] for r in rows[k] if not np.isnan(r[i][0])]
+            pr = [statistics.mean(v) if v else float("nan")
+                  for v in ([r[i][j] for r in rows[k] if not np.isnan(r[i][j])] for j in (1, 2))]
+            cells.append(f"{spread(f)} ({pr[0]:.2f} / {pr[1]:.2f})" if f else "—")
         print(f"| {n} | " + " | ".join(cells) + " |")
 sys.stdout.flush()
 os._exit(0)  # GDAL's Python bindings may crash in interpreter teardown
