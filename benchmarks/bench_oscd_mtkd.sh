@@ -13,8 +13,9 @@
 #     CDK_TEACHER_EPOCHS (5), CDK_STUDENT_EPOCHS (6, student and control),
 #     CDK_SCHEMES ("quantiles thresholds": --quantiles 3 and the paper's 0.05,0.2),
 #     CDK_SCHEME_SEEDS (the seeds that run the schemes after the first; default all),
-#     CDK_KD_WEIGHT (1), CDK_BENCH_DIR (/tmp/cdk-bench-oscd-train: tiles shared with
-#     bench_oscd_train.sh)
+#     CDK_KD_WEIGHT (1; another value writes student_SCHEME-kdW.cdm beside λ = 1's: the
+#     origin, control and teachers of a seed are reused), CDK_BENCH_DIR
+#     (/tmp/cdk-bench-oscd-train: tiles shared with bench_oscd_train.sh)
 # Resumable: finished bundles and maps are kept; rerun the same command after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,8 @@ EPOCHS=${CDK_EPOCHS:-10} TEACHER_EPOCHS=${CDK_TEACHER_EPOCHS:-5} STUDENT_EPOCHS=
 SCHEMES=${CDK_SCHEMES:-quantiles thresholds}
 SCHEME_SEEDS=${CDK_SCHEME_SEEDS:-$SEEDS}
 KD=${CDK_KD_WEIGHT:-1}
+KD_TAG=""  # a student with another kd weight gets its own bundle and maps: student_SCHEME-kdW
+[ "$KD" = 1 ] || KD_TAG=-kd$KD
 ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-train}
 DATA=$ROOT/$BANDSET-t96-o32
 oscd_tiles "$DATA" "$BANDS" 96 32
@@ -68,9 +71,9 @@ for seed in ${SEEDS//,/ }; do
     step "seed $seed, $scheme: MTKD student, $STUDENT_EPOCHS epochs from the origin, kd weight $KD"
     "$BIN/cd-distill" -q --method mtkd --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" \
         --seed "$seed" --epochs "$STUDENT_EPOCHS" --student-init "$RUN/origin.cdm" --teachers "$teachers" \
-        --kd-weight "$KD" --out "$RUN/student_$scheme.cdm" "${COMMON[@]}" > /dev/null
-    mkdir -p "$RUN/maps_student_$scheme" &&
-      oscd_map_test "$RUN/maps_student_$scheme" "$BANDS" --model "$RUN/student_$scheme.cdm"
+        --kd-weight "$KD" --out "$RUN/student_$scheme$KD_TAG.cdm" "${COMMON[@]}" > /dev/null
+    mkdir -p "$RUN/maps_student_$scheme$KD_TAG" &&
+      oscd_map_test "$RUN/maps_student_$scheme$KD_TAG" "$BANDS" --model "$RUN/student_$scheme$KD_TAG.cdm"
   done
 done
 /usr/bin/python3 benchmarks/oscd_mtkd_table.py "$OSCD" "$DATA" "$ROOT/mtkd-$ARCH-w$WIDTH-$BANDSET-s" "$SEEDS"

@@ -18,6 +18,16 @@ TILE = 96  # test tiles for the per-CAR figures: non-overlapping, as the trainin
 MODELS = [("origin", "origin", "1 pass"), ("control", "origin + same epochs, no KD", "1 pass"),
           ("op_quantiles", "O-P two-pass, quantiles", "2 passes"), ("student_quantiles", "MTKD student, quantiles", "1 pass"),
           ("op_thresholds", "O-P two-pass, 0.05/0.2", "2 passes"), ("student_thresholds", "MTKD student, 0.05/0.2", "1 pass")]
+# Students distilled with another kd weight (bench_oscd_mtkd.sh with CDK_KD_WEIGHT): maps_student_SCHEME-kdW.
+for s_ in seeds:
+    folder = os.path.dirname(prefix + str(s_)) or "."
+    run = os.path.basename(prefix + str(s_))
+    for d in sorted(os.listdir(os.path.join(folder, run))) if os.path.isdir(os.path.join(folder, run)) else []:
+        if d.startswith("maps_student_") and "-kd" in d and not any(m[0] == d[5:] for m in MODELS):
+            scheme, kd = d[len("maps_student_"):].split("-kd")
+            label = "0.05/0.2" if scheme == "thresholds" else scheme
+            MODELS.append((d[5:], f"MTKD student, {label}, λ = {kd}", "1 pass"))
+STUDENTS = [k for k, _, _ in MODELS if k.startswith("student_")]
 
 
 def pooled(seed, key):
@@ -49,16 +59,17 @@ for key, name, cost in MODELS:
           f"{col(lambda r: r['miou'])} | {cost} |")
 
 print("\nPer seed: change F1 (and mIoU) of the origin, the control and the students\n")
-print("| seed | origin | control | student, quantiles | student, 0.05/0.2 | training minutes (origin, control, "
-      "teachers, students) |")
-print("|---:|---|---|---|---|---|")
+names_of = {k: n for k, n, _ in MODELS}
+print("| seed | origin | control | " + " | ".join(names_of[k].replace("MTKD student", "student") for k in STUDENTS) +
+      " | training minutes (origin, control, teachers, students) |")
+print("|---:|---|---|" + "---|" * len(STUDENTS) + "---|")
 for s in seeds:
     cells = []
-    for key in ("origin", "control", "student_quantiles", "student_thresholds"):
+    for key in ["origin", "control"] + STUDENTS:
         p = pooled(s, key)
         cells.append(f"{p['change']['f1']:.3f} ({p['miou']:.3f})" if p else "—")
     teach = sum(minutes(s, f"teacher_{sc}_{p}") for sc in ("quantiles", "thresholds") for p in ("small", "medium", "large"))
-    stud = sum(minutes(s, f"student_{sc}") for sc in ("quantiles", "thresholds"))
+    stud = sum(minutes(s, k) for k in STUDENTS)
     print(f"| {s} | " + " | ".join(cells) + f" | {minutes(s, 'origin'):.1f}, {minutes(s, 'control'):.1f}, "
           f"{teach:.1f}, {stud:.1f} |")
 
@@ -122,7 +133,7 @@ for scheme, edges in schemes:
     print(f"\nScores per CAR range of the 96-px test tiles, scheme {scheme} (thresholds {[round(e, 5) for e in edges]}); "
           f"tiles per range {counts.tolist()}; F1 mean ± sd over the seeds with a student, "
           "(mean precision / recall)\n")
-    keys = [k for k, _, _ in MODELS if k in ("origin", "control", f"op_{scheme}", student)]
+    keys = [k for k, _, _ in MODELS if k in ("origin", "control", f"op_{scheme}") or k.startswith(student)]
     print("| CAR range | " + " | ".join(n for k, n, _ in MODELS if k in keys) + " |")
     print("|---|" + "---:|" * len(keys))
     rows = {k: [] for k in keys}
