@@ -13,8 +13,9 @@
 #     CDK_TEACHER_EPOCHS (5), CDK_STUDENT_EPOCHS (6, student and control),
 #     CDK_SCHEMES ("quantiles thresholds": --quantiles 3 and the paper's 0.05,0.2),
 #     CDK_SCHEME_SEEDS (the seeds that run the schemes after the first; default all),
-#     CDK_KD_WEIGHT (1; another value writes student_SCHEME-kdW.cdm beside λ = 1's: the
-#     origin, control and teachers of a seed are reused), CDK_BENCH_DIR
+#     CDK_KD_WEIGHT (1), CDK_KD_KL (0, weight of the KL term), CDK_KD_T (1, its
+#     temperature): other values write student_SCHEME-kdW[-klK-tT].cdm beside λ = 1's,
+#     reusing the seed's origin, control and teachers), CDK_BENCH_DIR
 #     (/tmp/cdk-bench-oscd-train: tiles shared with bench_oscd_train.sh)
 # Resumable: finished bundles and maps are kept; rerun the same command after an interruption.
 set -euo pipefail
@@ -32,8 +33,12 @@ EPOCHS=${CDK_EPOCHS:-10} TEACHER_EPOCHS=${CDK_TEACHER_EPOCHS:-5} STUDENT_EPOCHS=
 SCHEMES=${CDK_SCHEMES:-quantiles thresholds}
 SCHEME_SEEDS=${CDK_SCHEME_SEEDS:-$SEEDS}
 KD=${CDK_KD_WEIGHT:-1}
-KD_TAG=""  # a student with another kd weight gets its own bundle and maps: student_SCHEME-kdW
-[ "$KD" = 1 ] || KD_TAG=-kd$KD
+KL=${CDK_KD_KL:-0} TEMP=${CDK_KD_T:-1}
+# A student with other distillation weights gets its own bundle and maps beside λ = 1's:
+# student_SCHEME-kdW[-klK-tT].
+KD_TAG=""
+[ "$KD" = 1 ] && [ "$KL" = 0 ] || KD_TAG=-kd$KD
+[ "$KL" = 0 ] || KD_TAG=$KD_TAG-kl$KL-t$TEMP
 ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-train}
 DATA=$ROOT/$BANDSET-t96-o32
 oscd_tiles "$DATA" "$BANDS" 96 32
@@ -71,7 +76,7 @@ for seed in ${SEEDS//,/ }; do
     step "seed $seed, $scheme: MTKD student, $STUDENT_EPOCHS epochs from the origin, kd weight $KD"
     "$BIN/cd-distill" -q --method mtkd --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" \
         --seed "$seed" --epochs "$STUDENT_EPOCHS" --student-init "$RUN/origin.cdm" --teachers "$teachers" \
-        --kd-weight "$KD" --out "$RUN/student_$scheme$KD_TAG.cdm" "${COMMON[@]}" > /dev/null
+        --kd-weight "$KD" --kd-kl-weight "$KL" --kd-temperature "$TEMP" --out "$RUN/student_$scheme$KD_TAG.cdm" "${COMMON[@]}" > /dev/null
     mkdir -p "$RUN/maps_student_$scheme$KD_TAG" &&
       oscd_map_test "$RUN/maps_student_$scheme$KD_TAG" "$BANDS" --model "$RUN/student_$scheme$KD_TAG.cdm"
   done

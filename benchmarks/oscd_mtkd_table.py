@@ -24,9 +24,11 @@ for s_ in seeds:
     run = os.path.basename(prefix + str(s_))
     for d in sorted(os.listdir(os.path.join(folder, run))) if os.path.isdir(os.path.join(folder, run)) else []:
         if d.startswith("maps_student_") and "-kd" in d and not any(m[0] == d[5:] for m in MODELS):
-            scheme, kd = d[len("maps_student_"):].split("-kd")
+            scheme, _, variant = d[len("maps_student_"):].partition("-")
             label = "0.05/0.2" if scheme == "thresholds" else scheme
-            MODELS.append((d[5:], f"MTKD student, {label}, λ = {kd}", "1 pass"))
+            names = {"kd": "λ = ", "kl": "KL ", "t": "T = "}
+            parts = [next(names[k] + p[len(k):] for k in ("kd", "kl", "t") if p.startswith(k)) for p in variant.split("-")]
+            MODELS.append((d[5:], f"MTKD student, {label}, " + ", ".join(parts), "1 pass"))
 STUDENTS = [k for k, _, _ in MODELS if k.startswith("student_")]
 
 
