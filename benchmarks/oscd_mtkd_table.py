@@ -18,16 +18,16 @@ TILE = 96  # test tiles for the per-CAR figures: non-overlapping, as the trainin
 MODELS = [("origin", "origin", "1 pass"), ("control", "origin + same epochs, no KD", "1 pass"),
           ("op_quantiles", "O-P two-pass, quantiles", "2 passes"), ("student_quantiles", "MTKD student, quantiles", "1 pass"),
           ("op_thresholds", "O-P two-pass, 0.05/0.2", "2 passes"), ("student_thresholds", "MTKD student, 0.05/0.2", "1 pass")]
-# Students distilled with another kd weight (bench_oscd_mtkd.sh with CDK_KD_WEIGHT): maps_student_SCHEME-kdW.
+# Students distilled with other weights (bench_oscd_mtkd.sh with CDK_KD_WEIGHT, CDK_KD_KL,
+# CDK_KD_T): maps_student_SCHEME-kdW[-klK-tT].
+NAMES = {"kd": "λ = ", "kl": "KL ", "t": "T = "}
 for s_ in seeds:
-    folder = os.path.dirname(prefix + str(s_)) or "."
-    run = os.path.basename(prefix + str(s_))
-    for d in sorted(os.listdir(os.path.join(folder, run))) if os.path.isdir(os.path.join(folder, run)) else []:
+    run = f"{prefix}{s_}"
+    for d in sorted(os.listdir(run)) if os.path.isdir(run) else []:
         if d.startswith("maps_student_") and "-kd" in d and not any(m[0] == d[5:] for m in MODELS):
             scheme, _, variant = d[len("maps_student_"):].partition("-")
             label = "0.05/0.2" if scheme == "thresholds" else scheme
-            names = {"kd": "λ = ", "kl": "KL ", "t": "T = "}
-            parts = [next(names[k] + p[len(k):] for k in ("kd", "kl", "t") if p.startswith(k)) for p in variant.split("-")]
+            parts = [next(NAMES[k] + p[len(k):] for k in NAMES if p.startswith(k)) for p in variant.split("-")]
             MODELS.append((d[5:], f"MTKD student, {label}, " + ", ".join(parts), "1 pass"))
 STUDENTS = [k for k, _, _ in MODELS if k.startswith("student_")]
 

@@ -132,6 +132,18 @@ Grid grid_of(GDALDataset& ds) {
     return g;
 }
 
+std::string wkt_of_epsg(int epsg) {
+    OGRSpatialReference srs;
+    if (srs.importFromEPSG(epsg) != OGRERR_NONE)
+        throw ConfigError("unknown EPSG code " + quote(std::to_string(epsg)));
+    char* wkt = nullptr;
+    const char* opts[] = {"FORMAT=WKT2_2019", nullptr};
+    srs.exportToWkt(&wkt, opts);
+    std::string s = wkt ? wkt : "";
+    CPLFree(wkt);
+    return s;
+}
+
 namespace {
 // Ground area in m² of a small lon/lat polygon (degrees) on the ellipsoid (a, e²): the
 // shoelace formula in local metres at its mean latitude (meridional radius M, prime

@@ -458,18 +458,6 @@ void parallel_rows(int n, int threads, const F& f) {
     for (auto& th : pool) th.join();
 }
 
-std::string wkt_of_epsg(int epsg) {
-    OGRSpatialReference srs;
-    if (srs.importFromEPSG(epsg) != OGRERR_NONE)
-        throw ConfigError("unknown EPSG code " + quote(std::to_string(epsg)));
-    char* wkt = nullptr;
-    const char* opts[] = {"FORMAT=WKT2_2019", nullptr};
-    srs.exportToWkt(&wkt, opts);
-    std::string s = wkt ? wkt : "";
-    CPLFree(wkt);
-    return s;
-}
-
 template <typename T>
 void generate(const SynthOptions& o, GDALDataType type, const Grid& grid, const std::string& dir,
               nlohmann::json& truth, const RunContext& ctx) {

@@ -116,16 +116,11 @@ TEST_CASE("polygons without a probability or georeferencing leave those fields n
 
 namespace {
 cdk::geo::Grid grid_at(int epsg, std::array<double, 6> gt) {
-    OGRSpatialReference srs;
-    srs.importFromEPSG(epsg);
-    char* wkt = nullptr;
-    srs.exportToWkt(&wkt);
     cdk::geo::Grid g;
     g.width = g.height = 100;
     g.geotransform = gt;
     g.has_geotransform = true;
-    g.crs_wkt = wkt;
-    CPLFree(wkt);
+    g.crs_wkt = cdk::geo::wkt_of_epsg(epsg);
     return g;
 }
 }  // namespace

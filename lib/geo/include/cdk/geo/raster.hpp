@@ -68,6 +68,9 @@ Grid grid_of(GDALDataset& ds);
 /// EPSG code of a WKT CRS, or 0 when it has none.
 int epsg_of(const std::string& wkt);
 
+/// WKT2 of an EPSG code; throws ConfigError for an unknown code.
+std::string wkt_of_epsg(int epsg);
+
 /// Area of one pixel in square metres, 0 if unknown: the plane area in a projected CRS that
 /// keeps area within 2 % at the scene centre (UTM, national grids, equal-area), else (lon/lat,
 /// Mercator away from the equator) the ground area of the centre pixel on the ellipsoid.
