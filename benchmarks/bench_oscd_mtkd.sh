@@ -11,12 +11,17 @@
 #   usage: benchmarks/bench_oscd_mtkd.sh ARCH [SEEDS=0,1,2] [-- extra options for every model]
 #   environment (defaults): CDK_BANDSET (rgb), CDK_WIDTH (16), CDK_EPOCHS (10, origin),
 #     CDK_TEACHER_EPOCHS (5), CDK_STUDENT_EPOCHS (6, student and control),
-#     CDK_SCHEMES ("quantiles thresholds": --quantiles 3 and the paper's 0.05,0.2),
+#     CDK_SCHEMES ("quantiles thresholds": --quantiles 3 and the paper's 0.05,0.2;
+#     also quantiles2: two partitions, one threshold, as in the paper's ablation),
 #     CDK_SCHEME_SEEDS (the seeds that run the schemes after the first; default all),
+#     CDK_TEACHER_INIT (origin, or scratch: teachers trained from random weights),
 #     CDK_KD_WEIGHT (1), CDK_KD_KL (0, weight of the KL term), CDK_KD_T (1, its
-#     temperature): other values write student_SCHEME-kdW[-klK-tT].cdm beside λ = 1's,
-#     reusing the seed's origin, control and teachers), CDK_BENCH_DIR
-#     (/tmp/cdk-bench-oscd-train: tiles shared with bench_oscd_train.sh)
+#     temperature), CDK_STUDENT_CW (the student's task-loss change weight; default that of
+#     the other models, 10), CDK_BENCH_DIR (/tmp/cdk-bench-oscd-train: tiles shared with
+#     bench_oscd_train.sh)
+# Variants sit beside the defaults' files and reuse the seed's origin and control (and the
+# teachers when only the student differs): teacher_SCHEME[-scratch][-teN]_PART.cdm,
+# maps_op_SCHEME[-scratch][-teN], student_SCHEME[-scratch][-teN][-kdW][-klK-tT][-cwC].cdm.
 # Resumable: finished bundles and maps are kept; rerun the same command after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,21 +39,29 @@ SCHEMES=${CDK_SCHEMES:-quantiles thresholds}
 SCHEME_SEEDS=${CDK_SCHEME_SEEDS:-$SEEDS}
 KD=${CDK_KD_WEIGHT:-1}
 KL=${CDK_KD_KL:-0} TEMP=${CDK_KD_T:-1}
-# A student with other distillation weights gets its own bundle and maps beside λ = 1's:
-# student_SCHEME-kdW[-klK-tT].
+TINIT=${CDK_TEACHER_INIT:-origin}
+CW=${CDK_STUDENT_CW:-10}
+case $TINIT in origin|scratch) ;; *) echo "CDK_TEACHER_INIT must be origin or scratch, not '$TINIT'" >&2; exit 2 ;; esac
+# Teachers and students made with other settings get their own files beside the defaults'.
+T_TAG=""
+[ "$TINIT" = origin ] || T_TAG=-$TINIT
+[ "$TEACHER_EPOCHS" = 5 ] || T_TAG=$T_TAG-te$TEACHER_EPOCHS
 KD_TAG=""
 [ "$KD" = 1 ] && [ "$KL" = 0 ] || KD_TAG=-kd$KD
 [ "$KL" = 0 ] || KD_TAG=$KD_TAG-kl$KL-t$TEMP
+[ "$CW" = 10 ] || KD_TAG=$KD_TAG-cw$CW
 ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-train}
 DATA=$ROOT/$BANDSET-t96-o32
 oscd_tiles "$DATA" "$BANDS" 96 32
-# The quantile scheme splits the same training tiles (validation stays parts/val.csv).
+# The quantile schemes split the same training tiles (validation stays parts/val.csv).
 [ -f "$DATA/parts_quantiles/summary.json" ] ||
   "$BIN/cd-partition" -q "$DATA/parts/origin.csv" --quantiles 3 --val-fraction 0 --out "$DATA/parts_quantiles" > /dev/null
+[ -f "$DATA/parts_quantiles2/summary.json" ] ||
+  "$BIN/cd-partition" -q "$DATA/parts/origin.csv" --quantiles 2 --val-fraction 0 --out "$DATA/parts_quantiles2" > /dev/null
 step() { echo "== $(date +%H:%M:%S) $*" >&2; }
 
-COMMON=(--arch "$ARCH" --width "$WIDTH" --batch-size 16 --class-weights 1 10 --lr 1e-3 --workers 2
-        --device cpu --resume "$@")
+BASE=(--arch "$ARCH" --width "$WIDTH" --batch-size 16 --lr 1e-3 --workers 2 --device cpu --resume "$@")
+COMMON=("${BASE[@]}" --class-weights 1 10)
 for seed in ${SEEDS//,/ }; do
   RUN=$ROOT/mtkd-$ARCH-w$WIDTH-$BANDSET-s$seed
   mkdir -p "$RUN"
@@ -62,23 +75,32 @@ for seed in ${SEEDS//,/ }; do
   mkdir -p "$RUN/maps_control" && oscd_map_test "$RUN/maps_control" "$BANDS" --model "$RUN/control.cdm"
   case ",$SCHEME_SEEDS," in *",$seed,"*) schemes=$SCHEMES ;; *) schemes=${SCHEMES%% *} ;; esac
   for scheme in $schemes; do
-    parts=$DATA/parts
-    [ "$scheme" = quantiles ] && parts=$DATA/parts_quantiles
+    case $scheme in
+      quantiles) parts=$DATA/parts_quantiles ;;
+      quantiles2) parts=$DATA/parts_quantiles2 ;;
+      thresholds) parts=$DATA/parts ;;
+      *) echo "unknown scheme '$scheme' (quantiles, quantiles2, thresholds)" >&2; exit 2 ;;
+    esac
+    # The scheme's partitions in CAR order, as cd-partition named them.
+    names=$(/usr/bin/python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(open(sys.argv[1]))["partitions"]))' "$parts/summary.json")
+    init=(--init "$RUN/origin.cdm")
+    [ "$TINIT" = scratch ] && init=()
     teachers=""
-    for p in small medium large; do
-      step "seed $seed, $scheme: teacher $p, $TEACHER_EPOCHS epochs from the origin"
+    for p in $names; do
+      step "seed $seed, $scheme: teacher $p, $TEACHER_EPOCHS epochs from the $TINIT"
       "$BIN/cd-train-teacher" -q --train "$parts/$p.csv" --seed "$seed" --epochs "$TEACHER_EPOCHS" \
-          --init "$RUN/origin.cdm" --out "$RUN/teacher_${scheme}_$p.cdm" "${COMMON[@]}" > /dev/null
-      teachers="${teachers:+$teachers,}$p=$RUN/teacher_${scheme}_$p.cdm"
+          "${init[@]}" --out "$RUN/teacher_$scheme${T_TAG}_$p.cdm" "${COMMON[@]}" > /dev/null
+      teachers="${teachers:+$teachers,}$p=$RUN/teacher_$scheme${T_TAG}_$p.cdm"
     done
-    mkdir -p "$RUN/maps_op_$scheme" &&
-      oscd_map_test "$RUN/maps_op_$scheme" "$BANDS" --op-origin "$RUN/origin.cdm" --op-teachers "$teachers"
-    step "seed $seed, $scheme: MTKD student, $STUDENT_EPOCHS epochs from the origin, kd weight $KD"
+    mkdir -p "$RUN/maps_op_$scheme$T_TAG" &&
+      oscd_map_test "$RUN/maps_op_$scheme$T_TAG" "$BANDS" --op-origin "$RUN/origin.cdm" --op-teachers "$teachers"
+    student=student_$scheme$T_TAG$KD_TAG
+    step "seed $seed, $scheme: MTKD student $student, $STUDENT_EPOCHS epochs from the origin"
     "$BIN/cd-distill" -q --method mtkd --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" \
         --seed "$seed" --epochs "$STUDENT_EPOCHS" --student-init "$RUN/origin.cdm" --teachers "$teachers" \
-        --kd-weight "$KD" --kd-kl-weight "$KL" --kd-temperature "$TEMP" --out "$RUN/student_$scheme$KD_TAG.cdm" "${COMMON[@]}" > /dev/null
-    mkdir -p "$RUN/maps_student_$scheme$KD_TAG" &&
-      oscd_map_test "$RUN/maps_student_$scheme$KD_TAG" "$BANDS" --model "$RUN/student_$scheme$KD_TAG.cdm"
+        --kd-weight "$KD" --kd-kl-weight "$KL" --kd-temperature "$TEMP" --out "$RUN/$student.cdm" \
+        "${BASE[@]}" --class-weights 1 "$CW" > /dev/null
+    mkdir -p "$RUN/maps_$student" && oscd_map_test "$RUN/maps_$student" "$BANDS" --model "$RUN/$student.cdm"
   done
 done
 /usr/bin/python3 benchmarks/oscd_mtkd_table.py "$OSCD" "$DATA" "$ROOT/mtkd-$ARCH-w$WIDTH-$BANDSET-s" "$SEEDS"

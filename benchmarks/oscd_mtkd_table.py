@@ -15,21 +15,45 @@ from osgeo import gdal
 gdal.UseExceptions()
 oscd, data, prefix, seeds = sys.argv[1], sys.argv[2], sys.argv[3], [int(s) for s in sys.argv[4].split(",")]
 TILE = 96  # test tiles for the per-CAR figures: non-overlapping, as the training tiles' size
-MODELS = [("origin", "origin", "1 pass"), ("control", "origin + same epochs, no KD", "1 pass"),
-          ("op_quantiles", "O-P two-pass, quantiles", "2 passes"), ("student_quantiles", "MTKD student, quantiles", "1 pass"),
-          ("op_thresholds", "O-P two-pass, 0.05/0.2", "2 passes"), ("student_thresholds", "MTKD student, 0.05/0.2", "1 pass")]
-# Students distilled with other weights (bench_oscd_mtkd.sh with CDK_KD_WEIGHT, CDK_KD_KL,
-# CDK_KD_T): maps_student_SCHEME-kdW[-klK-tT].
-NAMES = {"kd": "λ = ", "kl": "KL ", "t": "T = "}
+import re
+
+SCHEME_LABELS = {"quantiles": "quantiles", "quantiles2": "2 quantiles", "thresholds": "0.05/0.2"}
+MODELS = [("origin", "origin", "1 pass"), ("control", "origin + same epochs, no KD", "1 pass")]
+# O-P two-pass maps and students of every scheme and variant found in the run folders
+# (bench_oscd_mtkd.sh's names): maps_op_SCHEME[-scratch][-teN] and
+# maps_student_SCHEME[-scratch][-teN][-kdW][-klK-tT][-cwC]; the defaults first.
+TOKENS = [(r"scratch", lambda v: "teachers from scratch"), (r"te(\S+)", lambda v: f"teachers {v} epochs"),
+          (r"kd(\S+)", lambda v: f"λ = {v}"), (r"kl(\S+)", lambda v: f"KL {v}"), (r"t(\S+)", lambda v: f"T = {v}"),
+          (r"cw(\S+)", lambda v: f"change weight {v}")]
+
+
+def label(key):
+    kind, _, rest = key.partition("_")
+    scheme, *variant = rest.split("-")
+    parts = []
+    for tok in variant:
+        for pattern, text in TOKENS:
+            m = re.fullmatch(pattern, tok)
+            if m:
+                parts.append(text(*m.groups()))
+                break
+    name = ("O-P two-pass, " if kind == "op" else "MTKD student, ") + SCHEME_LABELS.get(scheme, scheme)
+    return (name + (", " + ", ".join(parts) if parts else ""), "2 passes" if kind == "op" else "1 pass")
+
+
+def scheme_of(key):
+    return key.partition("_")[2].split("-")[0]
+
+
+found = set()
 for s_ in seeds:
     run = f"{prefix}{s_}"
-    for d in sorted(os.listdir(run)) if os.path.isdir(run) else []:
-        if d.startswith("maps_student_") and "-kd" in d and not any(m[0] == d[5:] for m in MODELS):
-            scheme, _, variant = d[len("maps_student_"):].partition("-")
-            label = "0.05/0.2" if scheme == "thresholds" else scheme
-            parts = [next(NAMES[k] + p[len(k):] for k in NAMES if p.startswith(k)) for p in variant.split("-")]
-            MODELS.append((d[5:], f"MTKD student, {label}, " + ", ".join(parts), "1 pass"))
-STUDENTS = [k for k, _, _ in MODELS if k.startswith("student_")]
+    for d in os.listdir(run) if os.path.isdir(run) else []:
+        if d.startswith(("maps_op_", "maps_student_")) and scheme_of(d[5:]) in SCHEME_LABELS:
+            found.add(d[5:])
+order = list(SCHEME_LABELS)
+for key in sorted(found, key=lambda k: (order.index(scheme_of(k)), "-" in k, k, )):
+    MODELS.append((key, *label(key)))
 
 
 def pooled(seed, key):
@@ -60,20 +84,20 @@ for key, name, cost in MODELS:
           f"{col(lambda r: r['change']['precision'])} | {col(lambda r: r['change']['recall'])} | "
           f"{col(lambda r: r['miou'])} | {cost} |")
 
-print("\nPer seed: change F1 (and mIoU) of the origin, the control and the students\n")
-names_of = {k: n for k, n, _ in MODELS}
-print("| seed | origin | control | " + " | ".join(names_of[k].replace("MTKD student", "student") for k in STUDENTS) +
-      " | training minutes (origin, control, teachers, students) |")
-print("|---:|---|---|" + "---|" * len(STUDENTS) + "---|")
+print("\nPer seed: change F1 (and mIoU)\n")
+print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+print("|---|" + "---|" * len(seeds))
+for key, name, _ in MODELS:
+    cells = [(lambda p: f"{p['change']['f1']:.3f} ({p['miou']:.3f})" if p else "—")(pooled(s, key)) for s in seeds]
+    print(f"| {name} | " + " | ".join(cells) + " |")
+print("\nTraining minutes per seed: origin, control, all teachers, all students")
 for s in seeds:
-    cells = []
-    for key in ["origin", "control"] + STUDENTS:
-        p = pooled(s, key)
-        cells.append(f"{p['change']['f1']:.3f} ({p['miou']:.3f})" if p else "—")
-    teach = sum(minutes(s, f"teacher_{sc}_{p}") for sc in ("quantiles", "thresholds") for p in ("small", "medium", "large"))
-    stud = sum(minutes(s, k) for k in STUDENTS)
-    print(f"| {s} | " + " | ".join(cells) + f" | {minutes(s, 'origin'):.1f}, {minutes(s, 'control'):.1f}, "
-          f"{teach:.1f}, {stud:.1f} |")
+    run = f"{prefix}{s}"
+    logs = os.listdir(run) if os.path.isdir(run) else []
+    total = lambda prefix_: sum(minutes(s, f[:-len(".cdm.log.jsonl")]) for f in logs
+                                if f.startswith(prefix_) and f.endswith(".cdm.log.jsonl"))
+    print(f"- seed {s}: {minutes(s, 'origin'):.1f}, {minutes(s, 'control'):.1f}, {total('teacher_'):.1f}, "
+          f"{total('student_'):.1f}")
 
 # Per CAR range: the test cities cut into 96-px tiles, each tile's reference CAR, confusion
 # summed per range of each scheme.
@@ -85,8 +109,9 @@ def read(path):
 
 cities = open(os.path.join(oscd, "test.txt")).read().strip().replace("\n", ",").split(",")
 refs = {c: read(os.path.join(oscd, c, "cm.tif")) for c in cities}
-schemes = [("quantiles", json.load(open(f"{data}/parts_quantiles/summary.json"))["thresholds"]),
-           ("thresholds", json.load(open(f"{data}/parts/summary.json"))["thresholds"])]
+schemes = [(sc, json.load(open(f"{data}/{folder}/summary.json"))["thresholds"])
+           for sc, folder in (("quantiles", "parts_quantiles"), ("quantiles2", "parts_quantiles2"), ("thresholds", "parts"))
+           if os.path.exists(f"{data}/{folder}/summary.json")]
 
 
 def tiles():
@@ -124,8 +149,9 @@ def scores(tp, fp, fn):
 
 
 for scheme, edges in schemes:
-    student = f"student_{scheme}"
-    if not any(pooled(s, student) for s in seeds):
+    keys = [k for k, _, _ in MODELS if k in ("origin", "control") or
+            (k.startswith(("op_", "student_")) and scheme_of(k) == scheme)]
+    if not any(pooled(s, k) for s in seeds for k in keys if k.startswith("student_")):
         continue
     bounds = [0.0] + list(edges) + [1.0]
     names = [f"{'[' if i == 0 else '('}{bounds[i]:.4g}, {bounds[i + 1]:.4g}]" for i in range(len(edges) + 1)]
@@ -133,26 +159,21 @@ for scheme, edges in schemes:
     for c, y, x, ref in tiles():
         counts[int(np.searchsorted(edges, ref.mean(), side="left"))] += 1
     print(f"\nScores per CAR range of the 96-px test tiles, scheme {scheme} (thresholds {[round(e, 5) for e in edges]}); "
-          f"tiles per range {counts.tolist()}; F1 mean ± sd over the seeds with a student, "
-          "(mean precision / recall)\n")
-    keys = [k for k, _, _ in MODELS if k in ("origin", "control", f"op_{scheme}") or k.startswith(student)]
-    print("| CAR range | " + " | ".join(n for k, n, _ in MODELS if k in keys) + " |")
-    print("|---|" + "---:|" * len(keys))
-    rows = {k: [] for k in keys}
-    for s in seeds:
-        if not pooled(s, student):
+          f"F1 mean ± sd over the model's seeds (mean precision / recall)\n")
+    print("| model | seeds | " + " | ".join(f"CAR {n}: {c} tiles" for n, c in zip(names, counts)) + " |")
+    print("|---|---:|" + "---:|" * len(names))
+    for k, name, _ in MODELS:
+        if k not in keys:
             continue
-        for k in keys:
-            conf = per_range(s, k, edges)
-            if conf is not None:
-                rows[k].append([scores(*r) for r in conf])
-    for i, n in enumerate(names):
+        rows = [[scores(*r) for r in conf] for conf in (per_range(s, k, edges) for s in seeds) if conf is not None]
+        if not rows:
+            continue
         cells = []
-        for k in keys:
-            f = [r[i][0] for r in rows[k] if not np.isnan(r[i][0])]
+        for i in range(len(names)):
+            f = [r[i][0] for r in rows if not np.isnan(r[i][0])]
             pr = [statistics.mean(v) if v else float("nan")
-                  for v in ([r[i][j] for r in rows[k] if not np.isnan(r[i][j])] for j in (1, 2))]
+                  for v in ([r[i][j] for r in rows if not np.isnan(r[i][j])] for j in (1, 2))]
             cells.append(f"{spread(f)} ({pr[0]:.2f} / {pr[1]:.2f})" if f else "—")
-        print(f"| {n} | " + " | ".join(cells) + " |")
+        print(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
 sys.stdout.flush()
 os._exit(0)  # GDAL's Python bindings may crash in interpreter teardown
