@@ -17,7 +17,8 @@
 #     CDK_TEACHER_INIT (origin, or scratch: teachers trained from random weights),
 #     CDK_KD_WEIGHT (1), CDK_KD_KL (0, weight of the KL term), CDK_KD_T (1, its
 #     temperature), CDK_STUDENT_CW (the student's task-loss change weight; default that of
-#     the other models, 10), CDK_BENCH_DIR (/tmp/cdk-bench-oscd-train: tiles shared with
+#     the other models, 10; another value also trains control-cwC, the control with that
+#     weight), CDK_BENCH_DIR (/tmp/cdk-bench-oscd-train: tiles shared with
 #     bench_oscd_train.sh)
 # Variants sit beside the defaults' files and reuse the seed's origin and control (and the
 # teachers when only the student differs): teacher_SCHEME[-scratch][-teN]_PART.cdm,
@@ -73,6 +74,13 @@ for seed in ${SEEDS//,/ }; do
   "$BIN/cd-train-teacher" -q --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --seed "$seed" \
       --epochs "$STUDENT_EPOCHS" --init "$RUN/origin.cdm" --out "$RUN/control.cdm" "${COMMON[@]}" > /dev/null
   mkdir -p "$RUN/maps_control" && oscd_map_test "$RUN/maps_control" "$BANDS" --model "$RUN/control.cdm"
+  if [ "$CW" != 10 ]; then  # the student's change weight needs its own control
+    step "seed $seed: control with change weight $CW"
+    "$BIN/cd-train-teacher" -q --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --seed "$seed" \
+        --epochs "$STUDENT_EPOCHS" --init "$RUN/origin.cdm" --out "$RUN/control-cw$CW.cdm" "${BASE[@]}" \
+        --class-weights 1 "$CW" > /dev/null
+    mkdir -p "$RUN/maps_control-cw$CW" && oscd_map_test "$RUN/maps_control-cw$CW" "$BANDS" --model "$RUN/control-cw$CW.cdm"
+  fi
   case ",$SCHEME_SEEDS," in *",$seed,"*) schemes=$SCHEMES ;; *) schemes=${SCHEMES%% *} ;; esac
   for scheme in $schemes; do
     case $scheme in

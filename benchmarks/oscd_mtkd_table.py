@@ -27,18 +27,22 @@ TOKENS = [(r"scratch", lambda v: "teachers from scratch"), (r"te(\S+)", lambda v
           (r"cw(\S+)", lambda v: f"change weight {v}")]
 
 
-def label(key):
-    kind, _, rest = key.partition("_")
-    scheme, *variant = rest.split("-")
+def variant_parts(tokens):
     parts = []
-    for tok in variant:
+    for tok in tokens:
         for pattern, text in TOKENS:
             m = re.fullmatch(pattern, tok)
             if m:
                 parts.append(text(*m.groups()))
                 break
+    return parts
+
+
+def label(key):
+    kind, _, rest = key.partition("_")
+    scheme, *variant = rest.split("-")
     name = ("O-P two-pass, " if kind == "op" else "MTKD student, ") + SCHEME_LABELS.get(scheme, scheme)
-    return (name + (", " + ", ".join(parts) if parts else ""), "2 passes" if kind == "op" else "1 pass")
+    return (", ".join([name] + variant_parts(variant)), "2 passes" if kind == "op" else "1 pass")
 
 
 def scheme_of(key):
@@ -49,9 +53,13 @@ found = set()
 for s_ in seeds:
     run = f"{prefix}{s_}"
     for d in os.listdir(run) if os.path.isdir(run) else []:
-        if d.startswith(("maps_op_", "maps_student_")) and scheme_of(d[5:]) in SCHEME_LABELS:
+        if d.startswith(("maps_op_", "maps_student_")) and scheme_of(d[5:]) in SCHEME_LABELS or \
+                d.startswith("maps_control-"):
             found.add(d[5:])
 order = list(SCHEME_LABELS)
+for key in sorted(k for k in found if k.startswith("control-")):  # controls with the students' change weight
+    MODELS.append((key, ", ".join(["origin + same epochs, no KD"] + variant_parts(key.split("-")[1:])), "1 pass"))
+found = {k for k in found if not k.startswith("control-")}
 for key in sorted(found, key=lambda k: (order.index(scheme_of(k)), "-" in k, k, )):
     MODELS.append((key, *label(key)))
 
@@ -149,7 +157,7 @@ def scores(tp, fp, fn):
 
 
 for scheme, edges in schemes:
-    keys = [k for k, _, _ in MODELS if k in ("origin", "control") or
+    keys = [k for k, _, _ in MODELS if k.startswith(("origin", "control")) or
             (k.startswith(("op_", "student_")) and scheme_of(k) == scheme)]
     if not any(pooled(s, k) for s in seeds for k in keys if k.startswith("student_")):
         continue
