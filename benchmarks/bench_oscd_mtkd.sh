@@ -15,8 +15,9 @@
 #     also quantiles2: two partitions, one threshold, as in the paper's ablation),
 #     CDK_SCHEME_SEEDS (the seeds that run the schemes after the first; default all),
 #     CDK_TEACHER_INIT (origin, or scratch: teachers trained from random weights),
-#     CDK_KD_WEIGHT (1), CDK_KD_KL (0, weight of the KL term), CDK_KD_T (1, its
-#     temperature), CDK_STUDENT_CW (the student's task-loss change weight; default that of
+#     CDK_KD_WEIGHT (1: this benchmark found cd-distill's default 0.1, and keeps 1 as the
+#     unsuffixed student so that earlier runs' files keep their names), CDK_KD_KL (0, weight
+#     of the KL term), CDK_KD_T (1, its temperature), CDK_STUDENT_CW (the student's task-loss change weight; default that of
 #     the other models, 10; another value also trains control-cwC, the control with that
 #     weight), CDK_BENCH_DIR (/tmp/cdk-bench-oscd-train: tiles shared with
 #     bench_oscd_train.sh)

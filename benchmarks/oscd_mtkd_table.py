@@ -22,7 +22,7 @@ MODELS = [("origin", "origin", "1 pass"), ("control", "origin + same epochs, no 
 # O-P two-pass maps and students of every scheme and variant found in the run folders
 # (bench_oscd_mtkd.sh's names): maps_op_SCHEME[-scratch][-teN] and
 # maps_student_SCHEME[-scratch][-teN][-kdW][-klK-tT][-cwC]; the defaults first.
-TOKENS = [(r"scratch", lambda v: "teachers from scratch"), (r"te(\S+)", lambda v: f"teachers {v} epochs"),
+TOKENS = [(r"scratch", lambda: "teachers from scratch"), (r"te(\S+)", lambda v: f"teachers {v} epochs"),
           (r"kd(\S+)", lambda v: f"λ = {v}"), (r"kl(\S+)", lambda v: f"KL {v}"), (r"t(\S+)", lambda v: f"T = {v}"),
           (r"cw(\S+)", lambda v: f"change weight {v}")]
 

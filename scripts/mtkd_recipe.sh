@@ -9,7 +9,7 @@
 #          [--partition "--thresholds 0.05,0.2" | --partition "--quantiles 3"]  (default: the
 #            paper's thresholds; the synthetic default uses --quantiles 3)
 #          [--arch fc-siam-diff] [--width 8] [--epochs 8] [--teacher-epochs 6] [--student-epochs 8]
-#          [--teacher-init origin|scratch] [--kd-weight 1] [--class-weights 1,3] [--lr 2e-3]
+#          [--teacher-init origin|scratch] [--kd-weight 0.1] [--class-weights 1,3] [--lr 2e-3]
 #          [--seed 0] [-- more training options for every model]
 # Pairs CSVs have columns scene,pre,post,label (as cd-tile --pairs). Without --train-pairs a
 # synthetic default is used: two cd-synth scenes to train on, a third to test on.
@@ -20,7 +20,7 @@ BIN=$PWD/build/apps
 
 TRAIN_PAIRS="" TEST_PAIRS="" OUT=mtkd-out BAND_PATTERN="" TILE=128 OVERLAP=32
 PARTITION="" ARCH=fc-siam-diff WIDTH=8 EPOCHS=8 TEACHER_EPOCHS=6 STUDENT_EPOCHS=8
-TEACHER_INIT=origin KD_WEIGHT=1 SEED=0 CLASS_WEIGHTS=1,3 LR=2e-3
+TEACHER_INIT=origin KD_WEIGHT=0.1 SEED=0 CLASS_WEIGHTS=1,3 LR=2e-3
 while [ $# -gt 0 ]; do
   case $1 in
     --train-pairs) TRAIN_PAIRS=$2; shift 2 ;;

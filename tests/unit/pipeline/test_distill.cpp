@@ -120,6 +120,9 @@ TEST_CASE("the KD term is really optimised: the student's logits move to the tea
     auto label = b.label.clone().fill_(255);
     CHECK(cdk::nn::kd_loss(target_logits + 1, target_logits, label, {}).item<double>() == 0);
     CHECK(cdk::nn::kd_loss(target_logits, target_logits, b.label, {1, 2, 1}).item<double>() == Approx(0).margin(1e-6));
+    // The documented defaults (docs/cd-distill.md; λ = 0.1 from the OSCD benchmark).
+    CHECK(cdk::nn::KdOptions{}.weight == 0.1);
+    CHECK(cdk::nn::KdOptions{}.kl_weight == 0.0);
 }
 
 TEST_CASE("with lambda 0 distillation trains exactly like cd-train-teacher, and teachers stay frozen",

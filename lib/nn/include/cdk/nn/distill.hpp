@@ -6,7 +6,7 @@ namespace cdk::nn {
 
 /// Weights of the MTKD distillation term (JL1-CD paper, docs/methods.md).
 struct KdOptions {
-    double weight = 1.0;       ///< λ of MSE(student logits, teacher logits)
+    double weight = 0.1;       ///< λ of MSE(student logits, teacher logits); 0.1 from the OSCD benchmark
     double temperature = 1.0;  ///< T of the optional KL term
     double kl_weight = 0.0;    ///< weight of T² · KL(softmax(t/T) ‖ softmax(s/T)); 0 = off
 };
