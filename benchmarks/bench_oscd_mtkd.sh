@@ -48,10 +48,10 @@ case $TINIT in origin|scratch) ;; *) echo "CDK_TEACHER_INIT must be origin or sc
 T_TAG=""
 [ "$TINIT" = origin ] || T_TAG=-$TINIT
 [ "$TEACHER_EPOCHS" = 5 ] || T_TAG=$T_TAG-te$TEACHER_EPOCHS
-KD_TAG=""
-[ "$KD" = 1 ] && [ "$KL" = 0 ] || KD_TAG=-kd$KD
-[ "$KL" = 0 ] || KD_TAG=$KD_TAG-kl$KL-t$TEMP
-[ "$CW" = 10 ] || KD_TAG=$KD_TAG-cw$CW
+S_TAG=""
+[ "$KD" = 1 ] && [ "$KL" = 0 ] || S_TAG=-kd$KD
+[ "$KL" = 0 ] || S_TAG=$S_TAG-kl$KL-t$TEMP
+[ "$CW" = 10 ] || S_TAG=$S_TAG-cw$CW
 ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-train}
 DATA=$ROOT/$BANDSET-t96-o32
 oscd_tiles "$DATA" "$BANDS" 96 32
@@ -71,17 +71,16 @@ for seed in ${SEEDS//,/ }; do
   "$BIN/cd-train-teacher" -q --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --seed "$seed" \
       --epochs "$EPOCHS" --out "$RUN/origin.cdm" "${COMMON[@]}" > /dev/null
   mkdir -p "$RUN/maps_origin" && oscd_map_test "$RUN/maps_origin" "$BANDS" --model "$RUN/origin.cdm"
-  step "seed $seed: control (origin + $STUDENT_EPOCHS epochs, no distillation)"
-  "$BIN/cd-train-teacher" -q --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --seed "$seed" \
-      --epochs "$STUDENT_EPOCHS" --init "$RUN/origin.cdm" --out "$RUN/control.cdm" "${COMMON[@]}" > /dev/null
-  mkdir -p "$RUN/maps_control" && oscd_map_test "$RUN/maps_control" "$BANDS" --model "$RUN/control.cdm"
-  if [ "$CW" != 10 ]; then  # the student's change weight needs its own control
-    step "seed $seed: control with change weight $CW"
+  # The control; a student change weight other than 10 gets its own control as well.
+  for cw in 10 $([ "$CW" = 10 ] || echo "$CW"); do
+    control=control
+    [ "$cw" = 10 ] || control=control-cw$cw
+    step "seed $seed: $control (origin + $STUDENT_EPOCHS epochs, change weight $cw, no distillation)"
     "$BIN/cd-train-teacher" -q --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --seed "$seed" \
-        --epochs "$STUDENT_EPOCHS" --init "$RUN/origin.cdm" --out "$RUN/control-cw$CW.cdm" "${BASE[@]}" \
-        --class-weights 1 "$CW" > /dev/null
-    mkdir -p "$RUN/maps_control-cw$CW" && oscd_map_test "$RUN/maps_control-cw$CW" "$BANDS" --model "$RUN/control-cw$CW.cdm"
-  fi
+        --epochs "$STUDENT_EPOCHS" --init "$RUN/origin.cdm" --out "$RUN/$control.cdm" "${BASE[@]}" \
+        --class-weights 1 "$cw" > /dev/null
+    mkdir -p "$RUN/maps_$control" && oscd_map_test "$RUN/maps_$control" "$BANDS" --model "$RUN/$control.cdm"
+  done
   case ",$SCHEME_SEEDS," in *",$seed,"*) schemes=$SCHEMES ;; *) schemes=${SCHEMES%% *} ;; esac
   for scheme in $schemes; do
     case $scheme in
@@ -103,7 +102,7 @@ for seed in ${SEEDS//,/ }; do
     done
     mkdir -p "$RUN/maps_op_$scheme$T_TAG" &&
       oscd_map_test "$RUN/maps_op_$scheme$T_TAG" "$BANDS" --op-origin "$RUN/origin.cdm" --op-teachers "$teachers"
-    student=student_$scheme$T_TAG$KD_TAG
+    student=student_$scheme$T_TAG$S_TAG
     step "seed $seed, $scheme: MTKD student $student, $STUDENT_EPOCHS epochs from the origin"
     "$BIN/cd-distill" -q --method mtkd --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" \
         --seed "$seed" --epochs "$STUDENT_EPOCHS" --student-init "$RUN/origin.cdm" --teachers "$teachers" \

@@ -6,6 +6,7 @@ usage: oscd_mtkd_table.py OSCD DATA RUN_PREFIX SEEDS   (RUN_PREFIX + seed = one 
 """
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -15,10 +16,11 @@ from osgeo import gdal
 gdal.UseExceptions()
 oscd, data, prefix, seeds = sys.argv[1], sys.argv[2], sys.argv[3], [int(s) for s in sys.argv[4].split(",")]
 TILE = 96  # test tiles for the per-CAR figures: non-overlapping, as the training tiles' size
-import re
-
-SCHEME_LABELS = {"quantiles": "quantiles", "quantiles2": "2 quantiles", "thresholds": "0.05/0.2"}
-MODELS = [("origin", "origin", "1 pass"), ("control", "origin + same epochs, no KD", "1 pass")]
+# Partition schemes of bench_oscd_mtkd.sh: name -> (label, cd-partition folder under DATA).
+SCHEMES = {"quantiles": ("quantiles", "parts_quantiles"), "quantiles2": ("2 quantiles", "parts_quantiles2"),
+           "thresholds": ("0.05/0.2", "parts")}
+CONTROL = "origin + same epochs, no KD"
+MODELS = [("origin", "origin", "1 pass"), ("control", CONTROL, "1 pass")]
 # O-P two-pass maps and students of every scheme and variant found in the run folders
 # (bench_oscd_mtkd.sh's names): maps_op_SCHEME[-scratch][-teN] and
 # maps_student_SCHEME[-scratch][-teN][-kdW][-klK-tT][-cwC]; the defaults first.
@@ -41,7 +43,7 @@ def variant_parts(tokens):
 def label(key):
     kind, _, rest = key.partition("_")
     scheme, *variant = rest.split("-")
-    name = ("O-P two-pass, " if kind == "op" else "MTKD student, ") + SCHEME_LABELS.get(scheme, scheme)
+    name = ("O-P two-pass, " if kind == "op" else "MTKD student, ") + SCHEMES[scheme][0]
     return (", ".join([name] + variant_parts(variant)), "2 passes" if kind == "op" else "1 pass")
 
 
@@ -53,14 +55,14 @@ found = set()
 for s_ in seeds:
     run = f"{prefix}{s_}"
     for d in os.listdir(run) if os.path.isdir(run) else []:
-        if d.startswith(("maps_op_", "maps_student_")) and scheme_of(d[5:]) in SCHEME_LABELS or \
+        if d.startswith(("maps_op_", "maps_student_")) and scheme_of(d[5:]) in SCHEMES or \
                 d.startswith("maps_control-"):
             found.add(d[5:])
-order = list(SCHEME_LABELS)
 for key in sorted(k for k in found if k.startswith("control-")):  # controls with the students' change weight
-    MODELS.append((key, ", ".join(["origin + same epochs, no KD"] + variant_parts(key.split("-")[1:])), "1 pass"))
+    MODELS.append((key, ", ".join([CONTROL] + variant_parts(key.split("-")[1:])), "1 pass"))
 found = {k for k in found if not k.startswith("control-")}
-for key in sorted(found, key=lambda k: (order.index(scheme_of(k)), "-" in k, k, )):
+order = list(SCHEMES)
+for key in sorted(found, key=lambda k: (order.index(scheme_of(k)), "-" in k, k)):
     MODELS.append((key, *label(key)))
 
 
@@ -118,8 +120,7 @@ def read(path):
 cities = open(os.path.join(oscd, "test.txt")).read().strip().replace("\n", ",").split(",")
 refs = {c: read(os.path.join(oscd, c, "cm.tif")) for c in cities}
 schemes = [(sc, json.load(open(f"{data}/{folder}/summary.json"))["thresholds"])
-           for sc, folder in (("quantiles", "parts_quantiles"), ("quantiles2", "parts_quantiles2"), ("thresholds", "parts"))
-           if os.path.exists(f"{data}/{folder}/summary.json")]
+           for sc, (_, folder) in SCHEMES.items() if os.path.exists(f"{data}/{folder}/summary.json")]
 
 
 def tiles():
