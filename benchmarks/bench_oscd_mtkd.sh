@@ -9,7 +9,8 @@
 # over seeds, and F1 per CAR range of the test tiles).
 #
 #   usage: benchmarks/bench_oscd_mtkd.sh ARCH [SEEDS=0,1,2] [-- extra options for every model]
-#   environment (defaults): CDK_BANDSET (rgb), CDK_WIDTH (16), CDK_EPOCHS (10, origin),
+#   environment (defaults): CDK_BANDSET (rgb), CDK_WIDTH (16), CDK_EPOCHS (10, origin; another
+#     value gets its own run folders, ...-oeN-sSEED, since every model there starts from it),
 #     CDK_TEACHER_EPOCHS (5), CDK_STUDENT_EPOCHS (6, student and control),
 #     CDK_SCHEMES ("quantiles thresholds": --quantiles 3 and the paper's 0.05,0.2;
 #     also quantiles2: two partitions, one threshold, as in the paper's ablation),
@@ -53,6 +54,7 @@ S_TAG=""
 [ "$KL" = 0 ] || S_TAG=$S_TAG-kl$KL-t$TEMP
 [ "$CW" = 10 ] || S_TAG=$S_TAG-cw$CW
 ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-train}
+PREFIX=$ROOT/mtkd-$ARCH-w$WIDTH-$BANDSET$([ "$EPOCHS" = 10 ] || echo "-oe$EPOCHS")-s
 DATA=$ROOT/$BANDSET-t96-o32
 oscd_tiles "$DATA" "$BANDS" 96 32
 # The quantile schemes split the same training tiles (validation stays parts/val.csv).
@@ -65,7 +67,7 @@ step() { echo "== $(date +%H:%M:%S) $*" >&2; }
 BASE=(--arch "$ARCH" --width "$WIDTH" --batch-size 16 --lr 1e-3 --workers 2 --device cpu --resume "$@")
 COMMON=("${BASE[@]}" --class-weights 1 10)
 for seed in ${SEEDS//,/ }; do
-  RUN=$ROOT/mtkd-$ARCH-w$WIDTH-$BANDSET-s$seed
+  RUN=$PREFIX$seed
   mkdir -p "$RUN"
   step "seed $seed: origin, $EPOCHS epochs"
   "$BIN/cd-train-teacher" -q --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --seed "$seed" \
@@ -111,4 +113,4 @@ for seed in ${SEEDS//,/ }; do
     mkdir -p "$RUN/maps_$student" && oscd_map_test "$RUN/maps_$student" "$BANDS" --model "$RUN/$student.cdm"
   done
 done
-/usr/bin/python3 benchmarks/oscd_mtkd_table.py "$OSCD" "$DATA" "$ROOT/mtkd-$ARCH-w$WIDTH-$BANDSET-s" "$SEEDS"
+/usr/bin/python3 benchmarks/oscd_mtkd_table.py "$OSCD" "$DATA" "$PREFIX" "$SEEDS"

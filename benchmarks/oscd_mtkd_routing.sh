@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# What MTKD's routing asks of the student, measured on OSCD's training tiles: for the runs of
+# benchmarks/bench_oscd_mtkd.sh (3-quantile scheme), the origin, each routed teacher (the
+# teacher of the tile's ground-truth CAR partition: the student's KD target), the student and
+# the no-KD control map the 14 training cities; per partition, their predicted change
+# fraction, recall and precision on the training tiles against the ground truth.
+#
+#   usage: benchmarks/oscd_mtkd_routing.sh ARCH [SEEDS=0,1,2] [STUDENT=student_quantiles-kd0.1]
+#   environment: CDK_BANDSET (rgb), CDK_WIDTH (16), CDK_BENCH_DIR (/tmp/cdk-bench-oscd-train)
+# The maps are whole-scene cd-infer outputs (blended windows), cropped to the tiles; in
+# training the teacher sees the augmented crop alone, so its target there differs slightly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benchmarks/oscd_common.sh
+[ -d "$OSCD" ] || { echo "skipped: $OSCD is absent" >&2; exit 0; }
+ARCH=${1:-fc-siam-diff}
+SEEDS=${2:-0,1,2}
+STUDENT=${3:-student_quantiles-kd0.1}
+BANDSET=${CDK_BANDSET:-rgb}
+BANDS=$(oscd_bands "$BANDSET")
+ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-train}
+DATA=$ROOT/$BANDSET-t96-o32
+PREFIX=$ROOT/mtkd-$ARCH-w${CDK_WIDTH:-16}-$BANDSET-s
+for seed in ${SEEDS//,/ }; do
+  RUN=$PREFIX$seed
+  for model in origin control $STUDENT teacher_quantiles_small teacher_quantiles_medium teacher_quantiles_large; do
+    [ -f "$RUN/$model.cdm" ] || { echo "$RUN/$model.cdm is missing: run bench_oscd_mtkd.sh first" >&2; exit 1; }
+    mkdir -p "$RUN/train_$model"
+    "$BIN/cd-infer" -q --model "$RUN/$model.cdm" --pairs "$DATA/train_pairs.csv" --band-pattern "$BANDS" \
+        --out "$RUN/train_$model" --resume > /dev/null
+  done
+done
+/usr/bin/python3 - "$DATA/parts_quantiles" "$PREFIX" "$SEEDS" "$STUDENT" <<'PY'
+import csv, os, sys
+import numpy as np
+from osgeo import gdal
+gdal.UseExceptions()
+parts, prefix, seeds, student = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4]
+names = ["small", "medium", "large"]
+models = [("origin", "origin"), ("routed teacher", None), (f"MTKD student ({student})", student),
+          ("no-KD control", "control")]
+# counts[model][partition] = [true positives, predicted change, reference change, valid pixels]
+counts = {m: {p: np.zeros(4) for p in names} for m, _ in models}
+for seed in seeds:
+    run = f"{prefix}{seed}"
+    cache = {}
+    def read(folder, scene):
+        if (folder, scene) not in cache:
+            cache[(folder, scene)] = gdal.Open(f"{run}/{folder}/{scene}.tif").ReadAsArray()
+        return cache[(folder, scene)]
+    for p in names:
+        with open(f"{parts}/{p}.csv") as f:
+            for t in csv.DictReader(f):
+                ref = gdal.Open(os.path.normpath(os.path.join(parts, t["label"]))).ReadAsArray()
+                x, y, w, h = (int(t[k]) for k in ("x", "y", "width", "height"))
+                valid = ref != 255
+                for m, key in models:
+                    pred = read(f"train_{key or 'teacher_quantiles_' + p}", t["scene"])[y:y + h, x:x + w]
+                    v = valid & (pred != 255)
+                    c = (pred == 1) & v
+                    r = (ref == 1) & v
+                    counts[m][p] += [np.sum(c & r), np.sum(c), np.sum(r), np.sum(v)]
+print(f"Training tiles of the 3-quantile scheme, pooled over seeds {','.join(seeds)}: "
+      "predicted change fraction (reference fraction in the header), recall, precision.\n")
+head = " | ".join(f"{p}: change % / recall / precision" for p in names)
+print(f"| model | {head} | all: change % / recall / precision |\n|---|---|---|---|---|")
+ref_row = []
+for m, _ in models:
+    cells = []
+    for group in [[p] for p in names] + [names]:
+        tp, pc, rc, n = sum(counts[m][p] for p in group)
+        cells.append(f"{100 * pc / n:.2f} / {tp / max(rc, 1):.3f} / {tp / max(pc, 1):.3f}")
+        if m == "origin":
+            ref_row.append(f"{100 * rc / n:.2f}")
+    print(f"| {m} | " + " | ".join(cells) + " |")
+print(f"| reference | " + " | ".join(f"{r} / 1 / 1" for r in ref_row) + " |")
+sys.stdout.flush()
+os._exit(0)  # GDAL's Python bindings may crash at interpreter exit
+PY
