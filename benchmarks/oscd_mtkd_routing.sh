@@ -61,7 +61,7 @@ for seed in seeds:
                     r = (ref == 1) & v
                     counts[m][p] += [np.sum(c & r), np.sum(c), np.sum(r), np.sum(v)]
 print(f"Training tiles of the 3-quantile scheme, pooled over seeds {','.join(seeds)}: "
-      "predicted change fraction (reference fraction in the header), recall, precision.\n")
+      "predicted change in % of valid pixels, recall and precision against the reference (its own change % in the last row).\n")
 head = " | ".join(f"{p}: change % / recall / precision" for p in names)
 print(f"| model | {head} | all: change % / recall / precision |\n|---|---|---|---|---|")
 ref_row = []
