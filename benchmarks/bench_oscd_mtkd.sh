@@ -54,7 +54,7 @@ S_TAG=""
 [ "$KL" = 0 ] || S_TAG=$S_TAG-kl$KL-t$TEMP
 [ "$CW" = 10 ] || S_TAG=$S_TAG-cw$CW
 ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-train}
-PREFIX=$ROOT/mtkd-$ARCH-w$WIDTH-$BANDSET$([ "$EPOCHS" = 10 ] || echo "-oe$EPOCHS")-s
+PREFIX=$(oscd_mtkd_prefix "$ROOT" "$ARCH" "$WIDTH" "$BANDSET" "$EPOCHS")
 DATA=$ROOT/$BANDSET-t96-o32
 oscd_tiles "$DATA" "$BANDS" 96 32
 # The quantile schemes split the same training tiles (validation stays parts/val.csv).

@@ -11,6 +11,12 @@ oscd_bands() {  # rgb | all -> band pattern for cd-tile / cd-infer
   esac
 }
 
+# oscd_mtkd_prefix ROOT ARCH WIDTH BANDSET EPOCHS: bench_oscd_mtkd.sh's run folders, one per
+# seed (prefix + seed); an origin of other than 10 epochs gets its own (-oeN).
+oscd_mtkd_prefix() {
+  echo "$1/mtkd-$2-w$3-$4$([ "$5" = 10 ] || echo "-oe$5")-s"
+}
+
 oscd_pairs_csv() {  # $1 = list file (train.txt | test.txt): scene,pre,post,label per city
   echo "scene,pre,post,label"
   for city in $(tr ',' ' ' < "$OSCD/$1"); do

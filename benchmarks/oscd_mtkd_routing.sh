@@ -6,7 +6,8 @@
 # fraction, recall and precision on the training tiles against the ground truth.
 #
 #   usage: benchmarks/oscd_mtkd_routing.sh ARCH [SEEDS=0,1,2] [STUDENT=student_quantiles-kd0.1]
-#   environment: CDK_BANDSET (rgb), CDK_WIDTH (16), CDK_BENCH_DIR (/tmp/cdk-bench-oscd-train)
+#   environment: CDK_BANDSET (rgb), CDK_WIDTH (16), CDK_EPOCHS (10: the origin's, which names
+#     the run folders), CDK_BENCH_DIR (/tmp/cdk-bench-oscd-train)
 # The maps are whole-scene cd-infer outputs (blended windows), cropped to the tiles; in
 # training the teacher sees the augmented crop alone, so its target there differs slightly.
 set -euo pipefail
@@ -20,7 +21,7 @@ BANDSET=${CDK_BANDSET:-rgb}
 BANDS=$(oscd_bands "$BANDSET")
 ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-train}
 DATA=$ROOT/$BANDSET-t96-o32
-PREFIX=$ROOT/mtkd-$ARCH-w${CDK_WIDTH:-16}-$BANDSET-s
+PREFIX=$(oscd_mtkd_prefix "$ROOT" "$ARCH" "${CDK_WIDTH:-16}" "$BANDSET" "${CDK_EPOCHS:-10}")
 for seed in ${SEEDS//,/ }; do
   RUN=$PREFIX$seed
   for model in origin control $STUDENT teacher_quantiles_small teacher_quantiles_medium teacher_quantiles_large; do
