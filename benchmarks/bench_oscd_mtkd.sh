@@ -92,7 +92,7 @@ for seed in ${SEEDS//,/ }; do
       *) echo "unknown scheme '$scheme' (quantiles, quantiles2, thresholds)" >&2; exit 2 ;;
     esac
     # The scheme's partitions in CAR order, as cd-partition named them.
-    names=$(/usr/bin/python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(open(sys.argv[1]))["partitions"]))' "$parts/summary.json")
+    names=$(oscd_partition_names "$parts")
     init=(--init "$RUN/origin.cdm")
     [ "$TINIT" = scratch ] && init=()
     teachers=""

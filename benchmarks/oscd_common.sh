@@ -17,6 +17,10 @@ oscd_mtkd_prefix() {
   echo "$1/mtkd-$2-w$3-$4$([ "$5" = 10 ] || echo "-oe$5")-s"
 }
 
+oscd_partition_names() {  # $1 = a cd-partition folder: its partitions' names in CAR order
+  /usr/bin/python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(open(sys.argv[1]))["partitions"]))' "$1/summary.json"
+}
+
 oscd_pairs_csv() {  # $1 = list file (train.txt | test.txt): scene,pre,post,label per city
   echo "scene,pre,post,label"
   for city in $(tr ',' ' ' < "$OSCD/$1"); do
