@@ -69,6 +69,9 @@ for s in "$HALF" "$SIZE"; do
     scene=(--pre "$WORK/s$s/pre.tif" --post "$WORK/s$s/post.tif")
     run "cpp-fcsd-$s" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" "${scene[@]}" --out "$WORK/cpp-fcsd-$s.tif" \
         --threads "$THREADS" --overwrite
+    # The layers as trained (batch norm not folded, transposed convolutions): what folding gains.
+    run "cpp-fcsd-nofold-$s" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" "${scene[@]}" \
+        --out "$WORK/cpp-fcsd-nofold-$s.tif" --threads "$THREADS" --no-fold --overwrite
     run "py-fcsd-$s" /usr/bin/python3 benchmarks/infer_speed.py "$WORK/fc-siam-diff.cdm" "$WORK/s$s/pre.tif" \
         "$WORK/s$s/post.tif" "$WORK/py-fcsd-$s.tif" --threads "$THREADS" --channels-last
     run "cpp-rfpn-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" --out "$WORK/cpp-rfpn-$s.tif" \
@@ -101,6 +104,7 @@ print("|---|---|---|---:|---:|---:|---:|---:|---:|")
 rows = {}
 for s in (half, size):
     for name, prog, arch, width in ((f"cpp-fcsd-{s}", "cd-infer", "fc-siam-diff", 16),
+                                    (f"cpp-fcsd-nofold-{s}", "cd-infer --no-fold", "fc-siam-diff", 16),
                                     (f"py-fcsd-{s}", "Python + GDAL", "fc-siam-diff", 16),
                                     (f"cpp-rfpn-{s}", "cd-infer", "resnet-fpn", 32)):
         mib, wall = rss(name)
@@ -118,12 +122,15 @@ print(f"| cd-infer --ram 48 ({ns} column {'strip' if ns == 1 else 'strips'}) | f
 print()
 for s in (half, size):
     c, p = rows[f"cpp-fcsd-{s}"], rows[f"py-fcsd-{s}"]
-    print(f"{s}²: cd-infer / Python speed {p[0] / c[0]:.2f}x, memory {c[1]:.0f} vs {p[1]:.0f} MiB")
+    n = rows[f"cpp-fcsd-nofold-{s}"]
+    print(f"{s}²: cd-infer / Python speed {p[0] / c[0]:.2f}x (--no-fold {p[0] / n[0]:.2f}x), "
+          f"memory {c[1]:.0f} vs {p[1]:.0f} MiB")
 for prog, key in (("cd-infer fc-siam-diff", "cpp-fcsd"), ("Python fc-siam-diff", "py-fcsd"), ("cd-infer resnet-fpn", "cpp-rfpn")):
     print(f"{prog}: peak memory {rows[f'{key}-{size}'][1] / rows[f'{key}-{half}'][1]:.2f}x for 4x the scene")
 for s in (half, size):
-    a, b = mask(f"cpp-fcsd-{s}"), mask(f"py-fcsd-{s}")
-    print(f"{s}² masks, cd-infer vs Python: {(a != b).sum()} of {a.size} pixels differ")
+    a, b, n = mask(f"cpp-fcsd-{s}"), mask(f"py-fcsd-{s}"), mask(f"cpp-fcsd-nofold-{s}")
+    print(f"{s}² masks, cd-infer vs Python: {(a != b).sum()} of {a.size} pixels differ "
+          f"(--no-fold vs Python: {(n != b).sum()}; folded vs not: {(a != n).sum()})")
 a, b = mask(f"cpp-fcsd-{size}"), mask(f"cpp-fcsd-{size}-strips")
 print(f"{size}² masks, one strip vs {ns} {'strip' if ns == 1 else 'strips'}: {(a != b).sum()} pixels differ")
 PY

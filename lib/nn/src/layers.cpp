@@ -60,9 +60,61 @@ ConvBnReluImpl::ConvBnReluImpl(const ConvBnReluOptions& o) : o_(o) {
 }
 
 torch::Tensor ConvBnReluImpl::forward(const torch::Tensor& x) {
+    if (folded_weight_.defined() && !is_training()) {
+        auto y = torch::conv2d(x, folded_weight_, folded_bias_, o_.stride, o_.kernel / 2);
+        add_macs(y.numel() * folded_weight_[0].numel());
+        if (o_.relu) y = inference_only() ? y.relu_() : torch::relu(y);
+        return y;
+    }
     auto y = bn_->forward(conv(conv_, x));
     if (o_.relu) y = torch::relu(y);
     if (o_.dropout > 0) y = drop_->forward(y);
+    return y;
+}
+
+void ConvBnReluImpl::fold() {
+    torch::NoGradGuard no_grad;
+    const auto scale = bn_->weight / torch::sqrt(bn_->running_var + bn_->options.eps());
+    const auto& w = conv_->weight;
+    folded_weight_ = (w * scale.view({-1, 1, 1, 1})).contiguous(w.suggest_memory_format());
+    folded_bias_ = bn_->bias - bn_->running_mean * scale;
+}
+
+void ConvBnReluImpl::train(bool on) {
+    torch::nn::Module::train(on);
+    if (on) folded_weight_ = folded_bias_ = torch::Tensor();
+}
+
+std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Tensor& weight,
+                                                                 const torch::Tensor& bias) {
+    torch::NoGradGuard no_grad;
+    // Output row 2m takes input row m through kernel row 1; row 2m+1 takes row m through
+    // kernel row 2 and row m+1 through kernel row 0 (padding 1). So for output parity p and
+    // 2x2 tap t over input rows (m, m+1): p=0: t=0 -> k=1; p=1: t=0 -> k=2, t=1 -> k=0.
+    const int64_t in = weight.size(0), out = weight.size(1);
+    const int kTap[2][2] = {{1, -1}, {2, 0}};  // [parity][tap] -> kernel index, -1 = none
+    auto k = torch::zeros({out, 4, in, 2, 2}, weight.options());
+    const auto wt = weight.transpose(0, 1);  // [out, in, 3, 3]
+    for (int py = 0; py < 2; ++py)
+        for (int px = 0; px < 2; ++px)
+            for (int ty = 0; ty < 2; ++ty)
+                for (int tx = 0; tx < 2; ++tx) {
+                    const int ky = kTap[py][ty], kx = kTap[px][tx];
+                    if (ky < 0 || kx < 0) continue;
+                    k.select(1, py * 2 + px).select(2, ty).select(2, tx).copy_(wt.select(2, ky).select(2, kx));
+                }
+    // pixel_shuffle takes channel c*4 + py*2 + px to (c, 2y+py, 2x+px).
+    k = k.reshape({out * 4, in, 2, 2}).contiguous(weight.suggest_memory_format());
+    auto b = bias.defined() ? bias.repeat_interleave(4) : torch::Tensor();
+    return {k, b};
+}
+
+torch::Tensor subpixel_up(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias) {
+    namespace F = torch::nn::functional;
+    const auto padded = F::pad(x, F::PadFuncOptions({0, 1, 0, 1}));
+    auto y = torch::pixel_shuffle(torch::conv2d(padded, kernel, bias), 2);
+    // the transposed convolution's count: every input element feeds out x 3 x 3 outputs
+    add_macs(x.numel() * (kernel.size(0) / 4) * 9);
     return y;
 }
 

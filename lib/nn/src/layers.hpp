@@ -39,6 +39,17 @@ torch::Tensor linear(torch::nn::Linear& l, const torch::Tensor& x);
 /// Batched matrix product that also counts its multiply-accumulates.
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b);
 
+/// A module with an inference form that computes the same function with fewer passes over
+/// memory (batch norm folded into the convolution before it, transposed convolutions as
+/// sub-pixel convolutions). prepare_for_inference() calls fold() on every such module;
+/// the folded form is used in evaluation mode only, and train(true) drops it, so a folded
+/// model can still be trained (and folded again afterwards).
+struct Foldable {
+    virtual ~Foldable() = default;
+    /// Build the inference form from the current weights (evaluation statistics).
+    virtual void fold() = 0;
+};
+
 /// Options of a ConvBnRelu block.
 struct ConvBnReluOptions {
     int64_t in = 1;         ///< input channels
@@ -49,19 +60,43 @@ struct ConvBnReluOptions {
     bool relu = true;       ///< apply ReLU
 };
 
-/// Conv (no bias) + BatchNorm + optional ReLU + optional Dropout2d.
-struct ConvBnReluImpl : torch::nn::Module {
+/// Conv (no bias) + BatchNorm + optional ReLU + optional Dropout2d. Folded, in evaluation
+/// mode: one convolution with bias, ReLU in place.
+struct ConvBnReluImpl : torch::nn::Module, Foldable {
     /// Build from options.
     explicit ConvBnReluImpl(const ConvBnReluOptions& o);
     /// Apply the block.
     torch::Tensor forward(const torch::Tensor& x);
+    /// Fold the batch norm's running statistics and affine into the convolution.
+    void fold() override;
+    /// Switch mode; training drops the folded form.
+    void train(bool on = true) override;
 
     torch::nn::Conv2d conv_{nullptr};      ///< the convolution
     torch::nn::BatchNorm2d bn_{nullptr};   ///< its batch norm
     torch::nn::Dropout2d drop_{nullptr};   ///< dropout (p may be 0)
     ConvBnReluOptions o_;                  ///< options
+    torch::Tensor folded_weight_;          ///< conv weight x BN scale (undefined: not folded)
+    torch::Tensor folded_bias_;            ///< BN shift
 };
 TORCH_MODULE(ConvBnRelu);
+
+/// A stride-2 transposed convolution (kernel 3, padding 1, output padding 1) as a 2x2
+/// convolution into 4x the channels followed by a pixel shuffle: the same output without
+/// the zero-inserted input. `weight` [in, out, 3, 3], `bias` [out]; returns {kernel, bias}.
+std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Tensor& weight,
+                                                                 const torch::Tensor& bias);
+/// Apply subpixel_from_transposed()'s kernel and bias to `x` (counts the transposed
+/// convolution's multiply-accumulates, so FLOP figures do not depend on the form).
+torch::Tensor subpixel_up(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias);
+
+/// Whether in-place operations on fresh activations are safe: no autograd graph is recorded.
+inline bool inference_only() { return !torch::GradMode::is_enabled(); }
+
+/// |a - b|, in place on the difference when no autograd graph is recorded.
+inline torch::Tensor abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+    return inference_only() ? (a - b).abs_() : torch::abs(a - b);
+}
 
 /// Replicate-pad the bottom/right of a [N,C,H,W] tensor to multiples of `m`.
 torch::Tensor pad_to_multiple(const torch::Tensor& x, int64_t m);

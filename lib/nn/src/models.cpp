@@ -88,7 +88,7 @@ TORCH_MODULE(FcEncoder);
 
 // The decoder: transposed conv up, concatenate the skip, conv blocks; `k` = how many
 // encoder-width copies the skip has (1 for EF/diff, 2 for conc).
-struct FcDecoderImpl : torch::nn::Module {
+struct FcDecoderImpl : torch::nn::Module, detail::Foldable {
     FcDecoderImpl(int64_t w, int64_t k) {
         const std::vector<int64_t> ch = {w, 2 * w, 4 * w, 8 * w};
         // level 4 .. 1: up(ch) then convs
@@ -114,12 +114,25 @@ struct FcDecoderImpl : torch::nn::Module {
         head_ = register_module("head", torch::nn::Conv2d(torch::nn::Conv2dOptions(w, 2, 3).padding(1)));
     }
     torch::Tensor forward(torch::Tensor x, const std::vector<torch::Tensor>& skips) {
+        const bool folded = !subpixel_.empty() && !is_training();
         for (int l = 3; l >= 0; --l) {
-            x = detail::conv_t(ups_[size_t(l)], x);
-            x = convs_[size_t(l)]->forward(torch::cat({x, skips[size_t(l)]}, 1));
+            const auto i = size_t(l);
+            x = folded ? detail::subpixel_up(x, subpixel_[i].first, subpixel_[i].second)
+                       : detail::conv_t(ups_[i], x);
+            x = convs_[i]->forward(torch::cat({x, skips[i]}, 1));
         }
         return detail::conv(head_, x);
     }
+    // Transposed convolutions as sub-pixel convolutions (evaluation mode only).
+    void fold() override {
+        subpixel_.clear();
+        for (auto& up : ups_) subpixel_.push_back(detail::subpixel_from_transposed(up->weight, up->bias));
+    }
+    void train(bool on = true) override {
+        torch::nn::Module::train(on);
+        if (on) subpixel_.clear();
+    }
+    std::vector<std::pair<torch::Tensor, torch::Tensor>> subpixel_;
     std::vector<torch::nn::ConvTranspose2d> ups_;
     std::vector<torch::nn::Sequential> convs_;
     torch::nn::Conv2d head_{nullptr};
@@ -152,7 +165,7 @@ public:
             const auto fa = encoder_->forward(a, bottom_pre);
             const auto fb = encoder_->forward(b, bottom);  // the post-date bottom, as published
             for (size_t l = 0; l < fa.size(); ++l) {
-                skips.push_back(fusion_ == FcFusion::kDiff ? torch::abs(fa[l] - fb[l])
+                skips.push_back(fusion_ == FcFusion::kDiff ? detail::abs_diff(fa[l], fb[l])
                                                            : torch::cat({fa[l], fb[l]}, 1));
                 out.features_pre.push_back(detail::crop_feature(fa[l], h, w, int64_t(1) << l));
                 out.features_post.push_back(detail::crop_feature(fb[l], h, w, int64_t(1) << l));
@@ -216,6 +229,12 @@ void to_channels_last(torch::nn::Module& model) {
         if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
     for (auto& b : model.buffers())
         if (b.dim() == 4) b.set_data(b.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+void prepare_for_inference(torch::nn::Module& model) {
+    model.eval();
+    for (const auto& m : model.modules(/*include_self=*/true))
+        if (auto* f = dynamic_cast<detail::Foldable*>(m.get())) f->fold();
 }
 
 int64_t parameter_count(torch::nn::Module& model) {

@@ -37,6 +37,7 @@ struct BasicBlockImpl : torch::nn::Module {
     }
     torch::Tensor forward(const torch::Tensor& x) {
         auto y = c2_->forward(c1_->forward(x));
+        if (inference_only()) return y.add_(short_ ? short_->forward(x) : x).relu_();
         return torch::relu(y + (short_ ? short_->forward(x) : x));
     }
     ConvBnRelu c1_{nullptr}, c2_{nullptr}, short_{nullptr};
@@ -109,7 +110,7 @@ public:
         ChangeOutput out;
         std::vector<torch::Tensor> fused;
         for (size_t i = 0; i < fa.size(); ++i) {
-            fused.push_back(concat_ ? fuse_[i]->forward(torch::cat({fa[i], fb[i]}, 1)) : torch::abs(fa[i] - fb[i]));
+            fused.push_back(concat_ ? fuse_[i]->forward(torch::cat({fa[i], fb[i]}, 1)) : abs_diff(fa[i], fb[i]));
             const int64_t stride = int64_t(2) << i;
             out.features_pre.push_back(crop_feature(fa[i], h, w, stride));
             out.features_post.push_back(crop_feature(fb[i], h, w, stride));

@@ -155,13 +155,17 @@ struct LoadedModel {
 };
 
 // Channels-last where it is faster (the same rule as training); not for TorchScript models,
-// whose layout is their own.
-void set_memory_format(LoadedModel& m, const InferOptions& o) {
+// whose layout is their own. Then each model in its inference form (batch norm folded,
+// sub-pixel upsampling) unless --no-fold.
+void prepare_models(LoadedModel& m, const InferOptions& o) {
     const auto& mo = m.bundle.model->options();
     m.nhwc = mo.arch != "torchscript" && nn::use_channels_last(o.memory_format, m.device, mo.width);
-    if (!m.nhwc) return;
-    nn::to_channels_last(*m.bundle.model);
-    for (auto& t : m.teachers.bundles) nn::to_channels_last(*t.model);
+    std::vector<nn::ChangeModelImpl*> models = {m.bundle.model.get()};
+    for (auto& t : m.teachers.bundles) models.push_back(t.model.get());
+    for (auto* model : models) {
+        if (m.nhwc) nn::to_channels_last(*model);
+        if (o.fold) nn::prepare_for_inference(*model);
+    }
 }
 
 LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
@@ -209,7 +213,7 @@ LoadedModel open_model(const InferOptions& o) {
 // The model (or O-P origin and teachers), in the memory format it runs fastest in.
 LoadedModel load_model(const InferOptions& o) {
     LoadedModel m = open_model(o);
-    set_memory_format(m, o);
+    prepare_models(m, o);
     return m;
 }
 
@@ -645,6 +649,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             {"ram_mb", o.ram_mb},
             {"device", device.str()},
             {"memory_format", m.nhwc ? "channels-last" : "contiguous"},
+            {"folded", o.fold},
             {"seconds", seconds},
             {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0},
             {"seconds_model", model_s},

@@ -6,6 +6,7 @@
 
 #include "cdk/core/error.hpp"
 #include "cdk/nn/models.hpp"
+#include "layers.hpp"
 
 using cdk::nn::ModelOptions;
 
@@ -192,4 +193,58 @@ TEST_CASE("model table for docs/models.md", "[.][model-table]") {
                   << cdk::nn::parameter_count(*m13) << " | " << buf << " |\n";
     }
     CHECK(true);
+}
+
+TEST_CASE("the inference form (folded batch norm, sub-pixel upsampling) computes the same logits",
+          "[nn][models][fold]") {
+    torch::manual_seed(3);
+    for (const auto& arch : cdk::nn::model_names()) {
+        for (bool nhwc : {false, true}) {
+            INFO(arch << (nhwc ? ", channels-last" : ", contiguous"));
+            auto model = cdk::nn::create_model(opts(arch, 4, small_width(arch)));
+            {
+                // Batch norms with statistics and affines far from the identity, so that a
+                // wrong fold shows; transposed-convolution biases likewise.
+                torch::NoGradGuard no_grad;
+                for (const auto& item : model->named_buffers()) {
+                    if (item.key().find("running_mean") != std::string::npos) item.value().uniform_(-1, 1);
+                    if (item.key().find("running_var") != std::string::npos) item.value().uniform_(0.3, 3);
+                }
+                for (auto& p : model->parameters())
+                    if (p.dim() == 1) p.uniform_(-0.5, 1.5);
+            }
+            if (nhwc) cdk::nn::to_channels_last(*model);
+            model->eval();
+            torch::NoGradGuard no_grad;
+            auto pre = torch::randn({2, 4, 37, 45}), post = torch::randn({2, 4, 37, 45});
+            if (nhwc) {
+                pre = pre.contiguous(torch::MemoryFormat::ChannelsLast);
+                post = post.contiguous(torch::MemoryFormat::ChannelsLast);
+            }
+            const auto plain = model->forward(pre, post).logits.clone();
+            cdk::nn::prepare_for_inference(*model);
+            const auto folded = model->forward(pre, post).logits;
+            REQUIRE(folded.sizes() == plain.sizes());
+            const double scale = plain.abs().max().item<double>();
+            CHECK(scale > 1e-3);
+            CHECK((folded - plain).abs().max().item<double>() <= 1e-4 * std::max(1.0, scale));
+            // Training drops the inference form: after a round trip through train mode the
+            // model computes the trained layers again (same result, no stale fold).
+            model->train();
+            model->eval();
+            CHECK((model->forward(pre, post).logits - plain).abs().max().item<double>() <= 1e-5 * std::max(1.0, scale));
+        }
+    }
+}
+
+TEST_CASE("a sub-pixel convolution reproduces a stride-2 transposed convolution", "[nn][models][fold]") {
+    torch::manual_seed(4);
+    auto up = torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(5, 7, 3).stride(2).padding(1).output_padding(1));
+    torch::NoGradGuard no_grad;
+    const auto x = torch::randn({2, 5, 9, 6});
+    const auto ref = up->forward(x);
+    const auto [kernel, bias] = cdk::nn::detail::subpixel_from_transposed(up->weight, up->bias);
+    const auto y = cdk::nn::detail::subpixel_up(x, kernel, bias);
+    REQUIRE(y.sizes() == ref.sizes());
+    CHECK((y - ref).abs().max().item<double>() < 1e-5);
 }

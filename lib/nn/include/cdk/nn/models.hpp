@@ -60,6 +60,12 @@ std::vector<std::string> model_names();
 /// oneDNN's CPU convolutions run faster; values are unchanged.
 void to_channels_last(torch::nn::Module& model);
 
+/// Put `model` in evaluation mode in its fastest inference form: batch norms folded into
+/// the convolutions before them, transposed convolutions run as sub-pixel convolutions.
+/// The function is the same (to float rounding). Call it after the weights are loaded and
+/// the model is on its device and in its memory format; train(true) undoes it.
+void prepare_for_inference(torch::nn::Module& model);
+
 /// Trainable parameter count.
 int64_t parameter_count(torch::nn::Module& model);
 

@@ -40,6 +40,7 @@ struct InferOptions {
     bool tta = false;              ///< average over the identity and horizontal/vertical flips
     std::string device = "auto";   ///< auto | cpu | cuda[:N]
     std::string memory_format = "auto";  ///< auto | channels-last | contiguous (auto: the training rule)
+    bool fold = true;                    ///< batch norm folded, sub-pixel upsampling (nn::prepare_for_inference)
     int threads = 0;               ///< intra-op threads, 0 = LibTorch's default
     geo::PairOptions pair;         ///< alignment of date 2, resampling, nodata override
     geo::WriteOptions write;       ///< format, creation options, overwrite
