@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "cdk/core/error.hpp"
 #include "cdk/pipeline/infer.hpp"
 #include "common/common.hpp"
 
@@ -52,9 +53,11 @@ int main(int argc, char** argv) {
     app.add_option("--band-pattern", opt.band_pattern, "Band file globs when a date is a folder, e.g. B04,B03,B02");
     app.add_option("-o,--out", opt.out, "Output change mask (GeoTIFF or COG), or a folder with --pairs")->required();
     app.add_option("--prob", opt.prob, "Also write the change probability (Float32, nodata -1) here");
-    app.add_option("--threshold", opt.threshold, "Change where the change probability is at least this")
-        ->capture_default_str()
-        ->check(CLI::Range(0.0, 1.0));
+    std::string threshold = "0.5";
+    app.add_option("--threshold", threshold,
+                   "Change where the change probability is at least this; 'model' = the threshold the bundle's "
+                   "training chose on its validation tiles")
+        ->capture_default_str();
     app.add_option("--tile-size", opt.tile_size, "Window edge in pixels, 0 = the bundle's training tile size")
         ->capture_default_str()
         ->check(CLI::Range(0, 8192));
@@ -89,6 +92,18 @@ int main(int argc, char** argv) {
         opt.pair.align = cdk::geo::parse_align_mode(align);
         opt.pair.nodata = nodata;
         opt.threads = common.threads;
+        if (threshold == "model") {
+            opt.threshold_from_model = true;
+        } else {
+            size_t used = 0;
+            try {
+                opt.threshold = std::stod(threshold, &used);
+            } catch (const std::exception&) {
+                used = 0;
+            }
+            if (used == 0 || used != threshold.size())
+                throw cdk::ConfigError("--threshold " + cdk::quote(threshold) + " is neither a number nor 'model'");
+        }
         auto summary = cdk::pipeline::infer_scene(opt, ctx);
         cdk::apps::print_result(summary.dump(2));
     });

@@ -77,6 +77,12 @@ for s in "$HALF" "$SIZE"; do
     run "cpp-rfpn-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" --out "$WORK/cpp-rfpn-$s.tif" \
         --threads "$THREADS" --overwrite
 done
+# Larger windows, the same 32-pixel margin (overlap 64): fewer pixels computed twice.
+for a in fc-siam-diff resnet-fpn; do
+    run "cpp-$a-$SIZE-w512" "$BIN/cd-infer" -q --model "$WORK/$a.cdm" --pre "$WORK/s$SIZE/pre.tif" \
+        --post "$WORK/s$SIZE/post.tif" --out "$WORK/cpp-$a-$SIZE-w512.tif" --threads "$THREADS" \
+        --tile-size 512 --overlap 64 --batch-size 1 --overwrite
+done
 # Column strips: the same scene with a --ram too small for one full-width strip.
 run "cpp-fcsd-$SIZE-strips" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" --pre "$WORK/s$SIZE/pre.tif" \
     --post "$WORK/s$SIZE/post.tif" --out "$WORK/cpp-fcsd-$SIZE-strips.tif" --threads "$THREADS" --ram 48 --overwrite
@@ -114,6 +120,13 @@ for s in (half, size):
         busy = f"{out['seconds_model'] / out['seconds']:.0%}" if "seconds_model" in out else "-"
         rows[name] = (wall, mib, mpx)
         print(f"| {prog} | {arch} {width} | {s}² | {wall:.1f} | {mpx:.3f} | {limit:.3f} | {mpx / limit:.0%} | {busy} | {mib:.0f} |")
+for arch, width in (("fc-siam-diff", 16), ("resnet-fpn", 32)):
+    name = f"cpp-{arch}-{size}-w512"
+    mib, wall = rss(name)
+    out = json.load(open(f"{work}/{name}.json"))
+    mpx, limit = size * size / 1e6 / wall, conv / flops[(arch, width)] / 1e6
+    print(f"| cd-infer --tile-size 512 --overlap 64 --batch-size 1 | {arch} {width} | {size}² | {wall:.1f} | {mpx:.3f} | "
+          f"{limit:.3f} | {mpx / limit:.0%} | {out['seconds_model'] / out['seconds']:.0%} | {mib:.0f} |")
 mib, wall = rss(f"cpp-fcsd-{size}-strips")
 strips = json.load(open(f"{work}/cpp-fcsd-{size}-strips.json"))
 ns = strips['strips']

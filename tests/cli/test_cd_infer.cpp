@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cdk/geo/raster.hpp"
+#include "cdk/nn/bundle.hpp"
 #include "support/cli_checks.hpp"
 #include "support/support.hpp"
 
@@ -131,6 +132,43 @@ TEST_CASE("cd-infer maps a synthetic scene with a bundle from cd-train-teacher",
     CHECK(r.rc == 0);
     CHECK(nlohmann::json::parse(r.out)["skipped"] == 1);
     CHECK(exists(tmp / "maps/first.tif"));
+
+    // --threshold model: the bundle's validation-chosen threshold. This bundle was trained
+    // without --val, so it has none: one line naming it, nothing written.
+    r = run_tool("cd-infer", {"--model", model, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out",
+                              tmp / "thr.tif", "--threshold", "model", "--quiet"});
+    check_one_error_line(r, model);
+    CHECK(r.err.find("validation-chosen threshold") != std::string::npos);
+    CHECK_FALSE(exists(tmp / "thr.tif"));
+    r = run_tool("cd-infer", {"--model", model, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out",
+                              tmp / "thr.tif", "--threshold", "0.5x", "--quiet"});
+    check_one_error_line(r, "0.5x");
+    CHECK_FALSE(exists(tmp / "thr.tif"));
+    // With validation tiles the bundle carries one, and cd-infer applies it.
+    const std::string validated = tmp / "mv.cdm";
+    t = run_tool("cd-train-teacher", {"--train", tmp / "tiles/tiles.csv", "--val", tmp / "tiles/tiles.csv", "--arch",
+                                      "fc-siam-diff", "--width", "4", "--epochs", "1", "--out", validated, "--device",
+                                      "cpu", "--threads", "1", "--quiet"});
+    INFO(t.err);
+    REQUIRE(t.rc == 0);
+    const double chosen =
+        cdk::nn::load_bundle(validated).header["metrics"]["best_threshold"]["threshold"].get<double>();
+    r = run_tool("cd-infer", {"--model", validated, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif",
+                              "--out", tmp / "thr.tif", "--threshold", "model", "--threads", "1", "--quiet"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const auto jt = nlohmann::json::parse(r.out);
+    CHECK(jt["threshold"].get<double>() == Approx(chosen));
+    CHECK(jt["folded"] == true);
+    // --no-fold runs the layers as trained: the same mask here.
+    r = run_tool("cd-infer", {"--model", validated, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif",
+                              "--out", tmp / "thr-nofold.tif", "--threshold", "model", "--no-fold", "--threads", "1",
+                              "--quiet"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const auto jn = nlohmann::json::parse(r.out);
+    CHECK(jn["folded"] == false);
+    CHECK(std::abs(jn["changed_pixels"].get<long long>() - jt["changed_pixels"].get<long long>()) <= 2);
 
     // A file that is not a bundle.
     r = run_tool("cd-infer", {"--model", scene + "/pre.tif", "--pre", scene + "/pre.tif", "--post",

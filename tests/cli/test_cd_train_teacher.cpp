@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -83,6 +85,14 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     CHECK(h["training"]["resumed_after_epochs"] == nlohmann::json{1});
     CHECK(h["training"]["train"]["tiles"] == j["train_tiles"]);
     CHECK(h["metrics"]["change"].contains("f1"));
+    // The validation-chosen threshold: a grid value whose F1 is at least argmax's.
+    const auto& bt = h["metrics"]["best_threshold"];
+    REQUIRE(bt.is_object());
+    const double t = bt["threshold"].get<double>();
+    CHECK(t >= 0.05);
+    CHECK(t <= 0.95);
+    CHECK(std::abs(t * 20 - std::round(t * 20)) < 1e-9);
+    CHECK(bt["f1"].get<double>() >= h["metrics"]["change"]["f1"].get<double>() - 1e-12);
     auto logits = bundle.model->forward(torch::zeros({1, 3, 32, 32}), torch::zeros({1, 3, 32, 32})).logits;
     CHECK(logits.sizes() == torch::IntArrayRef({1, 2, 32, 32}));
 

@@ -1,5 +1,8 @@
 #include "cdk/nn/losses.hpp"
 
+#include <algorithm>
+#include <stdexcept>
+
 #include "cdk/core/error.hpp"
 
 namespace cdk::nn {
@@ -73,6 +76,37 @@ cdk::Confusion confusion_from_logits(const torch::Tensor& logits, const torch::T
                          .contiguous();
     return cdk::confusion_from_masks(pred.data_ptr<uint8_t>(), ref.data_ptr<uint8_t>(),
                                      static_cast<size_t>(pred.numel()));
+}
+
+std::vector<cdk::Confusion> confusion_at_thresholds(const torch::Tensor& logits, const torch::Tensor& target,
+                                                    const std::vector<double>& thresholds) {
+    check_shapes(logits, target);
+    if (!std::is_sorted(thresholds.begin(), thresholds.end()))
+        throw std::invalid_argument("confusion_at_thresholds: thresholds must be ascending");
+    torch::NoGradGuard no_grad;
+    const auto p = torch::softmax(logits.to(torch::kCPU, torch::kFloat), 1).select(1, 1).reshape({-1});
+    const auto t = target.to(torch::kCPU, torch::kLong).reshape({-1});
+    const auto valid = t != kIgnoreIndex;
+    const auto positive = valid & (t != 0);
+    const auto negative = valid & (t == 0);
+    // bucket = how many thresholds are <= p, so "p >= thresholds[k]" is "bucket > k".
+    const auto k = int64_t(thresholds.size());
+    const auto bucket = torch::bucketize(p, torch::tensor(thresholds, torch::kFloat), false, /*right=*/true);
+    const auto pos = torch::bincount(bucket.masked_select(positive), {}, k + 1).to(torch::kLong);
+    const auto neg = torch::bincount(bucket.masked_select(negative), {}, k + 1).to(torch::kLong);
+    const auto pos_c = pos.cumsum(0), neg_c = neg.cumsum(0);  // counts with bucket <= index
+    const int64_t n_pos = pos_c[k].item<int64_t>(), n_neg = neg_c[k].item<int64_t>();
+    const int64_t excluded = t.numel() - n_pos - n_neg;
+    std::vector<cdk::Confusion> out(thresholds.size());
+    for (int64_t i = 0; i < k; ++i) {
+        auto& c = out[size_t(i)];
+        c.fn = pos_c[i].item<int64_t>();
+        c.tp = n_pos - c.fn;
+        c.tn = neg_c[i].item<int64_t>();
+        c.fp = n_neg - c.tn;
+        c.excluded = excluded;
+    }
+    return out;
 }
 
 }  // namespace cdk::nn

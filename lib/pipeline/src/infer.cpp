@@ -152,6 +152,7 @@ struct LoadedModel {
     std::string path;     // what --model (or --op-origin) named
     TeacherSet teachers;  // O-P mode: one per CAR partition, in CAR order
     bool nhwc = false;    // models and inputs channels-last
+    double threshold = 0.5;  // on the change probability: --threshold, or the bundle's
 };
 
 // Channels-last where it is faster (the same rule as training); not for TorchScript models,
@@ -214,6 +215,20 @@ LoadedModel open_model(const InferOptions& o) {
 LoadedModel load_model(const InferOptions& o) {
     LoadedModel m = open_model(o);
     prepare_models(m, o);
+    m.threshold = o.threshold;
+    if (o.threshold_from_model) {
+        if (!m.teachers.bundles.empty())
+            throw ConfigError("--threshold model needs one bundle (--model); in Origin-Partition mode give a number");
+        const auto& t = m.bundle.header.value("metrics", nlohmann::json::object());
+        const auto bt = t.is_object() ? t.value("best_threshold", nlohmann::json()) : nlohmann::json();
+        if (!bt.is_object() || !bt.contains("threshold") || !bt.at("threshold").is_number())
+            throw ModelError("model " + quote(m.path) +
+                             " has no validation-chosen threshold (trained without --val, distilled, or by an older "
+                             "cdkit); give --threshold a number");
+        m.threshold = bt.at("threshold").get<double>();
+        if (!(m.threshold > 0 && m.threshold < 1))
+            throw ModelError("model " + quote(m.path) + " has an invalid threshold " + bt.at("threshold").dump());
+    }
     return m;
 }
 
@@ -546,7 +561,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
                     std::vector<std::vector<int64_t>> groups(m.teachers.bundles.size());
                     for (int64_t k = 0; k < n; ++k) {
                         const auto& v = batch[size_t(k)].valid;
-                        const double car = double((p[k].ge(o.threshold) & v).sum().item<int64_t>()) /
+                        const double car = double((p[k].ge(m.threshold) & v).sum().item<int64_t>()) /
                                            double(v.sum().item<int64_t>());
                         groups[size_t(m.teachers.route(car))].push_back(k);
                     }
@@ -586,7 +601,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             }
             run_batch();
 
-            const auto is_change = acc.ge(o.threshold) & valid;
+            const auto is_change = acc.ge(m.threshold) & valid;
             auto mask = torch::where(valid, is_change.to(torch::kUInt8),
                                      torch::full_like(is_change, kMaskNodata, torch::kUInt8))
                             .contiguous();
@@ -640,7 +655,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             {"changed_pixels", changed},
             {"car", valid_pixels ? double(changed) / double(valid_pixels) : 0.0},
             {"changed_area_m2", pixel_m2 > 0 ? nlohmann::json(double(changed) * pixel_m2) : nlohmann::json(nullptr)},
-            {"threshold", o.threshold},
+            {"threshold", m.threshold},
             {"window", tile},
             {"overlap", overlap},
             {"windows", windows_run},

@@ -116,17 +116,46 @@ nlohmann::json manifest_summary(const std::string& manifest, const TileDataset& 
     return j;
 }
 
+// The thresholds on the change probability that validation scores besides argmax (0.5):
+// a coarse grid, so that the chosen one does not fit the validation tiles' noise.
+std::vector<double> threshold_grid() {
+    std::vector<double> t;
+    for (int i = 1; i <= 19; ++i) t.push_back(0.05 * i);
+    return t;
+}
+
 struct ValidationResult {
     Confusion confusion;
     Metrics metrics;
     double loss = 0;
+    std::vector<Confusion> by_threshold;  // one per threshold_grid() entry
 };
+
+// The grid threshold with the highest change-class F1 (the lowest on ties):
+// {"threshold", "f1", "precision", "recall"}.
+nlohmann::json best_threshold(const ValidationResult& v) {
+    const auto grid = threshold_grid();
+    size_t best = 0;
+    double best_f1 = -1;
+    for (size_t i = 0; i < v.by_threshold.size(); ++i) {
+        const double f1 = compute_metrics(v.by_threshold[i]).change.f1;
+        if (f1 > best_f1 + 1e-12) best_f1 = f1, best = i;
+    }
+    if (v.by_threshold.empty()) return nullptr;
+    const auto m = compute_metrics(v.by_threshold[best]).change;
+    return {{"threshold", std::round(grid[best] * 100) / 100},
+            {"f1", m.f1},
+            {"precision", m.precision},
+            {"recall", m.recall}};
+}
 
 ValidationResult validate_model(nn::ChangeModelImpl& model, const TileDataset& data,
                                 const TrainOptions& o, const torch::Device& device) {
     torch::NoGradGuard no_grad;
     model.eval();
     ValidationResult v;
+    const auto grid = threshold_grid();
+    v.by_threshold.assign(grid.size(), Confusion{});
     double loss_sum = 0;
     size_t n = 0;
     BatchLoader loader(data, o.batch_size, false, std::nullopt, 0, o.workers);
@@ -134,6 +163,8 @@ ValidationResult validate_model(nn::ChangeModelImpl& model, const TileDataset& d
         const auto label = b->label.to(device);
         const auto out = model.forward(b->pre.to(device), b->post.to(device));
         v.confusion += nn::confusion_from_logits(out.logits, label);
+        const auto at = nn::confusion_at_thresholds(out.logits, label, grid);
+        for (size_t i = 0; i < at.size(); ++i) v.by_threshold[i] += at[i];
         loss_sum += nn::segmentation_loss(out.logits, label, o.loss).item<double>() * double(b->ids.size());
         n += b->ids.size();
     }
@@ -510,6 +541,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
             val_json = to_json(v.metrics);
             val_json["loss"] = v.loss;
             val_json["confusion"] = to_json(v.confusion);
+            val_json["best_threshold"] = best_threshold(v);
         }
         const double epoch_seconds = seconds_since(t_epoch);
         prog.seconds += epoch_seconds;

@@ -161,3 +161,27 @@ TEST_CASE("a tiny model learns a trivially learnable change in under 100 steps",
     INFO("held-out F1 " << m.change.f1);
     CHECK(m.change.f1 > 0.9);
 }
+
+TEST_CASE("confusion at thresholds counts 'probability >= t' over valid pixels", "[nn][losses][threshold]") {
+    torch::manual_seed(6);
+    const auto logits = torch::randn({2, 2, 11, 13}) * 3;
+    const auto target = random_target(2, 11, 13);
+    const std::vector<double> grid = {0.1, 0.3, 0.5, 0.7, 0.9};
+    const auto at = cdk::nn::confusion_at_thresholds(logits, target, grid);
+    REQUIRE(at.size() == grid.size());
+    // Reference: threshold the probability into a mask and count with cd-eval's code.
+    const auto p = torch::softmax(logits, 1).select(1, 1);
+    const auto ref = torch::where(target == 255, torch::full_like(target, 255), target).to(torch::kUInt8).contiguous();
+    for (size_t i = 0; i < grid.size(); ++i) {
+        INFO("threshold " << grid[i]);
+        const auto pred = p.ge(grid[i]).to(torch::kUInt8).contiguous();
+        const auto want = cdk::confusion_from_masks(pred.data_ptr<uint8_t>(), ref.data_ptr<uint8_t>(), size_t(pred.numel()));
+        CHECK(at[i] == want);
+        CHECK(at[i].excluded == (target == 255).sum().item<int64_t>());
+    }
+    // At 0.5 it is argmax's confusion (no exact ties in random logits).
+    CHECK(at[2] == cdk::nn::confusion_from_logits(logits, target));
+    // Raising the threshold never adds predicted change.
+    for (size_t i = 1; i < at.size(); ++i) CHECK(at[i].tp + at[i].fp <= at[i - 1].tp + at[i - 1].fp);
+    CHECK_THROWS(cdk::nn::confusion_at_thresholds(logits, target, {0.7, 0.3}));
+}

@@ -33,4 +33,9 @@ torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor
 /// cd-eval (cdk::Confusion / cdk::compute_metrics).
 cdk::Confusion confusion_from_logits(const torch::Tensor& logits, const torch::Tensor& target);
 
+/// Confusions of "change probability (softmax of the change class) >= t" against target,
+/// valid pixels only, one per threshold of `thresholds` (ascending, each in (0, 1)).
+std::vector<cdk::Confusion> confusion_at_thresholds(const torch::Tensor& logits, const torch::Tensor& target,
+                                                    const std::vector<double>& thresholds);
+
 }  // namespace cdk::nn

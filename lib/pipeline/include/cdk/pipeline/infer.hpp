@@ -33,6 +33,7 @@ struct InferOptions {
     std::string shard;             ///< with `pairs`: "I/N" = every N-th scene from the I-th; empty = Slurm array or all
     bool resume = false;           ///< skip scenes whose requested outputs all exist (finished by an earlier run)
     double threshold = 0.5;        ///< change where the change probability is >= this
+    bool threshold_from_model = false;  ///< use the bundle's validation-chosen threshold instead (metrics.best_threshold)
     int tile_size = 0;             ///< window edge in pixels, 0 = the bundle's training tile size (256 if unknown)
     int overlap = -1;              ///< pixels shared by neighbouring windows, -1 = a quarter of the window
     int batch_size = 4;            ///< windows per forward pass
