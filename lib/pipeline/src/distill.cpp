@@ -24,7 +24,9 @@ void validate(const DistillOptions& o) {
 
 MtkdTerm::MtkdTerm(TeacherSet teachers, nn::KdOptions kd)
     : teachers_(std::move(teachers)), kd_(kd), routed_(teachers_.bundles.size(), 0) {
-    for (auto& b : teachers_.bundles) b.model->eval();
+    // Frozen: evaluation mode, in the inference form (batch norm folded; the same logits to
+    // float rounding, fewer passes over memory).
+    for (auto& b : teachers_.bundles) nn::prepare_for_inference(*b.model);
 }
 
 std::vector<int> MtkdTerm::route(const Batch& batch) const {

@@ -228,11 +228,19 @@ TEST_CASE("the inference form (folded batch norm, sub-pixel upsampling) computes
             const double scale = plain.abs().max().item<double>();
             CHECK(scale > 1e-3);
             CHECK((folded - plain).abs().max().item<double>() <= 1e-4 * std::max(1.0, scale));
-            // Training drops the inference form: after a round trip through train mode the
-            // model computes the trained layers again (same result, no stale fold).
+            // Training drops the inference form: weights and statistics changed in train mode
+            // are what evaluation then computes, not a stale fold (checked against a fresh one).
             model->train();
+            for (auto& p : model->parameters()) p.add_(0.05 * torch::randn_like(p));
+            for (const auto& item : model->named_buffers())
+                if (item.key().find("running_mean") != std::string::npos) item.value().add_(0.3);
             model->eval();
-            CHECK((model->forward(pre, post).logits - plain).abs().max().item<double>() <= 1e-5 * std::max(1.0, scale));
+            const auto after = model->forward(pre, post).logits.clone();
+            CHECK((after - plain).abs().max().item<double>() > 1e-3);
+            cdk::nn::prepare_for_inference(*model);
+            const auto refolded = model->forward(pre, post).logits;
+            const double scale2 = std::max(1.0, after.abs().max().item<double>());
+            CHECK((refolded - after).abs().max().item<double>() <= 1e-4 * scale2);
         }
     }
 }
