@@ -7,6 +7,7 @@
 #   usage: benchmarks/bench_oscd_train.sh ARCH BANDSET [EPOCHS] [-- extra cd-train-teacher options]
 #     ARCH     fc-ef | fc-siam-diff | fc-siam-conc | resnet-fpn | bit
 #     BANDSET  rgb (B04,B03,B02) | all (the 13 Sentinel-2 bands on the 10 m grid)
+#              | no60m (all but the 60 m bands B01, B09, B10)
 #   e.g.     benchmarks/bench_oscd_train.sh fc-siam-diff rgb 60
 #
 # Resumable: tiles, a finished model and finished maps are kept in $CDK_BENCH_DIR

@@ -3,11 +3,12 @@
 BIN=$PWD/build/apps
 OSCD=$(cd .. && pwd)/shared/data/oscd
 
-oscd_bands() {  # rgb | all -> band pattern for cd-tile / cd-infer
+oscd_bands() {  # rgb | all | no60m -> band pattern for cd-tile / cd-infer
   case $1 in
     rgb) echo B04,B03,B02 ;;
     all) echo B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B10,B11,B12 ;;
-    *) echo "BANDSET must be rgb or all, not '$1'" >&2; return 2 ;;
+    no60m) echo B02,B03,B04,B05,B06,B07,B08,B8A,B11,B12 ;;  # the 10 m and 20 m bands
+    *) echo "BANDSET must be rgb, all or no60m, not '$1'" >&2; return 2 ;;
   esac
 }
 
