@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "cdk/core/fs.hpp"
 #include "cdk/geo/cva.hpp"
 #include "common/common.hpp"
 
@@ -27,13 +28,8 @@ int main(int argc, char** argv) {
                    "Magnitude threshold in standard deviations, or auto (Otsu)")
         ->capture_default_str()
         ->check([](const std::string& s) -> std::string {
-            if (s == "auto") return {};
-            try {
-                size_t used = 0;
-                const double v = std::stod(s, &used);
-                if (used == s.size() && std::isfinite(v) && v >= 0) return {};
-            } catch (const std::exception&) {
-            }
+            double v = 0;
+            if (s == "auto" || (cdk::parse_number(s, v) && std::isfinite(v) && v >= 0)) return {};
             return "threshold must be 'auto' or a number >= 0, not '" + s + "'";
         });
     app.add_option("--align", align,
@@ -51,7 +47,8 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
-        if (threshold != "auto") opt.threshold = std::stod(threshold);
+        double value = 0;
+        if (threshold != "auto" && cdk::parse_number(threshold, value)) opt.threshold = value;  // checked above
         opt.pair.align = cdk::geo::parse_align_mode(align);
         opt.pair.nodata = nodata;
         auto summary = cdk::geo::change_vector_analysis(opt, ctx);

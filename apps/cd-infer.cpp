@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cdk/core/error.hpp"
+#include "cdk/core/fs.hpp"
 #include "cdk/pipeline/infer.hpp"
 #include "common/common.hpp"
 
@@ -94,15 +95,8 @@ int main(int argc, char** argv) {
         opt.threads = common.threads;
         if (threshold == "model") {
             opt.threshold_from_model = true;
-        } else {
-            size_t used = 0;
-            try {
-                opt.threshold = std::stod(threshold, &used);
-            } catch (const std::exception&) {
-                used = 0;
-            }
-            if (used == 0 || used != threshold.size())
-                throw cdk::ConfigError("--threshold " + cdk::quote(threshold) + " is neither a number nor 'model'");
+        } else if (!cdk::parse_number(threshold, opt.threshold)) {
+            throw cdk::ConfigError("--threshold " + cdk::quote(threshold) + " is neither a number nor 'model'");
         }
         auto summary = cdk::pipeline::infer_scene(opt, ctx);
         cdk::apps::print_result(summary.dump(2));

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -110,6 +111,14 @@ std::string format_number(double v) {
         if (std::strtod(buf, nullptr) == v) break;
     }
     return buf;
+}
+
+bool parse_number(const std::string& text, double& v) {
+    const char* first = text.data();
+    const char* last = first + text.size();
+    if (first != last && *first == '+') ++first;
+    auto [p, ec] = std::from_chars(first, last, v);
+    return ec == std::errc() && p == last && first != last;
 }
 
 }  // namespace cdk

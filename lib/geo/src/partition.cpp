@@ -1,7 +1,6 @@
 #include "cdk/geo/partition.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -33,15 +32,6 @@ std::string trim(const std::string& s) {
     const auto b = s.find_first_not_of(" \t");
     if (b == std::string::npos) return {};
     return s.substr(b, s.find_last_not_of(" \t") - b + 1);
-}
-
-// Locale-independent, and rejects trailing junk ("0.5x") that strtod would accept.
-bool parse_double(const std::string& text, double& v) {
-    const char* first = text.data();
-    const char* last = first + text.size();
-    if (first != last && *first == '+') ++first;
-    auto [p, ec] = std::from_chars(first, last, v);
-    return ec == std::errc() && p == last && first != last;
 }
 
 // splitmix64: decorrelates the per-partition streams drawn from one user seed.
@@ -211,7 +201,7 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
             throw ConfigError(
                 "tile " + quote(id) + " of manifest " + quote(o.manifest) +
                 " has no CAR (Origin-Partition needs labelled tiles: run cd-tile with a label)");
-        if (!parse_double(cell, car[i]) || !(car[i] >= 0 && car[i] <= 1))
+        if (!parse_number(cell, car[i]) || !(car[i] >= 0 && car[i] <= 1))
             throw ConfigError("tile " + quote(id) + " of manifest " + quote(o.manifest) +
                               " has CAR " + quote(cell) + ", not a number in [0, 1]");
     }

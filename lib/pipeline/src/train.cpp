@@ -134,6 +134,7 @@ struct ValidationResult {
 // The grid threshold with the highest change-class F1 (the lowest on ties):
 // {"threshold", "f1", "precision", "recall"}.
 nlohmann::json best_threshold(const ValidationResult& v) {
+    if (v.by_threshold.empty()) return nullptr;
     const auto grid = threshold_grid();
     size_t best = 0;
     double best_f1 = -1;
@@ -141,7 +142,6 @@ nlohmann::json best_threshold(const ValidationResult& v) {
         const double f1 = compute_metrics(v.by_threshold[i]).change.f1;
         if (f1 > best_f1 + 1e-12) best_f1 = f1, best = i;
     }
-    if (v.by_threshold.empty()) return nullptr;
     const auto m = compute_metrics(v.by_threshold[best]).change;
     return {{"threshold", std::round(grid[best] * 100) / 100},
             {"f1", m.f1},

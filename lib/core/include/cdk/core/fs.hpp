@@ -42,4 +42,8 @@ std::string resolve_path(const std::string& path, const std::string& base);
 /// Shortest decimal text that reads back as the same double (for CSV/JSON output).
 std::string format_number(double v);
 
+/// Read a whole string as a double, locale-independently; false on empty text or trailing
+/// junk ("0.5x", which strtod would accept as 0.5). A leading '+' is allowed.
+bool parse_number(const std::string& text, double& v);
+
 }  // namespace cdk
