@@ -36,6 +36,10 @@ int main(int argc, char** argv) {
     app.add_option("--mean", opt.mean, "TorchScript model: per-band mean subtracted from the input, e.g. 90,80,70")
         ->delimiter(',');
     app.add_option("--std", opt.std, "TorchScript model: per-band divisor applied after the mean")->delimiter(',');
+    app.add_option("--scene-norm", opt.scene_norm,
+                   "TorchScript model: standardise each date by its own statistics before --mean/--std: none, image "
+                   "(over all bands) or band (per band); a bundle records its own")
+        ->check(CLI::IsMember({"none", "image", "band"}));
     app.add_option("--pre", opt.pre, "Date 1: a raster, band files separated by ';', or a folder with --band-pattern");
     app.add_option("--post", opt.post, "Date 2, same forms as --pre");
     app.add_option("--pairs", opt.pairs,

@@ -59,6 +59,11 @@ void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags&
         ->delimiter(',')
         ->expected(2)
         ->check(CLI::NonNegativeNumber);
+    app.add_option("--scene-norm", options.scene_norm,
+                   "Standardise each date of each scene by its own statistics first: none, image (one mean and "
+                   "deviation over all bands, as Daudt et al. 2018 on OSCD) or band (per band); default: the --init "
+                   "bundle's, else none. Recorded in the bundle; cd-infer applies it")
+        ->check(CLI::IsMember({"none", "image", "band"}));
     app.add_option(init_flag, options.init, "Start from this bundle's weights (same architecture and band count)");
     app.add_option("--device", options.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
     app.add_option("--workers", options.workers, "Data-loading threads")

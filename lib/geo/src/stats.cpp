@@ -153,4 +153,43 @@ void accumulate_block(std::vector<BandStatistics>& stats, const Block& block, co
     }
 }
 
+PairStatistics::PairStatistics(int bands, GDALDataType type)
+    : pre(static_cast<size_t>(bands), BandStatistics(type)), post(static_cast<size_t>(bands), BandStatistics(type)) {}
+
+void PairStatistics::add_rows(const Block& a, const Block& b, int row_from, int row_to) {
+    row_from = std::max(row_from, a.window.y);
+    row_to = std::min(row_to, a.window.y + a.window.height);
+    if (row_to <= row_from) return;
+    const Window sub{0, row_from - a.window.y, a.window.width, row_to - row_from};
+    std::vector<uint8_t> valid(static_cast<size_t>(sub.pixels()));
+    const size_t first = static_cast<size_t>(sub.y) * sub.width;
+    for (size_t i = 0; i < valid.size(); ++i) valid[i] = a.valid[first + i] && b.valid[first + i];
+    accumulate_block(pre, a, sub, valid.data());
+    accumulate_block(post, b, sub, valid.data());
+}
+
+nlohmann::json PairStatistics::to_json() const {
+    auto arr = [](const std::vector<BandStatistics>& v) {
+        nlohmann::json j = nlohmann::json::array();
+        for (const auto& s : v) j.push_back(s.to_json());
+        return j;
+    };
+    return {{"pre", arr(pre)}, {"post", arr(post)}};
+}
+
+PairStatistics pair_statistics(const ScenePair& pair, const RunContext& ctx) {
+    const Grid& g = pair.grid();
+    const int bands = pair.pre.band_count();
+    PairStatistics st(bands, pair.pre.data_type());
+    // Strips of about 32 MB of both dates' values.
+    const int64_t row_bytes = int64_t(g.width) * bands * 2 * (GDALGetDataTypeSizeBytes(pair.pre.data_type()) + 1);
+    const int rows = static_cast<int>(std::clamp<int64_t>((int64_t(32) << 20) / std::max<int64_t>(row_bytes, 1), 1, g.height));
+    for (int y = 0; y < g.height; y += rows) {
+        const Window w{0, y, g.width, std::min(rows, g.height - y)};
+        st.add_rows(pair.pre.read(w), pair.post.read(w), w.y, w.y + w.height);
+        ctx.progress(double(y + w.height) / g.height, "scene statistics");
+    }
+    return st;
+}
+
 }  // namespace cdk::geo

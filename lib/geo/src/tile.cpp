@@ -232,10 +232,16 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
         for (auto& v : wst_pre) for (auto& s : v) s = BandStatistics(type);
         for (auto& v : wst_post) for (auto& s : v) s = BandStatistics(type);
         long long scene_tiles = 0, scene_skipped = 0;
+        // The whole scene's statistics (each pixel once, whatever the overlap), for
+        // per-scene standardisation; the same numbers as geo::pair_statistics.
+        PairStatistics scene_st(bands, type);
+        int counted_rows = 0;
         std::future<Strip> next = std::async(std::launch::async, read_strip, 0);
         for (size_t r = 0; r < rows.size(); ++r) {
             Strip cur = next.get();
             if (r + 1 < rows.size()) next = std::async(std::launch::async, read_strip, r + 1);
+            scene_st.add_rows(cur.a, cur.b, counted_rows, cur.a.window.y + cur.a.window.height);
+            counted_rows = cur.a.window.y + cur.a.window.height;
             const size_t first = rows[r].first, count = rows[r].second - rows[r].first;
             std::vector<std::string> lines(count);  // CSV rows in tile order; empty = skipped
             auto work = [&](int t) {
@@ -334,7 +340,8 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
                           {"aligned", pair.post.warped()},
                           {"epsg", epsg_of(grid.crs_wkt)},
                           {"tiles", scene_tiles},
-                          {"skipped", scene_skipped}});
+                          {"skipped", scene_skipped},
+                          {"statistics", scene_st.to_json()}});
     }
     csv.flush();
     if (!csv) throw IoError("cannot write " + quote(o.out + "/tiles.csv"));
@@ -361,7 +368,7 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
         {"label", {{"values", {{"0", "no change"}, {"1", "change"}, {"255", "nodata"}}}}},
         {"alignment", {{"mode", o.pair.align == AlignMode::Warp ? "warp" : "strict"}, {"resampling", o.pair.resampling}}},
         {"statistics",
-         {{"note", "over the valid pixels of the tiles written"},
+         {{"note", "over the valid pixels of the tiles written (each scene's own, over its pixels valid in both dates: scenes[].statistics)"},
           {"all", stats_json(st_all, band_names)},
           {"pre", stats_json(st_pre, band_names)},
           {"post", stats_json(st_post, band_names)}}},

@@ -74,6 +74,15 @@ nlohmann::json distill_model(const DistillOptions& o, const RunContext& ctx) {
     const torch::Device device = nn::parse_device(t.device);
     MtkdTerm term(load_teachers(o.teachers, o.thresholds, device), o.kd);
     const auto& ts = term.teachers();
+    // The student sees its inputs as the teachers do: the same per-scene standardisation.
+    auto scene_of = [](const nlohmann::json& header) {
+        return header.value("normalization", nlohmann::json::object()).value("scene", std::string("none"));
+    };
+    const std::string teachers_scene = scene_of(ts.bundles.front().header);
+    if (t.scene_norm.empty()) t.scene_norm = t.init.empty() ? teachers_scene : scene_of(nn::read_bundle_header(t.init));
+    if (t.scene_norm != teachers_scene)
+        throw ConfigError("the teachers' per-scene standardisation is " + quote(teachers_scene) + ", the student's " +
+                          quote(t.scene_norm) + ": give --scene-norm " + teachers_scene);
     ctx.info("MTKD: " + std::to_string(ts.bundles.size()) + " teachers, CAR thresholds " +
              nlohmann::json(ts.thresholds).dump() + ", kd weight " + format_number(o.kd.weight) +
              (o.kd.kl_weight > 0 ? ", KL weight " + format_number(o.kd.kl_weight) + " at T " +

@@ -21,6 +21,7 @@
 #include "cdk/core/error.hpp"
 #include "cdk/core/shard.hpp"
 #include "cdk/geo/polygons.hpp"
+#include "cdk/geo/stats.hpp"
 #include "cdk/geo/tile.hpp"
 #include "cdk/geo/tile_grid.hpp"
 #include "cdk/nn/bundle.hpp"
@@ -119,6 +120,7 @@ void validate(const InferOptions& o) {
                               std::to_string(v->size()));
     for (double sd : o.std)
         if (!(sd > 0)) throw ConfigError("--std values must be positive");
+    validate_scene_normalization(o.scene_norm);
     if (!(o.min_area_m2 >= 0) || !std::isfinite(o.min_area_m2))
         throw ConfigError("minimum area must be a number >= 0");
     for (const auto* other : {&o.prob, &o.out})
@@ -197,12 +199,13 @@ LoadedModel open_model(const InferOptions& o) {
         norm.std.assign(size_t(o.bands), 1.f);
         for (size_t b = 0; b < o.mean.size(); ++b) norm.mean[b] = float(o.mean[b]);
         for (size_t b = 0; b < o.std.size(); ++b) norm.std[b] = float(o.std[b]);
+        norm.scene = o.scene_norm;
         nlohmann::json header = {{"model", {{"arch", "torchscript"}, {"in_bands", o.bands}}},
                                  {"normalization", norm.to_json()}};
         return {nn::Bundle{header, nn::load_torchscript(o.model, o.bands, device)}, norm, device, o.model, {}};
     }
-    if (o.bands > 0 || !o.mean.empty() || !o.std.empty())
-        throw ConfigError("--bands, --mean and --std are for TorchScript models; bundle " + quote(o.model) +
+    if (o.bands > 0 || !o.mean.empty() || !o.std.empty() || o.scene_norm != "none")
+        throw ConfigError("--bands, --mean, --std and --scene-norm are for TorchScript models; bundle " + quote(o.model) +
                           " carries its own");
     nn::Bundle bundle = nn::load_bundle(o.model, device);
     if (!bundle.header.contains("normalization"))
@@ -428,6 +431,22 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         throw ModelError("model bundle " + quote(m.path) + " normalises " + std::to_string(norm.mean.size()) +
                          " bands, scene " + quote(pair.pre.name()) + " has " + std::to_string(bands));
 
+    // Per-scene standardisation (a bundle trained with --scene-norm): this pair's own
+    // statistics, over the pixels valid in both dates, as cd-tile recorded them for training.
+    Normalization norm_pre = norm, norm_post = norm;
+    nlohmann::json scene_norm = nullptr;
+    if (norm.scene != "none") {
+        const nlohmann::json st = geo::pair_statistics(pair, ctx.scaled(0.0, 0.05)).to_json();
+        const DateStatistics s_pre = DateStatistics::from_json(st.at("pre")),
+                             s_post = DateStatistics::from_json(st.at("post"));
+        norm_pre = norm.for_date(s_pre);
+        norm_post = norm.for_date(s_post);
+        scene_norm = {{"mode", norm.scene},
+                      {"pre", {{"mean", s_pre.mean}, {"std", s_pre.std}}},
+                      {"post", {{"mean", s_post.mean}, {"std", s_post.std}}}};
+        ctx.debug("per-scene standardisation (" + norm.scene + "): statistics " + scene_norm.dump());
+    }
+
     const geo::Grid& grid = pair.grid();
     const int width = grid.width, height = grid.height;
     int tile = o.tile_size > 0 ? o.tile_size : header.value("tile_size", 0);
@@ -507,8 +526,8 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         const auto [y0, y1] = own_y[row];
         w.run = w.valid.narrow(0, y0 - win.y, y1 - y0).narrow(1, x0 - win.x, x1 - x0).any().item<bool>();
         if (w.run) {
-            w.pre = block_tensor(a, norm);
-            w.post = block_tensor(b, norm);
+            w.pre = block_tensor(a, norm_pre);
+            w.post = block_tensor(b, norm_post);
         }
         return w;
     };
@@ -665,6 +684,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             {"device", device.str()},
             {"memory_format", m.nhwc ? "channels-last" : "contiguous"},
             {"folded", o.fold},
+            {"scene_normalization", scene_norm},
             {"seconds", seconds},
             {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0},
             {"seconds_model", model_s},

@@ -123,7 +123,65 @@ Normalization Normalization::from_dataset_json(const nlohmann::json& dataset) {
     return n;
 }
 
-nlohmann::json Normalization::to_json() const { return {{"mean", mean}, {"std", std}}; }
+nlohmann::json Normalization::to_json() const {
+    nlohmann::json j = {{"mean", mean}, {"std", std}};
+    if (scene != "none") j["scene"] = scene;  // bundles without it: none
+    return j;
+}
+
+void validate_scene_normalization(const std::string& scene) {
+    if (scene != "none" && scene != "image" && scene != "band")
+        throw ConfigError("per-scene standardisation must be none, image or band, not " + quote(scene));
+}
+
+DateStatistics DateStatistics::from_json(const nlohmann::json& bands) {
+    if (!bands.is_array() || bands.empty())
+        throw ConfigError("per-band statistics must be a non-empty array");
+    DateStatistics d;
+    for (const auto& b : bands) {
+        if (!b.is_object()) throw ConfigError("per-band statistics must be objects with \"mean\" and \"std\"");
+        const bool empty = b.value("count", int64_t(0)) == 0;
+        if (!empty && !(b.contains("mean") && b["mean"].is_number() && b.contains("std") && b["std"].is_number()))
+            throw ConfigError("per-band statistics lack a numeric \"mean\" or \"std\"");
+        d.mean.push_back(empty ? 0.0 : b["mean"].get<double>());
+        d.std.push_back(empty ? 1.0 : b["std"].get<double>());
+    }
+    return d;
+}
+
+Normalization Normalization::standardised(int bands, const std::string& scene) {
+    validate_scene_normalization(scene);
+    Normalization n;
+    n.mean.assign(static_cast<size_t>(bands), 0.f);
+    n.std.assign(static_cast<size_t>(bands), 1.f);
+    n.scene = scene;
+    return n;
+}
+
+Normalization Normalization::for_date(const DateStatistics& s) const {
+    if (scene == "none") return *this;
+    if (s.mean.size() != mean.size() || s.std.size() != mean.size())
+        throw ConfigError("scene statistics have " + std::to_string(s.mean.size()) + " bands, the normalisation " +
+                          std::to_string(mean.size()));
+    const size_t n = mean.size();
+    std::vector<double> m = s.mean, sd = s.std;
+    if (scene == "image") {  // one mean and deviation over all bands (equal counts per band)
+        double mu = 0, var = 0;
+        for (size_t b = 0; b < n; ++b) mu += s.mean[b] / double(n);
+        for (size_t b = 0; b < n; ++b) var += (s.std[b] * s.std[b] + (s.mean[b] - mu) * (s.mean[b] - mu)) / double(n);
+        m.assign(n, mu);
+        sd.assign(n, std::sqrt(var));
+    }
+    // ((v - m) / sd - mean) / std = (v - (m + mean * sd)) / (sd * std)
+    Normalization out;
+    out.scene = "none";
+    for (size_t b = 0; b < n; ++b) {
+        const double sb = std::max(sd[b], double(kStdFloor));
+        out.mean.push_back(float(m[b] + double(mean[b]) * sb));
+        out.std.push_back(std::max(float(sb * double(std[b])), kStdFloor));
+    }
+    return out;
+}
 
 Normalization Normalization::from_json(const nlohmann::json& j) {
     if (!j.is_object() || !j.contains("mean") || !j.contains("std") || !j["mean"].is_array() ||
@@ -133,6 +191,8 @@ Normalization Normalization::from_json(const nlohmann::json& j) {
     n.mean = j["mean"].get<std::vector<float>>();
     n.std = j["std"].get<std::vector<float>>();
     for (auto& s : n.std) s = std::max(s, kStdFloor);
+    n.scene = j.value("scene", std::string("none"));
+    validate_scene_normalization(n.scene);
     return n;
 }
 
@@ -160,11 +220,12 @@ TileDataset::TileDataset(const std::string& manifest, Normalization norm)
     const CsvTable t = read_csv(manifest);
     const int id = t.require_column("id", manifest), a = t.require_column("a", manifest),
               b = t.require_column("b", manifest);
-    const int label = t.column("label"), car = t.column("car");
+    const int label = t.column("label"), car = t.column("car"), scene = t.column("scene");
     const std::string base = folder_of(manifest);
     for (const auto& row : t.rows) {
         TileRecord r;
         r.id = row[id];
+        if (scene >= 0) r.scene = row[scene];
         r.a = resolve_path(row[a], base);
         r.b = resolve_path(row[b], base);
         if (label >= 0 && !row[label].empty()) r.label = resolve_path(row[label], base);
@@ -187,6 +248,32 @@ TileDataset::TileDataset(const std::string& manifest, Normalization norm)
         bands_ = geo::open_raster(records_[0].a)->GetRasterCount();
         norm_.mean.assign(bands_, 0.f);
         norm_.std.assign(bands_, 1.f);
+    }
+    validate_scene_normalization(norm_.scene);
+    if (norm_.scene != "none" && !records_.empty()) {
+        const nlohmann::json ds = find_dataset_json(manifest);
+        std::map<std::string, size_t> index;  // scene -> scene_norms_
+        if (ds.contains("scenes") && ds["scenes"].is_array())
+            for (const auto& sc : ds["scenes"]) {
+                if (!sc.is_object() || !sc.contains("statistics")) continue;
+                const auto& st = sc["statistics"];
+                try {
+                    scene_norms_.emplace_back(norm_.for_date(DateStatistics::from_json(st.value("pre", nlohmann::json()))),
+                                              norm_.for_date(DateStatistics::from_json(st.value("post", nlohmann::json()))));
+                } catch (const ConfigError& e) {
+                    throw ConfigError("dataset.json of manifest " + quote(manifest) + ", scene " +
+                                      quote(sc.value("scene", std::string())) + ": " + e.what());
+                }
+                index[sc.value("scene", std::string())] = scene_norms_.size() - 1;
+            }
+        for (const auto& r : records_) {
+            const auto it = index.find(r.scene);
+            if (it == index.end())
+                throw ConfigError("per-scene standardisation: the tile set of manifest " + quote(manifest) +
+                                  " has no statistics for scene " + quote(r.scene) + " (tile " + quote(r.id) +
+                                  "); tile sets made before cdkit recorded them need cd-tile again");
+            record_scene_.push_back(it->second);
+        }
     }
 }
 
@@ -228,11 +315,14 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
     const auto valid = valid_pre & valid_post;
     label.masked_fill_(valid.logical_not(), 255);
 
-    const auto mean = torch::tensor(norm_.mean).view({-1, 1, 1});
-    const auto sd = torch::tensor(norm_.std).view({-1, 1, 1});
+    const Normalization& n_pre = record_scene_.empty() ? norm_ : scene_norms_[record_scene_[i]].first;
+    const Normalization& n_post = record_scene_.empty() ? norm_ : scene_norms_[record_scene_[i]].second;
+    auto normalise = [](const torch::Tensor& t, const Normalization& n) {
+        return (t - torch::tensor(n.mean).view({-1, 1, 1})) / torch::tensor(n.std).view({-1, 1, 1});
+    };
     // Nodata becomes 0 after normalisation: the mean, the least informative value.
-    pre = ((pre - mean) / sd).masked_fill_(valid_pre.logical_not().unsqueeze(0), 0.f);
-    post = ((post - mean) / sd).masked_fill_(valid_post.logical_not().unsqueeze(0), 0.f);
+    pre = normalise(pre, n_pre).masked_fill_(valid_pre.logical_not().unsqueeze(0), 0.f);
+    post = normalise(post, n_post).masked_fill_(valid_post.logical_not().unsqueeze(0), 0.f);
 
     if (augment) {
         // Draw order is fixed (crop, flips, rotation, swap) so a seed always means the same.

@@ -284,6 +284,7 @@ void validate(const TrainOptions& o) {
     if (o.workers < 0) throw ConfigError("workers must be >= 0");
     if (o.threads < 0) throw ConfigError("threads must be >= 0");
     if (o.max_steps < 0) throw ConfigError("max steps must be >= 0");
+    if (!o.scene_norm.empty()) validate_scene_normalization(o.scene_norm);
     if (!o.loss.class_weights.empty() && o.loss.class_weights.size() != 2)
         throw ConfigError("class weights take two values (no change, change), not " +
                           std::to_string(o.loss.class_weights.size()));
@@ -322,7 +323,14 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
 
     // Data.
     const nlohmann::json dataset_json = find_dataset_json(o.train);
-    const Normalization norm = Normalization::from_dataset_json(dataset_json);
+    std::string scene_norm = o.scene_norm;
+    if (scene_norm.empty() && !o.init.empty())
+        scene_norm = nn::read_bundle_header(o.init).value("normalization", nlohmann::json::object()).value("scene", "none");
+    if (scene_norm.empty()) scene_norm = "none";
+    // Per-scene standardisation leaves values of mean 0 and deviation 1: nothing more to do.
+    const Normalization norm = scene_norm == "none"
+                                   ? Normalization::from_dataset_json(dataset_json)
+                                   : Normalization::standardised(dataset_json.value("bands", 0), scene_norm);
     TileDataset train(o.train, norm);
     if (train.size() == 0) throw ConfigError("training manifest " + quote(o.train) + " has no tiles");
     for (const auto& r : train.records())

@@ -1,11 +1,13 @@
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cdk/core/csv.hpp"
 #include "cdk/core/error.hpp"
+#include "cdk/geo/stats.hpp"
 #include "cdk/geo/tile.hpp"
 #include "support/support.hpp"
 
@@ -89,6 +91,47 @@ TEST_CASE("tiling writes tiles, a manifest with CAR over valid pixels, and stati
     // No temporary folders left beside the output.
     CHECK(cdk::test::list_dir(tmp.path()) ==
           std::vector<std::string>{"label.tif", "post.tif", "pre.tif", "tiles"});
+}
+
+TEST_CASE("each scene's statistics count every pixel valid in both dates once, whatever the overlap",
+          "[geo][tile][scene-norm]") {
+    TempDir tmp;
+    RasterSpec s;
+    s.width = 40;
+    s.height = 30;
+    s.bands = 2;
+    s.nodata = 0;
+    // Date 1 varies by row and column; date 2 has nodata in columns 0..3.
+    make_raster(tmp / "pre.tif", s, [](int b, int x, int y) { return 1 + x + 2 * y + 50 * (b - 1); });  // bands 1-based
+    make_raster(tmp / "post.tif", s, [](int b, int x, int y) { return x < 4 ? 0 : 3 + y + 60 * (b - 1); });
+    TileOptions o;
+    o.pre = tmp / "pre.tif";
+    o.post = tmp / "post.tif";
+    o.out = tmp / "tiles";
+    o.tile_size = 16;
+    o.overlap = 6;  // rows and columns shared by up to four tiles
+    o.min_valid = 0.9;  // tiles over the nodata columns are skipped; their pixels still count
+    tile_scenes(o);
+    std::ifstream jf(tmp / "tiles/dataset.json");
+    const auto j = nlohmann::json::parse(jf);
+    const auto& st = j["scenes"][0]["statistics"];
+    // Columns 4..39 of 30 rows, each once.
+    REQUIRE(st["pre"][0]["count"] == 36 * 30);
+    REQUIRE(st["post"][1]["count"] == 36 * 30);
+    double sum = 0, sumsq = 0;
+    for (int y = 0; y < 30; ++y)
+        for (int x = 4; x < 40; ++x) {
+            sum += 1 + x + 2 * y;
+            sumsq += double(1 + x + 2 * y) * (1 + x + 2 * y);
+        }
+    const double mean = sum / (36 * 30);
+    CHECK(st["pre"][0]["mean"].get<double>() == Approx(mean));
+    CHECK(st["pre"][0]["std"].get<double>() == Approx(std::sqrt(sumsq / (36 * 30) - mean * mean)));
+    CHECK(st["pre"][1]["mean"].get<double>() == Approx(mean + 50));
+    CHECK(st["post"][0]["mean"].get<double>() == Approx(3 + 14.5));
+    // The same numbers as a whole-scene pass (what cd-infer computes).
+    const ScenePair pair = open_pair(SceneSpec::parse(o.pre), SceneSpec::parse(o.post), "", PairOptions{});
+    CHECK(pair_statistics(pair).to_json() == st);
 }
 
 TEST_CASE("tiles below the valid fraction are skipped, and the output is not overwritten", "[geo][tile]") {

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <set>
 
+#include <cmath>
+
 #include "cdk/core/csv.hpp"
 #include "cdk/core/error.hpp"
 #include "cdk/pipeline/tile_dataset.hpp"
@@ -62,6 +64,91 @@ TEST_CASE("normalisation comes from dataset.json", "[pipeline][dataset]") {
                 CHECK(s.pre[b][y][x].item<float>() == Approx((raw - norm.mean[b]) / norm.std[b]).margin(1e-4));
             }
     CHECK(s.id == table.rows[1][table.column("id")]);
+}
+
+namespace {
+// A 64x32 UInt16 scene pair, date 1 = a * v1 + b1 and date 2 = a * v2 + b2 in every band
+// (v1, v2: the fixture's dates, band k offset by 7k), cut into 32x32 tiles in DIR/<name>.
+std::string make_scaled_tiles(const TempDir& tmp, const std::string& name, double a, double b1, double b2) {
+    const std::string scene = tmp / (name + "_scene");
+    fs::create_directories(scene);
+    cdk::test::RasterSpec spec;
+    spec.width = 64;
+    spec.height = 32;
+    spec.bands = 3;
+    spec.type = GDT_UInt16;
+    cdk::test::make_raster(scene + "/pre.tif", spec,
+                           [&](int b, int x, int y) { return a * (cdk::test::fixture_pre(b, x, y) + 7 * b) + b1; });
+    cdk::test::make_raster(scene + "/post.tif", spec, [&](int b, int x, int y) {
+        return a * (cdk::test::fixture_pre(b, x, y) + (cdk::test::fixture_changed(x, y) ? 100 : 0) + 7 * b) + b2;
+    });
+    cdk::geo::TileOptions t;
+    t.pre = scene + "/pre.tif";
+    t.post = scene + "/post.tif";
+    t.scene_name = name;
+    t.out = tmp / name;
+    t.tile_size = 32;
+    cdk::geo::tile_scenes(t);
+    return tmp / (name + "/tiles.csv");
+}
+}  // namespace
+
+TEST_CASE("per-scene standardisation: each date by its own statistics, so brightness and contrast drop out",
+          "[pipeline][dataset][scene-norm]") {
+    // image mode pools the bands: mean of the means, variance within plus between bands.
+    Normalization id = Normalization::standardised(2, "image");
+    const Normalization d = id.for_date({{10, 20}, {1, 1}});
+    CHECK(d.scene == "none");
+    CHECK(d.mean == std::vector<float>{15, 15});
+    CHECK(d.std[0] == Approx(std::sqrt(26.0)));
+    const Normalization band = Normalization::standardised(2, "band").for_date({{10, 20}, {2, 4}});
+    CHECK(band.mean == std::vector<float>{10, 20});
+    CHECK(band.std == std::vector<float>{2, 4});
+    // A normalisation after the standardisation is folded in: ((v - m) / s - mean) / std.
+    Normalization after = Normalization::standardised(1, "band");
+    after.mean = {0.5f};
+    after.std = {2.f};
+    const Normalization f = after.for_date({{10}, {4}});
+    CHECK(((18 - f.mean[0]) / f.std[0]) == Approx(((18.0 - 10) / 4 - 0.5) / 2));
+    CHECK(Normalization::from_json(id.to_json()).scene == "image");
+    CHECK(Normalization::from_json(Normalization::standardised(1, "none").to_json()).scene == "none");
+    CHECK_THROWS_AS(Normalization::standardised(1, "tile"), cdk::ConfigError);
+
+    // The same scene, brighter and with more contrast in each date (UInt16): "image" and
+    // "band" give the same samples; the tile set's own statistics do not.
+    TempDir tmp;
+    const auto plain = make_scaled_tiles(tmp, "plain", 1, 0, 0);
+    const auto bright = make_scaled_tiles(tmp, "bright", 3, 200, 90);
+    std::mt19937_64 rng(0);
+    for (const char* mode : {"image", "band"}) {
+        INFO(mode);
+        TileDataset a(plain, Normalization::standardised(3, mode)), b(bright, Normalization::standardised(3, mode));
+        REQUIRE(a.size() == 2);
+        for (size_t i = 0; i < a.size(); ++i) {
+            const Sample sa = a.get(i, std::nullopt, rng), sb = b.get(i, std::nullopt, rng);
+            CHECK(torch::allclose(sa.pre, sb.pre, 1e-4, 1e-4));
+            CHECK(torch::allclose(sa.post, sb.post, 1e-4, 1e-4));
+            CHECK(sa.pre.abs().max().item<float>() < 10);
+        }
+    }
+    TileDataset a(plain, Normalization::from_dataset_json(find_dataset_json(plain)));
+    TileDataset b(bright, Normalization::from_dataset_json(find_dataset_json(bright)));
+    CHECK_FALSE(torch::allclose(a.get(0, std::nullopt, rng).pre - a.get(0, std::nullopt, rng).post,
+                                b.get(0, std::nullopt, rng).pre - b.get(0, std::nullopt, rng).post, 1e-3, 1e-3));
+
+    // A tile set without per-scene statistics (made before cd-tile recorded them) is refused
+    // by name; its own statistics still serve.
+    auto j = find_dataset_json(plain);
+    j["scenes"][0].erase("statistics");
+    std::ofstream(tmp / "plain/dataset.json") << j.dump();
+    try {
+        TileDataset old(plain, Normalization::standardised(3, "image"));
+        FAIL("no error");
+    } catch (const cdk::ConfigError& e) {
+        CHECK(std::string(e.what()).find("plain") != std::string::npos);
+        CHECK(std::string(e.what()).find("cd-tile again") != std::string::npos);
+    }
+    CHECK_NOTHROW(TileDataset(plain, Normalization::from_dataset_json(j)));
 }
 
 TEST_CASE("dataset.json is found beside the manifest or beside its tiles", "[pipeline][dataset]") {

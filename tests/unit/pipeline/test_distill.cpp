@@ -202,4 +202,11 @@ TEST_CASE("with lambda 0 distillation trains exactly like cd-train-teacher, and 
     bad = d;
     bad.teachers = {"small=" + small};
     CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
+    // The student sees its inputs as the teachers do: another per-scene standardisation is
+    // refused before any training, naming the teachers' mode.
+    bad = d;
+    bad.train.out = tmp / "student_band.cdm";
+    bad.train.scene_norm = "band";
+    CHECK_THROWS_WITH(distill_model(bad), Catch::Contains("--scene-norm none"));
+    CHECK_FALSE(fs::exists(tmp / "student_band.cdm"));
 }

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -121,6 +122,71 @@ TEST_CASE("a trained bundle maps the changes of an unseen scene on date 1's grid
     for (size_t i = 0; i < mask.size(); ++i) same += mask[i] == other[i];
     CHECK(double(same) / double(mask.size()) > 0.95);
     CHECK(f1_of(tmp / "big.tif", scene + "/label.tif") > 0.8);
+}
+
+TEST_CASE("a bundle trained with per-scene standardisation maps each scene by its own statistics",
+          "[pipeline][infer][scene-norm]") {
+    TempDir tmp;
+    const auto tiles = cdk::test::make_fixture_tiles(tmp, "train", 128, 64, 3, 0);
+    auto t = cdk::test::tiny_train_options(tiles, "", tmp / "m.cdm");
+    t.epochs = 3;
+    t.scene_norm = "image";
+    train_model(t);
+    const auto header = cdk::nn::read_bundle_header(t.out);
+    CHECK(header["normalization"]["scene"] == "image");
+    CHECK(header["normalization"]["mean"][0] == 0.0);
+
+    // The unseen scene, and the same with date 1 brighter by 30 and date 2 darker by 15:
+    // the same map.
+    cdk::test::make_fixture_tiles(tmp, "test", 96, 64, 3, 1);
+    const std::string scene = tmp / "test_scene", shifted = tmp / "shifted";
+    fs::create_directories(shifted);
+    cdk::test::RasterSpec spec;
+    spec.width = 96;
+    spec.height = 64;
+    spec.bands = 3;
+    cdk::test::make_raster(shifted + "/pre.tif", spec,
+                           [](int b, int x, int y) { return cdk::test::fixture_pre(b, x, y) + 30; });
+    cdk::test::make_raster(shifted + "/post.tif", spec, [](int b, int x, int y) {
+        return cdk::test::fixture_pre(b, x, y) + (cdk::test::fixture_changed(x, y, 1) ? 100 : 0) - 15;
+    });
+    auto o = infer_options(t.out, scene, tmp / "a.tif");
+    o.prob = tmp / "a_prob.tif";
+    const auto sa = infer_scene(o);
+    o = infer_options(t.out, shifted, tmp / "b.tif");
+    o.prob = tmp / "b_prob.tif";
+    const auto sb = infer_scene(o);
+    INFO(sa.dump());
+    REQUIRE(sa["scene_normalization"]["mode"] == "image");
+    CHECK(sb["scene_normalization"]["pre"]["mean"][0].get<double>() ==
+          Approx(sa["scene_normalization"]["pre"]["mean"][0].get<double>() + 30));
+    CHECK(sb["scene_normalization"]["post"]["mean"][2].get<double>() ==
+          Approx(sa["scene_normalization"]["post"]["mean"][2].get<double>() - 15));
+    const auto pa = read_band(tmp / "a_prob.tif"), pb = read_band(tmp / "b_prob.tif");
+    double worst = 0;
+    for (size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, std::abs(pa[i] - pb[i]));
+    CHECK(worst < 1e-4);
+    // Without standardisation (a bundle of the tile set's statistics) the shifted scene gives
+    // other probabilities: the test above could fail.
+    auto t2 = t;
+    t2.out = tmp / "plain.cdm";
+    t2.scene_norm = "none";
+    train_model(t2);
+    CHECK(cdk::nn::read_bundle_header(t2.out)["normalization"].contains("scene") == false);
+    o = infer_options(t2.out, scene, tmp / "c.tif");
+    o.prob = tmp / "c_prob.tif";
+    CHECK(infer_scene(o)["scene_normalization"].is_null());
+    o = infer_options(t2.out, shifted, tmp / "d.tif");
+    o.prob = tmp / "d_prob.tif";
+    infer_scene(o);
+    const auto pc = read_band(tmp / "c_prob.tif"), pd = read_band(tmp / "d_prob.tif");
+    worst = 0;
+    for (size_t i = 0; i < pc.size(); ++i) worst = std::max(worst, std::abs(pc[i] - pd[i]));
+    CHECK(worst > 1e-3);
+
+    // --scene-norm is for TorchScript models; a bundle carries its own.
+    o.scene_norm = "band";
+    CHECK_THROWS_AS(infer_scene(o), cdk::ConfigError);
 }
 
 TEST_CASE("inference refuses a scene that does not fit the bundle, and leaves nothing", "[pipeline][infer]") {

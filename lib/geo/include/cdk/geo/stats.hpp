@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "cdk/core/context.hpp"
 #include "cdk/geo/scene.hpp"
 
 namespace cdk::geo {
@@ -50,5 +51,22 @@ private:
 /// `block` to `stats` (one per band). `valid` is sub-sized, 1 = use the pixel.
 void accumulate_block(std::vector<BandStatistics>& stats, const Block& block, const Window& sub,
                       const uint8_t* valid);
+
+/// Statistics of both dates of a scene pair over the pixels valid in both, one accumulator
+/// per band: what per-scene standardisation uses. cd-tile records them per scene in
+/// dataset.json; cd-infer computes them before it maps a scene with such a model.
+struct PairStatistics {
+    std::vector<BandStatistics> pre, post;
+    /// Empty accumulators for `bands` bands of `type`.
+    PairStatistics(int bands = 0, GDALDataType type = GDT_Float64);
+    /// Add the rows [row_from, row_to) (scene rows) of blocks `a` and `b`, which cover the
+    /// same window of the pair's two dates, over the pixels valid in both.
+    void add_rows(const Block& a, const Block& b, int row_from, int row_to);
+    /// {"pre": [...], "post": [...]}: BandStatistics::to_json per band.
+    nlohmann::json to_json() const;
+};
+
+/// One pass over a whole pair, strip by strip (bounded memory).
+PairStatistics pair_statistics(const ScenePair& pair, const RunContext& ctx = {});
 
 }  // namespace cdk::geo

@@ -20,6 +20,7 @@ struct InferOptions {
     int bands = 0;                 ///< TorchScript model: bands per date (bundles carry their own)
     std::vector<double> mean;      ///< TorchScript model: per-band mean subtracted first (default 0)
     std::vector<double> std;       ///< TorchScript model: per-band divisor (default 1)
+    std::string scene_norm = "none";  ///< TorchScript model: per-scene standardisation before mean/std (none | image | band)
     std::string pre;               ///< date 1 (SceneSpec text: a raster, `;`-separated band files, or a folder)
     std::string post;              ///< date 2, same forms
     std::string pairs;             ///< instead of pre/post: CSV scene,pre,post[,label]; `out` is then a folder

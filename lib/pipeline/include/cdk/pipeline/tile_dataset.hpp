@@ -12,11 +12,30 @@
 
 namespace cdk::pipeline {
 
+/// Mean and standard deviation per band of one date of one scene, over the pixels valid in
+/// both dates (geo::PairStatistics).
+struct DateStatistics {
+    std::vector<double> mean, std;
+    /// From a per-band statistics array ([{"count", "mean", "std", ...}, ...]); a band
+    /// without valid pixels gets mean 0 and std 1. Throws ConfigError on another form.
+    static DateStatistics from_json(const nlohmann::json& bands);
+};
+
 /// Per-band normalisation: (value - mean) / std, from a tile set's dataset.json
-/// ("statistics"."all"), stored in model bundles.
+/// ("statistics"."all"), stored in model bundles. With per-scene standardisation
+/// (`scene` "image" or "band"), each date of each scene is first standardised by its own
+/// statistics: one mean and standard deviation over all its bands ("image", as Daudt et al.
+/// 2018 do for OSCD) or per band ("band"); mean and std are then 0 and 1.
 struct Normalization {
     std::vector<float> mean;  ///< per band
     std::vector<float> std;   ///< per band (never 0)
+    std::string scene = "none";  ///< per-scene standardisation first: none | image | band
+    /// Identity normalisation of `bands` bands after per-scene standardisation `scene`.
+    static Normalization standardised(int bands, const std::string& scene);
+    /// The normalisation of one date of one scene with statistics `s`: per-scene
+    /// standardisation folded into mean and std (scene "none" after that); *this when
+    /// scene is "none".
+    Normalization for_date(const DateStatistics& s) const;
     /// From dataset.json; throws ConfigError when statistics are missing.
     static Normalization from_dataset_json(const nlohmann::json& dataset);
     /// {"mean": [...], "std": [...]}.
@@ -25,6 +44,9 @@ struct Normalization {
     static Normalization from_json(const nlohmann::json& j);
 };
 
+/// Throws ConfigError unless `scene` is none, image or band.
+void validate_scene_normalization(const std::string& scene);
+
 /// dataset.json of a manifest: beside it (cd-tile output) or beside the tiles its rows
 /// point at (cd-partition output). Throws ConfigError naming the manifest when not found.
 nlohmann::json find_dataset_json(const std::string& manifest);
@@ -32,6 +54,7 @@ nlohmann::json find_dataset_json(const std::string& manifest);
 /// One row of a tile manifest, paths resolved.
 struct TileRecord {
     std::string id;     ///< tile id
+    std::string scene;  ///< scene name (the manifest's scene column; empty without one)
     std::string a;      ///< date 1 tile
     std::string b;      ///< date 2 tile
     std::string label;  ///< label tile (empty = unlabelled)
@@ -71,7 +94,9 @@ Batch collate(std::vector<Sample> samples);
 /// Tiles of a manifest read through lib/geo, normalised, optionally augmented.
 class TileDataset {
 public:
-    /// Open a manifest (tiles.csv or a cd-partition manifest).
+    /// Open a manifest (tiles.csv or a cd-partition manifest). With per-scene
+    /// standardisation (norm.scene), each scene's statistics come from the tile set's
+    /// dataset.json (cd-tile records them); a scene without them is a ConfigError.
     TileDataset(const std::string& manifest, Normalization norm);
     /// Number of tiles.
     size_t size() const { return records_.size(); }
@@ -87,6 +112,9 @@ private:
     std::vector<TileRecord> records_;
     Normalization norm_;
     int bands_ = 0;
+    // Per-scene standardisation: each record's scene's dates' normalisation.
+    std::vector<std::pair<Normalization, Normalization>> scene_norms_;
+    std::vector<size_t> record_scene_;  // index into scene_norms_ per record
 };
 
 /// Batches of a dataset assembled by worker threads ahead of the consumer.

@@ -21,6 +21,7 @@ struct TrainOptions {
     std::string out;                     ///< output bundle (.cdm)
     nn::ModelOptions model;              ///< architecture; in_bands is taken from the data
     std::string init;                    ///< start from this bundle's weights (same architecture)
+    std::string scene_norm;              ///< per-scene standardisation: none | image | band; empty = --init's, else none
     int epochs = 20;                     ///< passes over the training set
     int batch_size = 8;                  ///< samples per step
     double lr = 1e-3;                    ///< peak learning rate
