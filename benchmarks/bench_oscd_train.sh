@@ -10,6 +10,8 @@
 #              | no60m (all but the 60 m bands B01, B09, B10)
 #   e.g.     benchmarks/bench_oscd_train.sh fc-siam-diff rgb 60
 #
+# CDK_OSCD=DIR reads another copy of the dataset with the same layout (e.g. one made by
+# benchmarks/oscd_standardise.py); give it its own CDK_BENCH_DIR.
 # Resumable: tiles, a finished model and finished maps are kept in $CDK_BENCH_DIR
 # (default /tmp/cdk-bench-oscd-train); an interrupted training continues from its
 # checkpoint when the script is run again with the same arguments.
