@@ -229,14 +229,10 @@ TileDataset::TileDataset(const std::string& manifest, Normalization norm)
         r.a = resolve_path(row[a], base);
         r.b = resolve_path(row[b], base);
         if (label >= 0 && !row[label].empty()) r.label = resolve_path(row[label], base);
-        if (car >= 0 && !row[car].empty()) {
-            try {
-                r.car = std::stod(row[car]);
-            } catch (const std::exception&) {
-                throw ConfigError("manifest " + quote(manifest) + ": tile " + quote(r.id) +
-                                  " has a CAR that is not a number: " + quote(row[car]));
-            }
-        }
+        // Read as strictly as cd-partition reads the same column.
+        if (car >= 0 && !row[car].empty() && !parse_number(row[car], r.car))
+            throw ConfigError("manifest " + quote(manifest) + ": tile " + quote(r.id) +
+                              " has a CAR that is not a number: " + quote(row[car]));
         records_.push_back(std::move(r));
     }
     if (norm_.mean.size() != norm_.std.size())

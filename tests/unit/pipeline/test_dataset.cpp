@@ -171,6 +171,16 @@ TEST_CASE("dataset.json is found beside the manifest or beside its tiles", "[pip
     std::mt19937_64 rng(0);
     CHECK(parts.get(0, std::nullopt, rng).pre.size(0) == 3);
 
+    // A CAR with trailing junk is refused by name, as cd-partition refuses it.
+    {
+        auto bad = t;
+        bad.rows[0][bad.column("car")] += "x";
+        std::ofstream f(tmp / "tiles/junk.csv");
+        f << cdk::csv_line(bad.header) << "\n";
+        for (const auto& row : bad.rows) f << cdk::csv_line(row) << "\n";
+    }
+    CHECK_THROWS_WITH(open_dataset(tmp / "tiles/junk.csv"), Catch::Contains("not a number"));
+
     std::ofstream lonely(tmp / "lonely.csv");
     lonely << "id,a,b,label\nx,nowhere/A/x.tif,nowhere/B/x.tif,\n";
     lonely.close();
