@@ -446,6 +446,8 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
                       {"post", {{"mean", s_post.mean}, {"std", s_post.std}}}};
         ctx.debug("per-scene standardisation (" + norm.scene + "): statistics " + scene_norm.dump());
     }
+    // Progress: the statistics pass is the first 5 %, the windows the rest.
+    const RunContext window_ctx = norm.scene != "none" ? ctx.scaled(0.05, 1.0) : ctx;
 
     const geo::Grid& grid = pair.grid();
     const int width = grid.width, height = grid.height;
@@ -635,7 +637,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
                 mask_out.write(1, region, mask.data_ptr<uint8_t>(), GDT_Byte);
                 if (prob_out) prob_out->write(1, region, pr.data_ptr<float>(), GDT_Float32);
             });
-            ctx.progress(double(windows_done) / double(std::max<size_t>(order.size(), 1)), "inference");
+            window_ctx.progress(double(windows_done) / double(std::max<size_t>(order.size(), 1)), "inference");
         }
     }
     wait_writing();
