@@ -75,11 +75,9 @@ nlohmann::json distill_model(const DistillOptions& o, const RunContext& ctx) {
     MtkdTerm term(load_teachers(o.teachers, o.thresholds, device), o.kd);
     const auto& ts = term.teachers();
     // The student sees its inputs as the teachers do: the same per-scene standardisation.
-    auto scene_of = [](const nlohmann::json& header) {
-        return header.value("normalization", nlohmann::json::object()).value("scene", std::string("none"));
-    };
-    const std::string teachers_scene = scene_of(ts.bundles.front().header);
-    if (t.scene_norm.empty()) t.scene_norm = t.init.empty() ? teachers_scene : scene_of(nn::read_bundle_header(t.init));
+    const std::string teachers_scene = Normalization::scene_of(ts.bundles.front().header);
+    if (t.scene_norm.empty())
+        t.scene_norm = t.init.empty() ? teachers_scene : Normalization::scene_of(nn::read_bundle_header(t.init));
     if (t.scene_norm != teachers_scene)
         throw ConfigError("the teachers' per-scene standardisation is " + quote(teachers_scene) + ", the student's " +
                           quote(t.scene_norm) + ": give --scene-norm " + teachers_scene);

@@ -129,6 +129,10 @@ nlohmann::json Normalization::to_json() const {
     return j;
 }
 
+std::string Normalization::scene_of(const nlohmann::json& bundle_header) {
+    return bundle_header.value("normalization", nlohmann::json::object()).value("scene", std::string("none"));
+}
+
 void validate_scene_normalization(const std::string& scene) {
     if (scene != "none" && scene != "image" && scene != "band")
         throw ConfigError("per-scene standardisation must be none, image or band, not " + quote(scene));

@@ -324,9 +324,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     // Data.
     const nlohmann::json dataset_json = find_dataset_json(o.train);
     std::string scene_norm = o.scene_norm;
-    if (scene_norm.empty() && !o.init.empty())
-        scene_norm = nn::read_bundle_header(o.init).value("normalization", nlohmann::json::object()).value("scene", "none");
-    if (scene_norm.empty()) scene_norm = "none";
+    if (scene_norm.empty()) scene_norm = o.init.empty() ? "none" : Normalization::scene_of(nn::read_bundle_header(o.init));
     // Per-scene standardisation leaves values of mean 0 and deviation 1: nothing more to do.
     const Normalization norm = scene_norm == "none"
                                    ? Normalization::from_dataset_json(dataset_json)

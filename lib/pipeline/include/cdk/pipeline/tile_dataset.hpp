@@ -42,6 +42,8 @@ struct Normalization {
     nlohmann::json to_json() const;
     /// Parse the JSON form (as stored in bundles).
     static Normalization from_json(const nlohmann::json& j);
+    /// The per-scene standardisation a bundle header records ("none" when it records none).
+    static std::string scene_of(const nlohmann::json& bundle_header);
 };
 
 /// Throws ConfigError unless `scene` is none, image or band.
