@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
@@ -111,6 +112,14 @@ std::string format_number(double v) {
         if (std::strtod(buf, nullptr) == v) break;
     }
     return buf;
+}
+
+std::string trim(const std::string& text) {
+    const auto space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+    size_t b = 0, e = text.size();
+    while (b < e && space(text[b])) ++b;
+    while (e > b && space(text[e - 1])) --e;
+    return text.substr(b, e - b);
 }
 
 bool parse_number(const std::string& text, double& v) {

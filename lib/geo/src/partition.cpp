@@ -28,12 +28,6 @@ std::string join_numbers(const std::vector<double>& v) {
     return s;
 }
 
-std::string trim(const std::string& s) {
-    const auto b = s.find_first_not_of(" \t");
-    if (b == std::string::npos) return {};
-    return s.substr(b, s.find_last_not_of(" \t") - b + 1);
-}
-
 // splitmix64: decorrelates the per-partition streams drawn from one user seed.
 std::uint64_t mix(std::uint64_t x) {
     x += 0x9E3779B97F4A7C15ULL;

@@ -20,13 +20,6 @@ namespace cdk::geo {
 
 namespace {
 
-std::string trim(std::string s) {
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-    size_t i = 0;
-    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-    return s.substr(i);
-}
-
 std::vector<std::string> split(const std::string& text, char sep) {
     std::vector<std::string> out;
     std::stringstream ss(text);

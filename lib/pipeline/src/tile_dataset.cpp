@@ -233,8 +233,9 @@ TileDataset::TileDataset(const std::string& manifest, Normalization norm)
         r.a = resolve_path(row[a], base);
         r.b = resolve_path(row[b], base);
         if (label >= 0 && !row[label].empty()) r.label = resolve_path(row[label], base);
-        // Read as strictly as cd-partition reads the same column.
-        if (car >= 0 && !row[car].empty() && !parse_number(row[car], r.car))
+        // Read as cd-partition reads the same column: spaces around it allowed, junk not.
+        const std::string car_text = car >= 0 ? trim(row[car]) : std::string();
+        if (!car_text.empty() && !parse_number(car_text, r.car))
             throw ConfigError("manifest " + quote(manifest) + ": tile " + quote(r.id) +
                               " has a CAR that is not a number: " + quote(row[car]));
         records_.push_back(std::move(r));

@@ -74,6 +74,13 @@ TEST_CASE("format_number reads back exactly", "[core]") {
     CHECK(cdk::format_number(0.05) == "0.05");
 }
 
+TEST_CASE("trim drops surrounding whitespace only", "[core]") {
+    CHECK(cdk::trim("  0.25\t\r\n") == "0.25");
+    CHECK(cdk::trim("a b") == "a b");
+    CHECK(cdk::trim(" \t ").empty());
+    CHECK(cdk::trim("").empty());
+}
+
 TEST_CASE("RunContext scales progress and reports cancellation", "[core]") {
     std::vector<double> seen;
     bool keep = true;

@@ -180,6 +180,17 @@ TEST_CASE("dataset.json is found beside the manifest or beside its tiles", "[pip
         for (const auto& row : bad.rows) f << cdk::csv_line(row) << "\n";
     }
     CHECK_THROWS_WITH(open_dataset(tmp / "tiles/junk.csv"), Catch::Contains("not a number"));
+    // Spaces around it are read, as cd-partition reads them.
+    {
+        auto spaced = t;
+        const double car0 = std::stod(spaced.rows[0][spaced.column("car")]);
+        spaced.rows[0][spaced.column("car")] = " " + spaced.rows[0][spaced.column("car")] + " ";
+        std::ofstream f(tmp / "tiles/spaced.csv");
+        f << cdk::csv_line(spaced.header) << "\n";
+        for (const auto& row : spaced.rows) f << cdk::csv_line(row) << "\n";
+        f.close();
+        CHECK(open_dataset(tmp / "tiles/spaced.csv").records()[0].car == Approx(car0));
+    }
 
     std::ofstream lonely(tmp / "lonely.csv");
     lonely << "id,a,b,label\nx,nowhere/A/x.tif,nowhere/B/x.tif,\n";

@@ -42,6 +42,9 @@ std::string resolve_path(const std::string& path, const std::string& base);
 /// Shortest decimal text that reads back as the same double (for CSV/JSON output).
 std::string format_number(double v);
 
+/// `text` without leading and trailing whitespace (spaces, tabs, CR, LF).
+std::string trim(const std::string& text);
+
 /// Read a whole string as a double, locale-independently; false on empty text or trailing
 /// junk ("0.5x", which strtod would accept as 0.5). A leading '+' is allowed.
 bool parse_number(const std::string& text, double& v);
