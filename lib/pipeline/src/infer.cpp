@@ -84,10 +84,7 @@ torch::Tensor block_tensor(const geo::Block& blk, const Normalization& norm) {
     auto t = torch::empty({blk.bands, h, w}, torch::kFloat32);
     GDALCopyWords64(blk.data.data(), blk.type, blk.value_bytes(), t.data_ptr<float>(), GDT_Float32,
                     sizeof(float), static_cast<GPtrDiff_t>(blk.bands * h * w));
-    const auto mean = torch::tensor(norm.mean).view({-1, 1, 1});
-    const auto sd = torch::tensor(norm.std).view({-1, 1, 1});
-    const auto valid = torch::from_blob(const_cast<uint8_t*>(blk.valid.data()), {h, w}, torch::kUInt8);
-    return ((t - mean) / sd).masked_fill_(valid.eq(0).unsqueeze(0), 0.f);
+    return norm.apply(t, torch::from_blob(const_cast<uint8_t*>(blk.valid.data()), {h, w}, torch::kUInt8));
 }
 
 }  // namespace

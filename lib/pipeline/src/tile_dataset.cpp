@@ -162,6 +162,12 @@ Normalization Normalization::standardised(int bands, const std::string& scene) {
     return n;
 }
 
+torch::Tensor Normalization::apply(const torch::Tensor& raw, const torch::Tensor& valid) const {
+    const auto m = torch::tensor(mean).view({-1, 1, 1});
+    const auto s = torch::tensor(std).view({-1, 1, 1});
+    return ((raw - m) / s).masked_fill_(valid.eq(0).unsqueeze(0), 0.f);
+}
+
 Normalization Normalization::for_date(const DateStatistics& s) const {
     if (scene == "none") return *this;
     if (s.mean.size() != mean.size() || s.std.size() != mean.size())
@@ -318,12 +324,8 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
 
     const Normalization& n_pre = record_scene_.empty() ? norm_ : scene_norms_[record_scene_[i]].first;
     const Normalization& n_post = record_scene_.empty() ? norm_ : scene_norms_[record_scene_[i]].second;
-    auto normalise = [](const torch::Tensor& t, const Normalization& n) {
-        return (t - torch::tensor(n.mean).view({-1, 1, 1})) / torch::tensor(n.std).view({-1, 1, 1});
-    };
-    // Nodata becomes 0 after normalisation: the mean, the least informative value.
-    pre = normalise(pre, n_pre).masked_fill_(valid_pre.logical_not().unsqueeze(0), 0.f);
-    post = normalise(post, n_post).masked_fill_(valid_post.logical_not().unsqueeze(0), 0.f);
+    pre = n_pre.apply(pre, valid_pre);
+    post = n_post.apply(post, valid_post);
 
     if (augment) {
         // Draw order is fixed (crop, flips, rotation, swap) so a seed always means the same.

@@ -36,6 +36,10 @@ struct Normalization {
     /// standardisation folded into mean and std (scene "none" after that); *this when
     /// scene is "none".
     Normalization for_date(const DateStatistics& s) const;
+    /// `raw` [bands, H, W] float32 normalised band by band, (raw - mean) / std, with every
+    /// pixel where `valid` [H, W] is 0 set to 0 (the mean, the least informative value).
+    /// The one rule for training tiles and inference windows alike.
+    torch::Tensor apply(const torch::Tensor& raw, const torch::Tensor& valid) const;
     /// From dataset.json; throws ConfigError when statistics are missing.
     static Normalization from_dataset_json(const nlohmann::json& dataset);
     /// {"mean": [...], "std": [...]}.
