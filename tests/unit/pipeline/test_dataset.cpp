@@ -171,26 +171,21 @@ TEST_CASE("dataset.json is found beside the manifest or beside its tiles", "[pip
     std::mt19937_64 rng(0);
     CHECK(parts.get(0, std::nullopt, rng).pre.size(0) == 3);
 
+    // The tile manifest again, as NAME, with the first tile's CAR cell set to `cell`.
+    auto with_first_car = [&](const std::string& name, const std::string& cell) {
+        auto copy = t;
+        copy.rows[0][copy.column("car")] = cell;
+        const std::string path = tmp / ("tiles/" + name);
+        std::ofstream f(path);
+        f << cdk::csv_line(copy.header) << "\n";
+        for (const auto& row : copy.rows) f << cdk::csv_line(row) << "\n";
+        return path;
+    };
+    const std::string car0 = t.rows[0][t.column("car")];
     // A CAR with trailing junk is refused by name, as cd-partition refuses it.
-    {
-        auto bad = t;
-        bad.rows[0][bad.column("car")] += "x";
-        std::ofstream f(tmp / "tiles/junk.csv");
-        f << cdk::csv_line(bad.header) << "\n";
-        for (const auto& row : bad.rows) f << cdk::csv_line(row) << "\n";
-    }
-    CHECK_THROWS_WITH(open_dataset(tmp / "tiles/junk.csv"), Catch::Contains("not a number"));
+    CHECK_THROWS_WITH(open_dataset(with_first_car("junk.csv", car0 + "x")), Catch::Contains("not a number"));
     // Spaces around it are read, as cd-partition reads them.
-    {
-        auto spaced = t;
-        const double car0 = std::stod(spaced.rows[0][spaced.column("car")]);
-        spaced.rows[0][spaced.column("car")] = " " + spaced.rows[0][spaced.column("car")] + " ";
-        std::ofstream f(tmp / "tiles/spaced.csv");
-        f << cdk::csv_line(spaced.header) << "\n";
-        for (const auto& row : spaced.rows) f << cdk::csv_line(row) << "\n";
-        f.close();
-        CHECK(open_dataset(tmp / "tiles/spaced.csv").records()[0].car == Approx(car0));
-    }
+    CHECK(open_dataset(with_first_car("spaced.csv", " " + car0 + " ")).records()[0].car == Approx(std::stod(car0)));
 
     std::ofstream lonely(tmp / "lonely.csv");
     lonely << "id,a,b,label\nx,nowhere/A/x.tif,nowhere/B/x.tif,\n";
