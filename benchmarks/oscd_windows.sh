@@ -8,7 +8,7 @@
 #     RUN      a benchmarks/bench_oscd_train.sh run folder (holds model.cdm)
 #     BANDSET  rgb | all | no60m, as the bundle was trained
 #     TILE     window of the windowed plans (default 96, the OSCD benchmarks' tile size)
-#   CDK_OVERLAPS="0 16 24 32 48" sets the overlaps tried.
+#   CDK_OVERLAPS="0 16 24 32 48" sets the overlaps tried. Maps already in RUN/windows are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/oscd_common.sh
@@ -17,20 +17,13 @@ RUN=${1:?usage: oscd_windows.sh RUN BANDSET [TILE]}
 BANDS=$(oscd_bands "${2:?usage: oscd_windows.sh RUN BANDSET [TILE]}")
 TILE=${3:-96}
 OUT=$RUN/windows
-mkdir -p "$OUT"
 
 plans=("whole 4096 0")  # OSCD cities are at most 1200 px wide: one window each
-for ov in ${CDK_OVERLAPS:-0 16 24 32 48}; do plans+=("o$ov $TILE $ov"); done
-for plan in "${plans[@]}"; do
+for ov in ${CDK_OVERLAPS:-0 16 24 32 48}; do plans+=("t$TILE-o$ov $TILE $ov"); done
+for plan in "${plans[@]}"; do  # maps already there are kept (oscd_map_test), so reruns resume
   read -r tag tile ov <<< "$plan"
-  echo "scene,pred,ref" > "$OUT/$tag.csv"
-  for city in $(tr ',' ' ' < "$OSCD/test.txt"); do
-    "$BIN/cd-infer" -q --model "$RUN/model.cdm" --pre "$OSCD/$city/imgs_1" --post "$OSCD/$city/imgs_2" \
-        --band-pattern "$BANDS" --tile-size "$tile" --overlap "$ov" --batch-size 1 --overwrite \
-        --out "$OUT/$tag-$city.tif" > "$OUT/$tag-$city.json"
-    echo "$city,$tag-$city.tif,$OSCD/$city/cm.tif" >> "$OUT/$tag.csv"
-  done
-  "$BIN/cd-eval" -q --pairs "$OUT/$tag.csv" > "$OUT/$tag-eval.json"
+  mkdir -p "$OUT/$tag"
+  oscd_map_test "$OUT/$tag" "$BANDS" --model "$RUN/model.cdm" --tile-size "$tile" --overlap "$ov" --batch-size 1
 done
 
 /usr/bin/python3 - "$OUT" "$OSCD" "$TILE" "${plans[@]}" <<'PY'
@@ -40,16 +33,16 @@ from osgeo import gdal
 out, oscd, tile, plans = sys.argv[1], sys.argv[2], sys.argv[3], [p.split() for p in sys.argv[4:]]
 cities = open(f"{oscd}/test.txt").read().strip().split(",")
 read = lambda p: gdal.Open(p).ReadAsArray()
-whole = {c: read(f"{out}/whole-{c}.tif") for c in cities}
+whole = {c: read(f"{out}/whole/{c}.tif") for c in cities}
 print(f"{os.path.basename(os.path.dirname(out))}: the 10 OSCD test cities, windows of {tile} px at each overlap "
       "against one window per city, batch 1\n")
 print("| plan | pooled F1 | precision | recall | mask pixels differing from the whole-city map |")
 print("|---|---:|---:|---:|---:|")
 for tag, t, ov in plans:
-    c = json.load(open(f"{out}/{tag}-eval.json"))["pooled"]["change"]
+    c = json.load(open(f"{out}/{tag}/eval.json"))["pooled"]["change"]
     diff = valid = 0
     for city in cities:
-        m, ref = read(f"{out}/{tag}-{city}.tif"), whole[city]
+        m, ref = read(f"{out}/{tag}/{city}.tif"), whole[city]
         diff += int(((m != ref) & (ref != 255)).sum())
         valid += int((ref != 255).sum())
     name = "one window per city" if tag == "whole" else f"{t} px, overlap {ov}"
