@@ -39,25 +39,32 @@ fi
 # The convolution throughput of this machine: 3x3 convolutions of the shapes these models
 # use (batch 4, both memory formats), through the same LibTorch (python3-torch links
 # Debian's libtorch); the best one is the rate the FLOP-bound limit assumes.
-/usr/bin/python3 - "$THREADS" > "$WORK/conv.json" <<'PY'
+# With AVX-512 the same is measured in bfloat16 (the FLOP-bound limit of the --amp rows).
+AMP=0
+grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo && grep -qw avx512dq /proc/cpuinfo && AMP=1
+/usr/bin/python3 - "$THREADS" "$AMP" > "$WORK/conv.json" <<'PY'
 import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
-best, rows = 0.0, []
+result = {}
 with torch.no_grad():
-    for cin, cout, hw in ((16, 16, 256), (32, 32, 128), (64, 64, 64), (128, 128, 32), (256, 256, 16)):
-        for cl in (False, True):
-            conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False).eval()
-            x = torch.randn(4, cin, hw, hw)
-            if cl:
-                conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-            conv(x)
-            n, t = 0, time.perf_counter()
-            while time.perf_counter() - t < 1.0:
-                conv(x); n += 1
-            g = 2 * 4 * cout * hw * hw * cin * 9 * n / (time.perf_counter() - t) / 1e9
-            rows.append({"cin": cin, "cout": cout, "hw": hw, "channels_last": cl, "gflops": g})
-            best = max(best, g)
-print(json.dumps({"best_gflops": best, "convs": rows}))
+    for dtype in (torch.float32, torch.bfloat16) if sys.argv[2] == "1" else (torch.float32,):
+        best, rows = 0.0, []
+        for cin, cout, hw in ((16, 16, 256), (32, 32, 128), (64, 64, 64), (128, 128, 32), (256, 256, 16)):
+            for cl in (False, True):
+                conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False).eval().to(dtype)
+                x = torch.randn(4, cin, hw, hw).to(dtype)
+                if cl:
+                    conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+                conv(x)
+                n, t = 0, time.perf_counter()
+                while time.perf_counter() - t < 1.0:
+                    conv(x); n += 1
+                g = 2 * 4 * cout * hw * hw * cin * 9 * n / (time.perf_counter() - t) / 1e9
+                rows.append({"cin": cin, "cout": cout, "hw": hw, "channels_last": cl, "gflops": g})
+                best = max(best, g)
+        key = "" if dtype == torch.float32 else "bf16_"
+        result[key + "best_gflops"], result[key + "convs"] = best, rows
+print(json.dumps(result))
 PY
 
 run() {  # NAME COMMAND...: time and peak RSS of one run
@@ -76,6 +83,14 @@ for s in "$HALF" "$SIZE"; do
         "$WORK/s$s/post.tif" "$WORK/py-fcsd-$s.tif" --threads "$THREADS" --channels-last
     run "cpp-rfpn-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" --out "$WORK/cpp-rfpn-$s.tif" \
         --threads "$THREADS" --overwrite
+    if [ "$AMP" = 1 ]; then  # bfloat16 mixed precision, both programs
+        run "cpp-fcsd-amp-$s" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" "${scene[@]}" \
+            --out "$WORK/cpp-fcsd-amp-$s.tif" --threads "$THREADS" --amp --overwrite
+        run "py-fcsd-amp-$s" /usr/bin/python3 benchmarks/infer_speed.py "$WORK/fc-siam-diff.cdm" "$WORK/s$s/pre.tif" \
+            "$WORK/s$s/post.tif" "$WORK/py-fcsd-amp-$s.tif" --threads "$THREADS" --channels-last --amp
+        run "cpp-rfpn-amp-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" \
+            --out "$WORK/cpp-rfpn-amp-$s.tif" --threads "$THREADS" --amp --overwrite
+    fi
 done
 # Larger windows, the same 32-pixel margin (overlap 64): fewer pixels computed twice.
 for a in fc-siam-diff resnet-fpn; do
@@ -87,36 +102,48 @@ done
 run "cpp-fcsd-$SIZE-strips" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" --pre "$WORK/s$SIZE/pre.tif" \
     --post "$WORK/s$SIZE/post.tif" --out "$WORK/cpp-fcsd-$SIZE-strips.tif" --threads "$THREADS" --ram 48 --overwrite
 
-/usr/bin/python3 - "$WORK" "$HALF" "$SIZE" "$THREADS" <<'PY'
+/usr/bin/python3 - "$WORK" "$HALF" "$SIZE" "$THREADS" "$AMP" <<'PY'
 import json, re, sys
 import numpy as np
 from osgeo import gdal
-work, half, size, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+work, half, size, threads, amp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
 flops = {}
 for line in open(f"{work}/models.md"):
     m = re.match(r"\| `([a-z-]+)` \| (\d+) \| \d+ \| \d+ \| ([\d.]+) \|", line)
     if m:
         flops[(m[1], int(m[2]))] = float(m[3]) * 1e9 / (256 * 256)  # per pixel
-conv = json.load(open(f"{work}/conv.json"))["best_gflops"] * 1e9
+conv_json = json.load(open(f"{work}/conv.json"))
+conv = conv_json["best_gflops"] * 1e9
+conv_bf16 = conv_json.get("bf16_best_gflops", 0) * 1e9
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+isa = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "?"
 def rss(name):
     kb, secs = open(f"{work}/{name}.rss").read().split()[-2:]
     return int(kb) / 1024, float(secs)
 def mask(name):
     return gdal.Open(f"{work}/{name}.tif").ReadAsArray()
-print(f"Synthetic 3-band UInt8 pairs, tiled GeoTIFF; windows 256, overlap 64, batch 4; {threads} threads, CPU;"
-      f" convolution throughput {conv / 1e9:.0f} GFLOP/s (best 3x3 convolution, benchmarks/bench_infer.sh)\n")
+print(f"Synthetic 3-band UInt8 pairs, tiled GeoTIFF; windows 256, overlap 64, batch 4; {threads} threads, CPU"
+      f" ({cpu}, {isa}); convolution throughput {conv / 1e9:.0f} GFLOP/s float32"
+      + (f", {conv_bf16 / 1e9:.0f} GFLOP/s bfloat16 (the limit of the --amp rows)" if amp else "")
+      + " (best 3x3 convolution, benchmarks/bench_infer.sh)\n")
 print("| program | model | scene | seconds | Mpx/s | FLOP-bound Mpx/s | share of limit | model busy | peak RSS (MiB) |")
 print("|---|---|---|---:|---:|---:|---:|---:|---:|")
 rows = {}
 for s in (half, size):
-    for name, prog, arch, width in ((f"cpp-fcsd-{s}", "cd-infer", "fc-siam-diff", 16),
-                                    (f"cpp-fcsd-nofold-{s}", "cd-infer --no-fold", "fc-siam-diff", 16),
-                                    (f"py-fcsd-{s}", "Python + GDAL", "fc-siam-diff", 16),
-                                    (f"cpp-rfpn-{s}", "cd-infer", "resnet-fpn", 32)):
+    runs = [(f"cpp-fcsd-{s}", "cd-infer", "fc-siam-diff", 16),
+            (f"cpp-fcsd-nofold-{s}", "cd-infer --no-fold", "fc-siam-diff", 16),
+            (f"py-fcsd-{s}", "Python + GDAL", "fc-siam-diff", 16),
+            (f"cpp-rfpn-{s}", "cd-infer", "resnet-fpn", 32)]
+    if amp:
+        runs += [(f"cpp-fcsd-amp-{s}", "cd-infer --amp", "fc-siam-diff", 16),
+                 (f"py-fcsd-amp-{s}", "Python + GDAL, autocast bfloat16", "fc-siam-diff", 16),
+                 (f"cpp-rfpn-amp-{s}", "cd-infer --amp", "resnet-fpn", 32)]
+    for name, prog, arch, width in runs:
         mib, wall = rss(name)
         out = json.load(open(f"{work}/{name}.json"))
         mpx = s * s / 1e6 / wall  # whole process: start, model load, reading and writing included
-        limit = conv / flops[(arch, width)] / 1e6
+        limit = (conv_bf16 if "amp" in name else conv) / flops[(arch, width)] / 1e6
         busy = f"{out['seconds_model'] / out['seconds']:.0%}" if "seconds_model" in out else "-"
         rows[name] = (wall, mib, mpx)
         print(f"| {prog} | {arch} {width} | {s}² | {wall:.1f} | {mpx:.3f} | {limit:.3f} | {mpx / limit:.0%} | {busy} | {mib:.0f} |")
@@ -138,12 +165,20 @@ for s in (half, size):
     n = rows[f"cpp-fcsd-nofold-{s}"]
     print(f"{s}²: cd-infer / Python speed {p[0] / c[0]:.2f}x (--no-fold {p[0] / n[0]:.2f}x), "
           f"memory {c[1]:.0f} vs {p[1]:.0f} MiB")
+    if amp:
+        a, pa, pf = rows[f"cpp-fcsd-amp-{s}"], rows[f"py-fcsd-amp-{s}"], rows[f"cpp-fcsd-{s}"]
+        print(f"{s}² bfloat16: cd-infer --amp / Python autocast {pa[0] / a[0]:.2f}x, / plain Python {p[0] / a[0]:.2f}x,"
+              f" / cd-infer float32 {pf[0] / a[0]:.2f}x; memory {a[1]:.0f} vs {pa[1]:.0f} MiB")
 for prog, key in (("cd-infer fc-siam-diff", "cpp-fcsd"), ("Python fc-siam-diff", "py-fcsd"), ("cd-infer resnet-fpn", "cpp-rfpn")):
     print(f"{prog}: peak memory {rows[f'{key}-{size}'][1] / rows[f'{key}-{half}'][1]:.2f}x for 4x the scene")
 for s in (half, size):
     a, b, n = mask(f"cpp-fcsd-{s}"), mask(f"py-fcsd-{s}"), mask(f"cpp-fcsd-nofold-{s}")
     print(f"{s}² masks, cd-infer vs Python: {(a != b).sum()} of {a.size} pixels differ "
           f"(--no-fold vs Python: {(n != b).sum()}; folded vs not: {(a != n).sum()})")
+    if amp:
+        f, c, q = mask(f"cpp-fcsd-{s}"), mask(f"cpp-fcsd-amp-{s}"), mask(f"py-fcsd-amp-{s}")
+        print(f"{s}² masks, cd-infer --amp vs float32: {(c != f).sum()} pixels differ (Python autocast vs float32:"
+              f" {(q != f).sum()}; ResNet-FPN --amp vs float32: {(mask(f'cpp-rfpn-amp-{s}') != mask(f'cpp-rfpn-{s}')).sum()})")
 a, b = mask(f"cpp-fcsd-{size}"), mask(f"cpp-fcsd-{size}-strips")
 print(f"{size}² masks, one strip vs {ns} {'strip' if ns == 1 else 'strips'}: {(a != b).sum()} pixels differ")
 PY

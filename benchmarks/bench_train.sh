@@ -2,7 +2,9 @@
 # Training speed: cd-train-teacher against a Python + PyTorch script (benchmarks/train_speed.py)
 # that trains the same FC-Siam-diff on the same tiles, with the same batch size, threads,
 # optimiser and loss, run one after the other on this machine.
-#   usage: benchmarks/bench_train.sh [TILE=128] [BATCH=8] [THREADS=2] [WIDTH=16]   (after scripts/build.sh)
+#   usage: benchmarks/bench_train.sh [TILE=128] [BATCH=8] [THREADS=2] [WIDTH=16] [PRECISION=fp32]
+#   (after scripts/build.sh). PRECISION amp: both trainers in bfloat16 mixed precision
+#   (cd-train-teacher --amp, torch.autocast in Python); needs a CPU with AVX-512.
 # Needs Debian's python3-torch and python3-gdal (scripts/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,12 @@ TILE=${1:-128}
 BATCH=${2:-8}
 THREADS=${3:-2}
 WIDTH=${4:-16}
+PRECISION=${5:-fp32}
+case $PRECISION in
+    fp32) AMP=() ;;
+    amp) AMP=(--amp) ;;
+    *) echo "bench_train.sh: precision must be fp32 or amp, not '$PRECISION'" >&2; exit 2 ;;
+esac
 WORK=${CDK_BENCH_DIR:-/tmp/cdk-bench-train}
 rm -rf "$WORK"; mkdir -p "$WORK"
 /usr/bin/python3 -c 'import torch' 2>/dev/null || { echo "skipped: python3-torch is not installed" >&2; exit 0; }
@@ -26,11 +34,11 @@ steps_per_epoch=$((tiles / BATCH))
 # epochs 2-4 are measured (the per-epoch JSON lines carry samples/s of the training loop).
 /usr/bin/time -f '%M' -o "$WORK/cpp.rss" "$BIN/cd-train-teacher" -q --train "$WORK/tiles/tiles.csv" \
     --arch fc-siam-diff --width "$WIDTH" --out "$WORK/m.cdm" --epochs 4 --batch-size "$BATCH" \
-    --device cpu --threads "$THREADS" --workers 2 --schedule constant > "$WORK/cpp.json"
+    --device cpu --threads "$THREADS" --workers 2 --schedule constant "${AMP[@]}" > "$WORK/cpp.json"
 # Python: one epoch of warm-up steps, then three epochs' worth of steps measured.
 /usr/bin/time -f '%M' -o "$WORK/py.rss" /usr/bin/python3 benchmarks/train_speed.py "$WORK/tiles/tiles.csv" \
     --batch-size "$BATCH" --warmup "$steps_per_epoch" --steps $((3 * steps_per_epoch)) \
-    --threads "$THREADS" --workers 2 --width "$WIDTH" > "$WORK/py.json"
+    --threads "$THREADS" --workers 2 --width "$WIDTH" "${AMP[@]}" > "$WORK/py.json"
 
 # The machine's dense float32 rate with the same threads, for scale (2048^2 matrix products).
 /usr/bin/python3 -c "
@@ -39,9 +47,9 @@ torch.set_num_threads($THREADS); a = torch.randn(2048, 2048); b = torch.randn(20
 t = time.perf_counter(); [a @ b for _ in range(10)]; print(2 * 2048**3 * 10 / (time.perf_counter() - t) / 1e9)
 " > "$WORK/gflops.txt"
 
-/usr/bin/python3 - "$WORK" "$TILE" "$BATCH" "$THREADS" "$tiles" "$WIDTH" <<'PY'
+/usr/bin/python3 - "$WORK" "$TILE" "$BATCH" "$THREADS" "$tiles" "$WIDTH" "$PRECISION" <<'PY'
 import json, sys
-work, tile, batch, threads, tiles, width = sys.argv[1:7]
+work, tile, batch, threads, tiles, width, precision = sys.argv[1:8]
 lines = [json.loads(l) for l in open(f"{work}/m.cdm.log.jsonl")]
 measured = lines[1:]
 cpp_samples = sum(l["samples"] for l in measured)
@@ -49,7 +57,11 @@ cpp_secs = sum(l["train_seconds"] for l in measured)
 cpp = cpp_samples / cpp_secs
 py = json.load(open(f"{work}/py.json"))
 rss = {k: int(open(f"{work}/{k}.rss").read().split()[-1]) // 1024 for k in ("cpp", "py")}
-print(f"fc-siam-diff width {width}, {tiles} tiles of {tile}x{tile}x3, batch {batch}, {threads} threads, CPU\n")
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+isa = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "?"
+print(f"fc-siam-diff width {width}, {tiles} tiles of {tile}x{tile}x3, batch {batch}, {threads} threads, CPU ({cpu}, {isa}), "
+      f"{'bfloat16 mixed precision' if precision == 'amp' else 'float32'}\n")
 print("| trainer | samples/s | peak RSS (MiB) |\n|---|---:|---:|")
 print(f"| cd-train-teacher (LibTorch) | {cpp:.2f} | {rss['cpp']} |")
 print(f"| Python + PyTorch {py['torch']} | {py['samples_per_s']:.2f} | {rss['py']} |")

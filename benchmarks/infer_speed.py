@@ -11,7 +11,7 @@ torch.jit.load and maps one to one onto the Python module (benchmarks/train_spee
 FcSiamDiff), so both programs compute the same map.
 
 usage: infer_speed.py MODEL.cdm PRE.tif POST.tif OUT.tif [--tile 256] [--overlap 64]
-                      [--batch-size 4] [--threads 2] [--threshold 0.5]
+                      [--batch-size 4] [--threads 2] [--threshold 0.5] [--channels-last] [--amp]
 Prints one JSON line: seconds, megapixels_per_s, windows, changed_pixels.
 """
 import argparse
@@ -119,6 +119,7 @@ def main():
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--threshold', type=float, default=0.5)
     ap.add_argument('--channels-last', action='store_true')
+    ap.add_argument('--amp', action='store_true', help='bfloat16 autocast (torch.autocast on the CPU)')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -143,7 +144,9 @@ def main():
             pb = torch.from_numpy(np.stack([b[:, y:y + th, x:x + tw] for y, x, _, _ in batch]))
             if args.channels_last:
                 pa, pb = pa.contiguous(memory_format=torch.channels_last), pb.contiguous(memory_format=torch.channels_last)
-            p = torch.softmax(model(pa, pb), 1)[:, 1].numpy()
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=args.amp):
+                logits = model(pa, pb)
+            p = torch.softmax(logits.float(), 1)[:, 1].numpy()
             for n, (y, x, (y0, y1), (x0, x1)) in enumerate(batch):
                 prob[y0:y1, x0:x1] = p[n, y0 - y:y1 - y, x0 - x:x1 - x]
     mask = np.where(valid, (prob >= args.threshold).astype(np.uint8), np.uint8(255))

@@ -104,6 +104,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--width", type=int, default=16)
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forward pass (losses in float32)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -118,7 +119,9 @@ def main():
         for pre, post, y in loader:
             if step == a.warmup:
                 t0, samples = time.perf_counter(), 0
-            loss = F.cross_entropy(model(pre, post), y, ignore_index=255)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp):
+                logits = model(pre, post)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=255)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -128,7 +131,7 @@ def main():
                 break
     secs = time.perf_counter() - t0
     print(json.dumps({"tool": "python-pytorch", "torch": torch.__version__, "steps": a.steps,
-                      "batch_size": a.batch_size, "seconds": secs, "samples_per_s": samples / secs,
+                      "batch_size": a.batch_size, "amp": a.amp, "seconds": secs, "samples_per_s": samples / secs,
                       "final_loss": float(loss)}))
 
 

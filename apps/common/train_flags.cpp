@@ -69,7 +69,7 @@ void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags&
     app.add_option("--workers", options.workers, "Data-loading threads")
         ->capture_default_str()
         ->check(CLI::Range(0, 256));
-    app.add_flag("--amp", options.amp, "Mixed precision on CUDA (bfloat16 autocast)");
+    app.add_flag("--amp", options.amp, "Mixed precision (bfloat16 autocast): CUDA, or a CPU with AVX-512");
     app.add_option("--memory-format", options.memory_format,
                    "CPU tensor layout: auto (channels-last from width 16, measured faster), channels-last, contiguous")
         ->capture_default_str()

@@ -8,6 +8,7 @@
 
 #include "cdk/geo/raster.hpp"
 #include "cdk/nn/bundle.hpp"
+#include "cdk/nn/device.hpp"
 #include "support/cli_checks.hpp"
 #include "support/support.hpp"
 
@@ -175,6 +176,61 @@ TEST_CASE("cd-infer maps a synthetic scene with a bundle from cd-train-teacher",
                               scene + "/post.tif", "--out", tmp / "x.tif", "--quiet"});
     check_one_error_line(r, "not a cdkit model bundle");
     CHECK_FALSE(exists(tmp / "x.tif"));
+}
+
+TEST_CASE("cd-infer --amp: a bfloat16 map agrees with the float32 one, or is refused in one line",
+          "[cli][infer][amp]") {
+    TempDir tmp;
+    cdk::test::SynthScene ss;
+    ss.height = 80;
+    const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
+    cdk::test::tile_scene(scene, tmp / "tiles");
+    const std::string model = tmp / "m.cdm";
+    // Width 16: channels-last, as real models run on the CPU.
+    auto t = run_tool("cd-train-teacher", {"--train", tmp / "tiles/tiles.csv", "--arch", "fc-siam-diff", "--width",
+                                           "16", "--epochs", "2", "--out", model, "--device", "cpu", "--threads", "1",
+                                           "--quiet"});
+    INFO(t.err);
+    REQUIRE(t.rc == 0);
+    auto infer = [&](const std::string& name, bool amp) {
+        std::vector<std::string> args = {"--model", model, "--pre", scene + "/pre.tif", "--post", scene + "/post.tif",
+                                         "--out", tmp / (name + ".tif"), "--prob", tmp / (name + "_prob.tif"),
+                                         "--device", "cpu", "--threads", "1", "--quiet"};
+        if (amp) args.push_back("--amp");
+        return run_tool("cd-infer", args);
+    };
+    auto f = infer("fp32", false);
+    INFO(f.err);
+    REQUIRE(f.rc == 0);
+    CHECK(nlohmann::json::parse(f.out)["amp"] == false);
+    auto r = infer("bf16", true);
+    if (!cdk::nn::cpu_bf16_supported()) {
+        check_one_error_line(r, "--amp");
+        CHECK(r.err.find("AVX-512") != std::string::npos);
+        CHECK_FALSE(exists(tmp / "bf16.tif"));
+        return;
+    }
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    CHECK(nlohmann::json::parse(r.out)["amp"] == true);
+    const auto pa = cdk::test::read_band(tmp / "fp32_prob.tif"), pb = cdk::test::read_band(tmp / "bf16_prob.tif");
+    const auto ma = cdk::test::read_band(tmp / "fp32.tif"), mb = cdk::test::read_band(tmp / "bf16.tif");
+    REQUIRE(pa.size() == pb.size());
+    double worst = 0;
+    size_t differ = 0, valid = 0;
+    for (size_t i = 0; i < pa.size(); ++i) {
+        CHECK((ma[i] == 255) == (mb[i] == 255));  // nodata is nodata either way
+        if (ma[i] == 255) continue;
+        ++valid;
+        worst = std::max(worst, std::abs(pa[i] - pb[i]));
+        differ += ma[i] != mb[i];
+    }
+    INFO("largest probability difference " << worst << ", " << differ << " of " << valid << " pixels differ");
+    REQUIRE(valid > 0);
+    // bfloat16 keeps 8 bits of mantissa: probabilities move by about 1e-2, not more, and
+    // only pixels that sit at the threshold change sides.
+    CHECK(worst < 0.05);
+    CHECK(double(differ) < 0.01 * double(valid));
 }
 
 TEST_CASE("cd-infer runs a TorchScript model from Python and matches Python's output", "[cli][infer][torchscript]") {

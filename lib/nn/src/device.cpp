@@ -56,12 +56,38 @@ std::string torch_build_info() {
     return s;
 }
 
-AutocastGuard::AutocastGuard(bool enabled) : enabled_(enabled) {
+bool cpu_bf16_supported(bool* native) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    const bool avx512 = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                        __builtin_cpu_supports("avx512dq");
+    if (native) *native = avx512 && __builtin_cpu_supports("avx512bf16");
+    return avx512;
+#else
+    if (native) *native = false;
+    return false;
+#endif
+}
+
+void check_amp(const torch::Device& device, const std::string& what) {
+    if (device.is_cpu() && !cpu_bf16_supported())
+        throw ConfigError("mixed precision (" + what +
+                          ") on the CPU needs AVX-512 for bfloat16, which this CPU lacks; run without it");
+}
+
+AutocastGuard::AutocastGuard(bool enabled, const torch::Device& device)
+    : enabled_(enabled), cpu_(device.is_cpu()) {
     if (!enabled_) return;
-    previous_ = at::autocast::is_enabled();
-    previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
+    if (cpu_) {
+        previous_ = at::autocast::is_cpu_enabled();
+        previous_dtype_ = at::autocast::get_autocast_cpu_dtype();
+        at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+        at::autocast::set_cpu_enabled(true);
+    } else {
+        previous_ = at::autocast::is_enabled();
+        previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
+        at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+        at::autocast::set_enabled(true);
+    }
     at::autocast::increment_nesting();
 }
 
@@ -69,8 +95,13 @@ AutocastGuard::~AutocastGuard() {
     if (!enabled_) return;
     // The cast weights are cached for the outermost autocast region only.
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_enabled(previous_);
-    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
+    if (cpu_) {
+        at::autocast::set_cpu_enabled(previous_);
+        at::autocast::set_autocast_cpu_dtype(previous_dtype_);
+    } else {
+        at::autocast::set_enabled(previous_);
+        at::autocast::set_autocast_gpu_dtype(previous_dtype_);
+    }
 }
 
 }  // namespace cdk::nn

@@ -180,6 +180,7 @@ LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
 
 LoadedModel open_model(const InferOptions& o) {
     const torch::Device device = nn::parse_device(o.device);
+    if (o.amp) nn::check_amp(device, "--amp");
     if (!o.op_origin.empty()) {
         nn::Bundle origin = nn::load_bundle(o.op_origin, device);
         if (!origin.header.contains("normalization"))
@@ -473,6 +474,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
              ", " + std::to_string(order.size()) + " windows in " + std::to_string(ys.size()) + " rows and " +
              std::to_string(plan.strips.size()) + (plan.strips.size() == 1 ? " column strip" : " column strips") +
              ", batch " + std::to_string(o.batch_size) + (o.tta ? ", flip TTA" : "") + ", " + device.str() +
+             (o.amp ? " in bfloat16 mixed precision" : "") +
              "; read-ahead " + std::to_string(plan.window_bytes / kMB) + " MB, GDAL block cache " +
              std::to_string(cache_bytes / kMB) + " MB (--ram " + std::to_string(o.ram_mb) +
              " MB; the model's own memory comes on top)");
@@ -499,7 +501,12 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     torch::NoGradGuard no_grad;
     auto change_prob = [&](nn::ChangeModelImpl& model, const torch::Tensor& a, const torch::Tensor& b) {
         auto run = [&](const torch::Tensor& x, const torch::Tensor& y) {
-            return torch::softmax(model.forward(x, y).logits, 1).select(1, 1);
+            torch::Tensor logits;
+            {
+                nn::AutocastGuard autocast(o.amp, device);
+                logits = model.forward(x, y).logits;
+            }
+            return torch::softmax(logits.to(torch::kFloat32), 1).select(1, 1);
         };
         auto p = run(a, b);
         if (o.tta) {
@@ -683,6 +690,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             {"device", device.str()},
             {"memory_format", m.nhwc ? "channels-last" : "contiguous"},
             {"folded", o.fold},
+            {"amp", o.amp},
             {"scene_normalization", scene_norm},
             {"seconds", seconds},
             {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0},

@@ -356,8 +356,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
 
     // Device, seed, threads: set before the model exists so initialisation is seeded.
     const torch::Device device = nn::parse_device(o.device);
-    if (o.amp && !device.is_cuda())
-        throw ConfigError("mixed precision (--amp) needs a CUDA device, training runs on " + quote(device.str()));
+    if (o.amp) nn::check_amp(device, "--amp");
     nn::set_threads(o.threads);
     torch::manual_seed(o.seed);
 
@@ -506,7 +505,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
             }
             nn::ChangeOutput out;
             {
-                nn::AutocastGuard autocast(o.amp);
+                nn::AutocastGuard autocast(o.amp, device);
                 out = model->forward(b.pre, b.post);
             }
             if (o.amp) out.logits = out.logits.to(torch::kFloat32);  // losses in float32

@@ -27,18 +27,30 @@ bool use_channels_last(const std::string& memory_format, const torch::Device& de
 /// One line describing the LibTorch build: version, CUDA availability, threads.
 std::string torch_build_info();
 
-/// Mixed precision on CUDA while it lives: CUDA operations autocast to bfloat16 (which,
-/// unlike float16, needs no loss scaling). Does nothing when constructed with false.
+/// Whether this CPU runs bfloat16 convolutions through oneDNN: LibTorch's bfloat16 CPU
+/// path needs AVX-512 (BW, VL, DQ). `native` is set to whether the CPU also has the
+/// bfloat16 instructions (AVX512_BF16; AMX where present) rather than emulating them.
+bool cpu_bf16_supported(bool* native = nullptr);
+
+/// Refuse mixed precision (`what` names the option) on a device that cannot run it:
+/// a CPU without AVX-512 (ConfigError naming the CPU's lack). CUDA is always accepted.
+void check_amp(const torch::Device& device, const std::string& what);
+
+/// Mixed precision while it lives: operations on `device` (CPU or CUDA) autocast to
+/// bfloat16 (which, unlike float16, needs no loss scaling): convolutions and matrix
+/// products run in bfloat16, precision-sensitive operations in float32. Does nothing when
+/// constructed with false.
 class AutocastGuard {
 public:
-    /// Enable bfloat16 autocast for CUDA when `enabled`.
-    explicit AutocastGuard(bool enabled);
+    /// Enable bfloat16 autocast for `device`'s type when `enabled`.
+    AutocastGuard(bool enabled, const torch::Device& device);
     ~AutocastGuard();
     AutocastGuard(const AutocastGuard&) = delete;
     AutocastGuard& operator=(const AutocastGuard&) = delete;
 
 private:
     bool enabled_;
+    bool cpu_ = false;
     bool previous_ = false;
     at::ScalarType previous_dtype_ = at::kHalf;
 };

@@ -43,6 +43,7 @@ struct InferOptions {
     std::string device = "auto";   ///< auto | cpu | cuda[:N]
     std::string memory_format = "auto";  ///< auto | channels-last | contiguous (auto: the training rule)
     bool fold = true;                    ///< batch norm folded, sub-pixel upsampling (nn::prepare_for_inference)
+    bool amp = false;                    ///< bfloat16 mixed precision (autocast): CUDA, or a CPU with AVX-512
     int threads = 0;               ///< intra-op threads, 0 = LibTorch's default
     geo::PairOptions pair;         ///< alignment of date 2, resampling, nodata override
     geo::WriteOptions write;       ///< format, creation options, overwrite

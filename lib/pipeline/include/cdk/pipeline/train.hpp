@@ -34,7 +34,7 @@ struct TrainOptions {
     std::string device = "auto";         ///< auto | cpu | cuda[:N]
     int threads = 0;                     ///< intra-op threads, 0 = LibTorch's default
     int workers = 2;                     ///< data-loading threads
-    bool amp = false;                    ///< mixed precision (bfloat16 autocast), CUDA only
+    bool amp = false;                    ///< mixed precision (bfloat16 autocast): CUDA, or a CPU with AVX-512
     std::string memory_format = "auto";  ///< CPU layout: auto (channels-last from width 16) | channels-last | contiguous
     uint64_t seed = 0;                   ///< weights, shuffling and augmentation
     bool resume = false;                 ///< continue from OUT's checkpoint after an interruption
