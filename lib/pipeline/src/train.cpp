@@ -470,7 +470,8 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     const int64_t params = nn::parameter_count(*model);
     ctx.info("training " + mo.arch + " (width " + std::to_string(mo.width) + ", " + std::to_string(params) +
              " parameters) on " + std::to_string(train.size()) + " tiles, " + std::to_string(bands) +
-             " bands, " + device.str() + (val ? ", validating on " + std::to_string(val->size()) + " tiles" : ""));
+             " bands, " + device.str() + (o.amp ? " in bfloat16 mixed precision" : "") +
+             (val ? ", validating on " + std::to_string(val->size()) + " tiles" : ""));
 
     auto header_for = [&](const nlohmann::json& metrics, bool complete) {
         nlohmann::json h = header;

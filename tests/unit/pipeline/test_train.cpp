@@ -24,10 +24,9 @@ std::vector<nlohmann::json> read_log(const std::string& path) {
     return lines;
 }
 
-}  // namespace
-
-TEST_CASE("a tiny model learns a trivially learnable change", "[pipeline][train]") {
-    TempDir tmp;
+// 20 epochs of a width-8 fc-siam-diff on fixture tiles whose change is trivially learnable
+// (TMP/train, TMP/val; the bundle goes to TMP/m.cdm).
+TrainOptions learnable_options(const TempDir& tmp) {
     const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 64, 3, 0);
     const auto val = cdk::test::make_fixture_tiles(tmp, "val", 128, 32, 3, 1);
     auto o = cdk::test::tiny_train_options(train, val, tmp / "m.cdm");
@@ -36,6 +35,14 @@ TEST_CASE("a tiny model learns a trivially learnable change", "[pipeline][train]
     o.schedule = "poly";
     o.model.width = 8;
     o.loss.class_weights = {1, 3};
+    return o;
+}
+
+}  // namespace
+
+TEST_CASE("a tiny model learns a trivially learnable change", "[pipeline][train]") {
+    TempDir tmp;
+    const auto o = learnable_options(tmp);
     const auto summary = train_model(o);
     CHECK(summary["complete"] == true);
     const auto log = read_log(tmp / "m.cdm.log.jsonl");
@@ -72,14 +79,7 @@ TEST_CASE("mixed precision on the CPU learns the same trivially learnable change
         return;
     }
     TempDir tmp;
-    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 64, 3, 0);
-    const auto val = cdk::test::make_fixture_tiles(tmp, "val", 128, 32, 3, 1);
-    auto o = cdk::test::tiny_train_options(train, val, tmp / "m.cdm");
-    o.epochs = 20;
-    o.lr = 5e-3;
-    o.schedule = "poly";
-    o.model.width = 8;
-    o.loss.class_weights = {1, 3};
+    auto o = learnable_options(tmp);
     o.amp = true;
     const auto summary = train_model(o);
     const auto log = read_log(tmp / "m.cdm.log.jsonl");
