@@ -8,6 +8,7 @@
 # Scenes and models are kept in $CDK_BENCH_DIR (default /tmp/cdk-bench-infer) between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benchmarks/machine.sh
 ROOT=$PWD
 BIN=$ROOT/build/apps
 SIZE=${1:-8192}
@@ -41,7 +42,7 @@ fi
 # Debian's libtorch); the best one is the rate the FLOP-bound limit assumes.
 # With AVX-512 the same is measured in bfloat16 (the FLOP-bound limit of the --amp rows).
 AMP=0
-grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo && grep -qw avx512dq /proc/cpuinfo && AMP=1
+cpu_has_bf16 && AMP=1
 /usr/bin/python3 - "$THREADS" "$AMP" > "$WORK/conv.json" <<'PY'
 import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
@@ -102,11 +103,11 @@ done
 run "cpp-fcsd-$SIZE-strips" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" --pre "$WORK/s$SIZE/pre.tif" \
     --post "$WORK/s$SIZE/post.tif" --out "$WORK/cpp-fcsd-$SIZE-strips.tif" --threads "$THREADS" --ram 48 --overwrite
 
-/usr/bin/python3 - "$WORK" "$HALF" "$SIZE" "$THREADS" "$AMP" <<'PY'
+/usr/bin/python3 - "$WORK" "$HALF" "$SIZE" "$THREADS" "$AMP" "$(cpu_label)" <<'PY'
 import json, re, sys
 import numpy as np
 from osgeo import gdal
-work, half, size, threads, amp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
+work, half, size, threads, amp, cpu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1", sys.argv[6]
 flops = {}
 for line in open(f"{work}/models.md"):
     m = re.match(r"\| `([a-z-]+)` \| (\d+) \| \d+ \| \d+ \| ([\d.]+) \|", line)
@@ -115,16 +116,13 @@ for line in open(f"{work}/models.md"):
 conv_json = json.load(open(f"{work}/conv.json"))
 conv = conv_json["best_gflops"] * 1e9
 conv_bf16 = conv_json.get("bf16_best_gflops", 0) * 1e9
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
-isa = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "?"
 def rss(name):
     kb, secs = open(f"{work}/{name}.rss").read().split()[-2:]
     return int(kb) / 1024, float(secs)
 def mask(name):
     return gdal.Open(f"{work}/{name}.tif").ReadAsArray()
 print(f"Synthetic 3-band UInt8 pairs, tiled GeoTIFF; windows 256, overlap 64, batch 4; {threads} threads, CPU"
-      f" ({cpu}, {isa}); convolution throughput {conv / 1e9:.0f} GFLOP/s float32"
+      f" ({cpu}); convolution throughput {conv / 1e9:.0f} GFLOP/s float32"
       + (f", {conv_bf16 / 1e9:.0f} GFLOP/s bfloat16 (the limit of the --amp rows)" if amp else "")
       + " (best 3x3 convolution, benchmarks/bench_infer.sh)\n")
 print("| program | model | scene | seconds | Mpx/s | FLOP-bound Mpx/s | share of limit | model busy | peak RSS (MiB) |")

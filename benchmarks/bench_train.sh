@@ -8,6 +8,7 @@
 # Needs Debian's python3-torch and python3-gdal (scripts/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benchmarks/machine.sh
 BIN=$PWD/build/apps
 TILE=${1:-128}
 BATCH=${2:-8}
@@ -47,9 +48,9 @@ torch.set_num_threads($THREADS); a = torch.randn(2048, 2048); b = torch.randn(20
 t = time.perf_counter(); [a @ b for _ in range(10)]; print(2 * 2048**3 * 10 / (time.perf_counter() - t) / 1e9)
 " > "$WORK/gflops.txt"
 
-/usr/bin/python3 - "$WORK" "$TILE" "$BATCH" "$THREADS" "$tiles" "$WIDTH" "$PRECISION" <<'PY'
+/usr/bin/python3 - "$WORK" "$TILE" "$BATCH" "$THREADS" "$tiles" "$WIDTH" "$PRECISION" "$(cpu_label)" <<'PY'
 import json, sys
-work, tile, batch, threads, tiles, width, precision = sys.argv[1:8]
+work, tile, batch, threads, tiles, width, precision, cpu = sys.argv[1:9]
 lines = [json.loads(l) for l in open(f"{work}/m.cdm.log.jsonl")]
 measured = lines[1:]
 cpp_samples = sum(l["samples"] for l in measured)
@@ -57,10 +58,7 @@ cpp_secs = sum(l["train_seconds"] for l in measured)
 cpp = cpp_samples / cpp_secs
 py = json.load(open(f"{work}/py.json"))
 rss = {k: int(open(f"{work}/{k}.rss").read().split()[-1]) // 1024 for k in ("cpp", "py")}
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
-isa = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "?"
-print(f"fc-siam-diff width {width}, {tiles} tiles of {tile}x{tile}x3, batch {batch}, {threads} threads, CPU ({cpu}, {isa}), "
+print(f"fc-siam-diff width {width}, {tiles} tiles of {tile}x{tile}x3, batch {batch}, {threads} threads, CPU ({cpu}), "
       f"{'bfloat16 mixed precision' if precision == 'amp' else 'float32'}\n")
 print("| trainer | samples/s | peak RSS (MiB) |\n|---|---:|---:|")
 print(f"| cd-train-teacher (LibTorch) | {cpp:.2f} | {rss['cpp']} |")

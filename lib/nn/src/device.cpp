@@ -56,14 +56,11 @@ std::string torch_build_info() {
     return s;
 }
 
-bool cpu_bf16_supported(bool* native) {
+bool cpu_bf16_supported() {
 #if defined(__x86_64__) && defined(__GNUC__)
-    const bool avx512 = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                        __builtin_cpu_supports("avx512dq");
-    if (native) *native = avx512 && __builtin_cpu_supports("avx512bf16");
-    return avx512;
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
 #else
-    if (native) *native = false;
     return false;
 #endif
 }

@@ -28,9 +28,8 @@ bool use_channels_last(const std::string& memory_format, const torch::Device& de
 std::string torch_build_info();
 
 /// Whether this CPU runs bfloat16 convolutions through oneDNN: LibTorch's bfloat16 CPU
-/// path needs AVX-512 (BW, VL, DQ). `native` is set to whether the CPU also has the
-/// bfloat16 instructions (AVX512_BF16; AMX where present) rather than emulating them.
-bool cpu_bf16_supported(bool* native = nullptr);
+/// path needs AVX-512 (BW, VL, DQ). Without AVX512_BF16 or AMX oneDNN emulates them.
+bool cpu_bf16_supported();
 
 /// Refuse mixed precision (`what` names the option) on a device that cannot run it:
 /// a CPU without AVX-512 (ConfigError naming the CPU's lack). CUDA is always accepted.
