@@ -210,6 +210,8 @@ TEST_CASE("cd-infer --amp: a bfloat16 map agrees with the float32 one, or is ref
     INFO(r.err);
     REQUIRE(r.rc == 0);
     CHECK(nlohmann::json::parse(r.out)["amp"] == true);
+    // Warned (even with --quiet) exactly when bfloat16 is emulated on this CPU.
+    CHECK((r.err.find("runs emulated") != std::string::npos) == !cdk::nn::cpu_bf16_native());
     const auto pa = cdk::test::read_band(tmp / "fp32_prob.tif"), pb = cdk::test::read_band(tmp / "bf16_prob.tif");
     const auto ma = cdk::test::read_band(tmp / "fp32.tif"), mb = cdk::test::read_band(tmp / "bf16.tif");
     REQUIRE(pa.size() == pb.size());

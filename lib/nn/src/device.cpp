@@ -65,10 +65,23 @@ bool cpu_bf16_supported() {
 #endif
 }
 
-void check_amp(const torch::Device& device, const std::string& what) {
-    if (device.is_cpu() && !cpu_bf16_supported())
+bool cpu_bf16_native() {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+    return false;
+#endif
+}
+
+std::string check_amp(const torch::Device& device, const std::string& what) {
+    if (!device.is_cpu()) return {};
+    if (!cpu_bf16_supported())
         throw ConfigError("mixed precision (" + what +
                           ") on the CPU needs AVX-512 for bfloat16, which this CPU lacks; run without it");
+    if (!cpu_bf16_native())
+        return "this CPU has AVX-512 but no bfloat16 instructions (AVX512_BF16, AMX): " + what +
+               " runs emulated and may be slower than float32";
+    return {};
 }
 
 AutocastGuard::AutocastGuard(bool enabled, const torch::Device& device)

@@ -87,24 +87,31 @@ void ConvBnReluImpl::train(bool on) {
 
 std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Tensor& weight,
                                                                  const torch::Tensor& bias) {
-    torch::NoGradGuard no_grad;
     // Output row 2m takes input row m through kernel row 1; row 2m+1 takes row m through
     // kernel row 2 and row m+1 through kernel row 0 (padding 1). So for output parity p and
     // 2x2 tap t over input rows (m, m+1): p=0: t=0 -> k=1; p=1: t=0 -> k=2, t=1 -> k=0.
+    // The kernel is gathered from the weight with index_select, so gradients reach it.
+    static const torch::Tensor taps = [] {
+        const int kTap[2][2] = {{1, -1}, {2, 0}};  // [parity][tap] -> kernel index, -1 = none
+        std::vector<int64_t> idx;                  // [py][px][ty][tx] -> flat 3x3 index, 9 = zero
+        for (int py = 0; py < 2; ++py)
+            for (int px = 0; px < 2; ++px)
+                for (int ty = 0; ty < 2; ++ty)
+                    for (int tx = 0; tx < 2; ++tx) {
+                        const int ky = kTap[py][ty], kx = kTap[px][tx];
+                        idx.push_back(ky < 0 || kx < 0 ? 9 : ky * 3 + kx);
+                    }
+        return torch::tensor(idx, torch::kLong);
+    }();
     const int64_t in = weight.size(0), out = weight.size(1);
-    const int kTap[2][2] = {{1, -1}, {2, 0}};  // [parity][tap] -> kernel index, -1 = none
-    auto k = torch::zeros({out, 4, in, 2, 2}, weight.options());
-    const auto wt = weight.transpose(0, 1);  // [out, in, 3, 3]
-    for (int py = 0; py < 2; ++py)
-        for (int px = 0; px < 2; ++px)
-            for (int ty = 0; ty < 2; ++ty)
-                for (int tx = 0; tx < 2; ++tx) {
-                    const int ky = kTap[py][ty], kx = kTap[px][tx];
-                    if (ky < 0 || kx < 0) continue;
-                    k.select(1, py * 2 + px).select(2, ty).select(2, tx).copy_(wt.select(2, ky).select(2, kx));
-                }
-    // pixel_shuffle takes channel c*4 + py*2 + px to (c, 2y+py, 2x+px).
-    k = k.reshape({out * 4, in, 2, 2}).contiguous(weight.suggest_memory_format());
+    const auto flat = torch::cat({weight.transpose(0, 1).reshape({out, in, 9}), weight.new_zeros({out, in, 1})}, 2);
+    // [out, in, py, px, ty, tx] -> [out, py, px, in, ty, tx]: pixel_shuffle takes channel
+    // c*4 + py*2 + px to (c, 2y+py, 2x+px).
+    auto k = flat.index_select(2, taps.to(weight.device()))
+                 .view({out, in, 2, 2, 2, 2})
+                 .permute({0, 2, 3, 1, 4, 5})
+                 .reshape({out * 4, in, 2, 2})
+                 .contiguous(weight.suggest_memory_format());
     auto b = bias.defined() ? bias.repeat_interleave(4) : torch::Tensor();
     return {k, b};
 }

@@ -83,7 +83,8 @@ TORCH_MODULE(ConvBnRelu);
 
 /// A stride-2 transposed convolution (kernel 3, padding 1, output padding 1) as a 2x2
 /// convolution into 4x the channels followed by a pixel shuffle: the same output without
-/// the zero-inserted input. `weight` [in, out, 3, 3], `bias` [out]; returns {kernel, bias}.
+/// the zero-inserted input. `weight` [in, out, 3, 3], `bias` [out]; returns {kernel, bias},
+/// differentiable with respect to both (the training form uses it too).
 std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Tensor& weight,
                                                                  const torch::Tensor& bias);
 /// Apply subpixel_from_transposed()'s kernel and bias to `x` (counts the transposed

@@ -178,9 +178,10 @@ LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
     return origin;
 }
 
-LoadedModel open_model(const InferOptions& o) {
+LoadedModel open_model(const InferOptions& o, const RunContext& ctx) {
     const torch::Device device = nn::parse_device(o.device);
-    if (o.amp) nn::check_amp(device, "--amp");
+    if (o.amp)
+        if (const std::string w = nn::check_amp(device, "--amp"); !w.empty()) ctx.warn(w);
     if (!o.op_origin.empty()) {
         nn::Bundle origin = nn::load_bundle(o.op_origin, device);
         if (!origin.header.contains("normalization"))
@@ -213,8 +214,8 @@ LoadedModel open_model(const InferOptions& o) {
 }
 
 // The model (or O-P origin and teachers), in the memory format it runs fastest in.
-LoadedModel load_model(const InferOptions& o) {
-    LoadedModel m = open_model(o);
+LoadedModel load_model(const InferOptions& o, const RunContext& ctx) {
+    LoadedModel m = open_model(o, ctx);
     prepare_models(m, o);
     m.threshold = o.threshold;
     if (o.threshold_from_model) {
@@ -723,7 +724,7 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
             return skipped(o.out);
         }
         refuse_existing(paths, o);
-        LoadedModel m = load_model(o);
+        LoadedModel m = load_model(o, ctx);
         return map_scene(m, geo::SceneSpec::parse(o.pre, o.band_pattern), geo::SceneSpec::parse(o.post, o.band_pattern),
                          paths, o, ctx);
     }
@@ -759,7 +760,7 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
         throw IoError("cannot create output folder " + quote(o.out) + ": " + ec.message());
 
     ctx.info(std::to_string(plan.size()) + " of " + std::to_string(jobs.size()) + " scenes in shard " + shard.text());
-    LoadedModel m = load_model(o);
+    LoadedModel m = load_model(o, ctx);
     nlohmann::json scenes = nlohmann::json::array();
     int done = 0, skipped_count = 0;
     std::vector<std::string> failures;

@@ -256,3 +256,65 @@ TEST_CASE("a sub-pixel convolution reproduces a stride-2 transposed convolution"
     REQUIRE(y.sizes() == ref.sizes());
     CHECK((y - ref).abs().max().item<double>() < 1e-5);
 }
+
+TEST_CASE("the sub-pixel form passes the transposed convolution's gradients to its weights", "[nn][models]") {
+    torch::manual_seed(5);
+    auto up = torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(5, 7, 3).stride(2).padding(1).output_padding(1));
+    const auto x = torch::randn({2, 5, 9, 6}, torch::requires_grad());
+    const auto target = torch::randn({2, 7, 18, 12});
+    auto grads = [&](bool subpixel) {
+        up->zero_grad();
+        if (x.grad().defined()) x.grad().zero_();
+        torch::Tensor y;
+        if (subpixel) {
+            const auto [kernel, bias] = cdk::nn::detail::subpixel_from_transposed(up->weight, up->bias);
+            y = cdk::nn::detail::subpixel_up(x, kernel, bias);
+        } else {
+            y = up->forward(x);
+        }
+        (y * target).sum().backward();
+        return std::vector<torch::Tensor>{up->weight.grad().clone(), up->bias.grad().clone(), x.grad().clone()};
+    };
+    const auto ref = grads(false), got = grads(true);
+    for (size_t i = 0; i < ref.size(); ++i) {
+        INFO("gradient " << i << " (weight, bias, input)");
+        REQUIRE(got[i].sizes() == ref[i].sizes());
+        CHECK(ref[i].abs().max().item<double>() > 0.1);
+        CHECK((got[i] - ref[i]).abs().max().item<double>() < 1e-4);
+    }
+}
+
+TEST_CASE("FC models train the same contiguous (transposed convolutions) and channels-last (sub-pixel)",
+          "[nn][models]") {
+    for (const std::string arch : {"fc-ef", "fc-siam-diff"}) {
+        INFO(arch);
+        torch::manual_seed(6);
+        auto a = cdk::nn::create_model(opts(arch, 3, 4));
+        torch::manual_seed(6);
+        auto b = cdk::nn::create_model(opts(arch, 3, 4));
+        cdk::nn::to_channels_last(*b);
+        a->eval();  // no dropout; gradients still flow (not folded)
+        b->eval();
+        const auto pre = torch::randn({2, 3, 32, 48}), post = torch::randn({2, 3, 32, 48});
+        const auto target = torch::randn({2, 2, 32, 48});
+        auto step = [&](cdk::nn::ChangeModel& m, bool nhwc) {
+            const auto fmt = nhwc ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+            const auto logits = m->forward(pre.contiguous(fmt), post.contiguous(fmt)).logits;
+            (logits * target).sum().backward();
+            return logits.detach().contiguous();
+        };
+        const auto la = step(a, false), lb = step(b, true);
+        CHECK((la - lb).abs().max().item<double>() < 1e-4 * std::max(1.0, la.abs().max().item<double>()));
+        const auto pa = a->named_parameters(), pb = b->named_parameters();
+        int ups = 0;
+        for (const auto& item : pa) {
+            if (item.key().find(".up") == std::string::npos) continue;  // the transposed convolutions
+            ++ups;
+            const auto ga = item.value().grad(), gb = pb[item.key()].grad();
+            INFO(item.key());
+            REQUIRE(gb.defined());
+            CHECK((ga - gb).abs().max().item<double>() < 1e-3 * std::max(1.0, ga.abs().max().item<double>()));
+        }
+        CHECK(ups == 8);  // 4 weights + 4 biases
+    }
+}

@@ -31,9 +31,15 @@ std::string torch_build_info();
 /// path needs AVX-512 (BW, VL, DQ). Without AVX512_BF16 or AMX oneDNN emulates them.
 bool cpu_bf16_supported();
 
+/// Whether this CPU has bfloat16 instructions (AVX512_BF16 or AMX). Without them, on an
+/// AVX-512 CPU, oneDNN emulates bfloat16 with float32 arithmetic.
+bool cpu_bf16_native();
+
 /// Refuse mixed precision (`what` names the option) on a device that cannot run it:
 /// a CPU without AVX-512 (ConfigError naming the CPU's lack). CUDA is always accepted.
-void check_amp(const torch::Device& device, const std::string& what);
+/// Returns a warning for the log when it is accepted but runs emulated (an AVX-512 CPU
+/// without bfloat16 instructions), empty otherwise.
+[[nodiscard]] std::string check_amp(const torch::Device& device, const std::string& what);
 
 /// Mixed precision while it lives: operations on `device` (CPU or CUDA) autocast to
 /// bfloat16 (which, unlike float16, needs no loss scaling): convolutions and matrix
