@@ -91,7 +91,9 @@ std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Te
     // kernel row 2 and row m+1 through kernel row 0 (padding 1). So for output parity p and
     // 2x2 tap t over input rows (m, m+1): p=0: t=0 -> k=1; p=1: t=0 -> k=2, t=1 -> k=0.
     // The kernel is gathered from the weight with index_select, so gradients reach it.
-    static const torch::Tensor taps = [] {
+    // (The index list, not a tensor, is what stays static: a static tensor made under one
+    // grad or inference mode would be reused under another.)
+    static const std::vector<int64_t> taps = [] {
         const int kTap[2][2] = {{1, -1}, {2, 0}};  // [parity][tap] -> kernel index, -1 = none
         std::vector<int64_t> idx;                  // [py][px][ty][tx] -> flat 3x3 index, 9 = zero
         for (int py = 0; py < 2; ++py)
@@ -101,13 +103,13 @@ std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Te
                         const int ky = kTap[py][ty], kx = kTap[px][tx];
                         idx.push_back(ky < 0 || kx < 0 ? 9 : ky * 3 + kx);
                     }
-        return torch::tensor(idx, torch::kLong);
+        return idx;
     }();
     const int64_t in = weight.size(0), out = weight.size(1);
     const auto flat = torch::cat({weight.transpose(0, 1).reshape({out, in, 9}), weight.new_zeros({out, in, 1})}, 2);
     // [out, in, py, px, ty, tx] -> [out, py, px, in, ty, tx]: pixel_shuffle takes channel
     // c*4 + py*2 + px to (c, 2y+py, 2x+px).
-    auto k = flat.index_select(2, taps.to(weight.device()))
+    auto k = flat.index_select(2, torch::tensor(taps, torch::dtype(torch::kLong).device(weight.device())))
                  .view({out, in, 2, 2, 2, 2})
                  .permute({0, 2, 3, 1, 4, 5})
                  .reshape({out * 4, in, 2, 2})
