@@ -73,15 +73,14 @@ bool cpu_bf16_native() {
 #endif
 }
 
-std::string check_amp(const torch::Device& device, const std::string& what) {
-    if (!device.is_cpu()) return {};
+void check_amp(const torch::Device& device, const std::string& what, const RunContext& ctx) {
+    if (!device.is_cpu()) return;
     if (!cpu_bf16_supported())
         throw ConfigError("mixed precision (" + what +
                           ") on the CPU needs AVX-512 for bfloat16, which this CPU lacks; run without it");
     if (!cpu_bf16_native())
-        return "this CPU has AVX-512 but no bfloat16 instructions (AVX512_BF16, AMX): " + what +
-               " runs emulated and may be slower than float32";
-    return {};
+        ctx.warn("this CPU has AVX-512 but no bfloat16 instructions (AVX512_BF16, AMX): " + what +
+                 " runs emulated and may be slower than float32");
 }
 
 AutocastGuard::AutocastGuard(bool enabled, const torch::Device& device)

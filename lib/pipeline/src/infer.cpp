@@ -180,8 +180,7 @@ LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
 
 LoadedModel open_model(const InferOptions& o, const RunContext& ctx) {
     const torch::Device device = nn::parse_device(o.device);
-    if (o.amp)
-        if (const std::string w = nn::check_amp(device, "--amp"); !w.empty()) ctx.warn(w);
+    if (o.amp) nn::check_amp(device, "--amp", ctx);
     if (!o.op_origin.empty()) {
         nn::Bundle origin = nn::load_bundle(o.op_origin, device);
         if (!origin.header.contains("normalization"))

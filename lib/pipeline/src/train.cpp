@@ -356,8 +356,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
 
     // Device, seed, threads: set before the model exists so initialisation is seeded.
     const torch::Device device = nn::parse_device(o.device);
-    if (o.amp)
-        if (const std::string w = nn::check_amp(device, "--amp"); !w.empty()) ctx.warn(w);
+    if (o.amp) nn::check_amp(device, "--amp", ctx);
     nn::set_threads(o.threads);
     torch::manual_seed(o.seed);
 

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "cdk/core/context.hpp"
+
 namespace cdk::nn {
 
 /// Parse "auto", "cpu", "cuda" or "cuda:N". "auto" picks CUDA when LibTorch has it and a
@@ -37,9 +39,9 @@ bool cpu_bf16_native();
 
 /// Refuse mixed precision (`what` names the option) on a device that cannot run it:
 /// a CPU without AVX-512 (ConfigError naming the CPU's lack). CUDA is always accepted.
-/// Returns a warning for the log when it is accepted but runs emulated (an AVX-512 CPU
-/// without bfloat16 instructions), empty otherwise.
-[[nodiscard]] std::string check_amp(const torch::Device& device, const std::string& what);
+/// Warns through `ctx` when it is accepted but runs emulated (an AVX-512 CPU without
+/// bfloat16 instructions).
+void check_amp(const torch::Device& device, const std::string& what, const RunContext& ctx);
 
 /// Mixed precision while it lives: operations on `device` (CPU or CUDA) autocast to
 /// bfloat16 (which, unlike float16, needs no loss scaling): convolutions and matrix
