@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgdal-dev gdal-bin libproj-dev proj-bin
   libopencv-core-dev libopencv-imgproc-dev
-  libtorch-dev libopenblas0-openmp
+  libtorch-dev libopenblas0-openmp libdnnl-dev
   libcli11-dev catch2 nlohmann-json3-dev
   python3 python3-gdal python3-numpy
 )

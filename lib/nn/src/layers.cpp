@@ -61,6 +61,10 @@ ConvBnReluImpl::ConvBnReluImpl(const ConvBnReluOptions& o) : o_(o) {
 
 torch::Tensor ConvBnReluImpl::forward(const torch::Tensor& x) {
     if (folded_weight_.defined() && !is_training()) {
+        if (auto y = fast_.forward(x); y.defined()) {
+            add_macs(y.numel() * folded_weight_[0].numel());
+            return y;
+        }
         auto y = torch::conv2d(x, folded_weight_, folded_bias_, o_.stride, o_.kernel / 2);
         add_macs(y.numel() * folded_weight_[0].numel());
         if (o_.relu) y = inference_only() ? y.relu_() : torch::relu(y);
@@ -78,11 +82,16 @@ void ConvBnReluImpl::fold() {
     const auto& w = conv_->weight;
     folded_weight_ = (w * scale.view({-1, 1, 1, 1})).contiguous(w.suggest_memory_format());
     folded_bias_ = bn_->bias - bn_->running_mean * scale;
+    const int64_t p = o_.kernel / 2;
+    fast_ = OneDnnConv(folded_weight_, folded_bias_, o_.stride, {p, p, p, p}, o_.relu);
 }
 
 void ConvBnReluImpl::train(bool on) {
     torch::nn::Module::train(on);
-    if (on) folded_weight_ = folded_bias_ = torch::Tensor();
+    if (on) {
+        folded_weight_ = folded_bias_ = torch::Tensor();
+        fast_ = OneDnnConv();
+    }
 }
 
 std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Tensor& weight,
@@ -118,10 +127,12 @@ std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Te
     return {k, b};
 }
 
-torch::Tensor subpixel_up(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias) {
+torch::Tensor subpixel_up(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias,
+                          const OneDnnConv* fast) {
     namespace F = torch::nn::functional;
-    const auto padded = F::pad(x, F::PadFuncOptions({0, 1, 0, 1}));
-    auto y = torch::pixel_shuffle(torch::conv2d(padded, kernel, bias), 2);
+    auto y = fast ? fast->forward(x) : torch::Tensor();  // padding as part of the convolution
+    if (!y.defined()) y = torch::conv2d(F::pad(x, F::PadFuncOptions({0, 1, 0, 1})), kernel, bias);
+    y = torch::pixel_shuffle(y, 2);
     // the transposed convolution's count: every input element feeds out x 3 x 3 outputs
     add_macs(x.numel() * (kernel.size(0) / 4) * 9);
     return y;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cdk/nn/models.hpp"
+#include "onednn.hpp"
 
 namespace cdk::nn::detail {
 
@@ -61,7 +62,7 @@ struct ConvBnReluOptions {
 };
 
 /// Conv (no bias) + BatchNorm + optional ReLU + optional Dropout2d. Folded, in evaluation
-/// mode: one convolution with bias, ReLU in place.
+/// mode: one convolution with bias, the ReLU fused into it (oneDNN, channels-last) or in place.
 struct ConvBnReluImpl : torch::nn::Module, Foldable {
     /// Build from options.
     explicit ConvBnReluImpl(const ConvBnReluOptions& o);
@@ -78,6 +79,7 @@ struct ConvBnReluImpl : torch::nn::Module, Foldable {
     ConvBnReluOptions o_;                  ///< options
     torch::Tensor folded_weight_;          ///< conv weight x BN scale (undefined: not folded)
     torch::Tensor folded_bias_;            ///< BN shift
+    OneDnnConv fast_;                      ///< the folded convolution + ReLU through oneDNN
 };
 TORCH_MODULE(ConvBnRelu);
 
@@ -89,7 +91,13 @@ std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Te
                                                                  const torch::Tensor& bias);
 /// Apply subpixel_from_transposed()'s kernel and bias to `x` (counts the transposed
 /// convolution's multiply-accumulates, so FLOP figures do not depend on the form).
-torch::Tensor subpixel_up(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias);
+/// `fast`, when given, is that kernel as a OneDnnConv (padding 0, 0, 1, 1), tried first.
+torch::Tensor subpixel_up(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias,
+                          const OneDnnConv* fast = nullptr);
+/// subpixel_from_transposed()'s kernel and bias as a OneDnnConv (bottom/right padding 1).
+inline OneDnnConv subpixel_onednn(const std::pair<torch::Tensor, torch::Tensor>& kb) {
+    return OneDnnConv(kb.first, kb.second, 1, {0, 0, 1, 1}, false);
+}
 
 /// Whether in-place operations on fresh activations are safe: no autograd graph is recorded.
 inline bool inference_only() { return !torch::GradMode::is_enabled(); }

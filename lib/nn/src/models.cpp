@@ -126,7 +126,7 @@ struct FcDecoderImpl : torch::nn::Module, detail::Foldable {
         for (int l = 3; l >= 0; --l) {
             const auto i = size_t(l);
             if (folded) {
-                x = detail::subpixel_up(x, subpixel_[i].first, subpixel_[i].second);
+                x = detail::subpixel_up(x, subpixel_[i].first, subpixel_[i].second, &subpixel_fast_[i]);
             } else if (subpixel) {
                 const auto [kernel, bias] = detail::subpixel_from_transposed(ups_[i]->weight, ups_[i]->bias);
                 x = detail::subpixel_up(x, kernel, bias);
@@ -135,19 +135,36 @@ struct FcDecoderImpl : torch::nn::Module, detail::Foldable {
             }
             x = convs_[i]->forward(torch::cat({x, skips[i]}, 1));
         }
+        if (folded) {
+            if (auto y = head_fast_.forward(x); y.defined()) {
+                detail::add_macs(y.numel() * head_->weight[0].numel());
+                return y;
+            }
+        }
         return detail::conv(head_, x);
     }
     // Keep the gathered sub-pixel kernels for evaluation (no gather per forward pass).
     void fold() override {
         subpixel_.clear();
         torch::NoGradGuard no_grad;
-        for (auto& up : ups_) subpixel_.push_back(detail::subpixel_from_transposed(up->weight, up->bias));
+        subpixel_fast_.clear();
+        for (auto& up : ups_) {
+            subpixel_.push_back(detail::subpixel_from_transposed(up->weight, up->bias));
+            subpixel_fast_.push_back(detail::subpixel_onednn(subpixel_.back()));
+        }
+        head_fast_ = detail::OneDnnConv(head_->weight, head_->bias, 1, {1, 1, 1, 1}, false);
     }
     void train(bool on = true) override {
         torch::nn::Module::train(on);
-        if (on) subpixel_.clear();
+        if (on) {
+            subpixel_.clear();
+            subpixel_fast_.clear();
+            head_fast_ = detail::OneDnnConv();
+        }
     }
     std::vector<std::pair<torch::Tensor, torch::Tensor>> subpixel_;
+    std::vector<detail::OneDnnConv> subpixel_fast_;  // the same kernels through oneDNN
+    detail::OneDnnConv head_fast_;                   // the classifier through oneDNN
     std::vector<torch::nn::ConvTranspose2d> ups_;
     std::vector<torch::nn::Sequential> convs_;
     torch::nn::Conv2d head_{nullptr};

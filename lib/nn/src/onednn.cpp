@@ -1,0 +1,166 @@
+#include "onednn.hpp"
+
+#include <ATen/autocast_mode.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#ifdef CDK_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace cdk::nn::detail {
+
+#ifdef CDK_HAVE_ONEDNN
+
+namespace {
+
+std::atomic<bool>& enabled_flag() {
+    static std::atomic<bool> on{[] {
+        const char* e = std::getenv("CDK_ONEDNN");
+        return !(e != nullptr && std::string(e) == "0");
+    }()};
+    return on;
+}
+
+dnnl::engine& cpu_engine() {
+    static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+    return e;
+}
+
+}  // namespace
+
+bool onednn_enabled() { return enabled_flag().load(); }
+
+bool set_onednn_enabled(bool on) { return enabled_flag().exchange(on); }
+
+struct OneDnnConv::Impl {
+    torch::Tensor weight;  // float32 [out, in, kh, kw], contiguous
+    torch::Tensor bias;    // float32 [out], contiguous, or undefined
+    int64_t stride = 1;
+    std::array<int64_t, 4> padding{};  // top, left, bottom, right
+    bool relu = false;
+
+    // One primitive per input shape and precision, its weights in the primitive's layout.
+    struct Entry {
+        bool ok = false;  // false: oneDNN has no implementation here; LibTorch runs it
+        dnnl::convolution_forward conv;
+        dnnl::memory weights, bias;
+        int64_t out_h = 0, out_w = 0;
+    };
+    std::mutex mutex;  // guards the cache and the primitives' scratchpads
+    std::map<std::array<int64_t, 4>, Entry> cache;  // N, H, W, bfloat16?
+
+    Entry make(int64_t n, int64_t h, int64_t w, bool bf16) {
+        using tag = dnnl::memory::format_tag;
+        using dt = dnnl::memory::data_type;
+        Entry e;
+        const int64_t out = weight.size(0), in = weight.size(1), kh = weight.size(2), kw = weight.size(3);
+        e.out_h = (h + padding[0] + padding[2] - kh) / stride + 1;
+        e.out_w = (w + padding[1] + padding[3] - kw) / stride + 1;
+        if (e.out_h < 1 || e.out_w < 1) return e;
+        const auto d = bf16 ? dt::bf16 : dt::f32;
+        const dnnl::memory::desc src_md({n, in, h, w}, d, tag::nhwc);
+        const dnnl::memory::desc dst_md({n, out, e.out_h, e.out_w}, d, tag::nhwc);
+        const dnnl::memory::desc w_md({out, in, kh, kw}, d, tag::any);
+        const dnnl::memory::desc b_md({out}, dt::f32, tag::x);
+        dnnl::primitive_attr attr;
+        if (relu) {
+            dnnl::post_ops ops;
+            ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+            attr.set_post_ops(ops);
+        }
+        try {
+            const dnnl::memory::dims strides = {stride, stride};
+            const dnnl::memory::dims pad_l = {padding[0], padding[1]}, pad_r = {padding[2], padding[3]};
+            const auto pk = dnnl::prop_kind::forward_inference;
+            const auto alg = dnnl::algorithm::convolution_direct;
+            const auto desc = bias.defined()
+                                  ? dnnl::convolution_forward::desc(pk, alg, src_md, w_md, b_md, dst_md, strides,
+                                                                     pad_l, pad_r)
+                                  : dnnl::convolution_forward::desc(pk, alg, src_md, w_md, dst_md, strides, pad_l,
+                                                                     pad_r);
+            const dnnl::convolution_forward::primitive_desc pd(desc, attr, cpu_engine());
+            dnnl::stream s(cpu_engine());
+            dnnl::memory user_w({{out, in, kh, kw}, dt::f32, tag::oihw}, cpu_engine(), weight.data_ptr());
+            e.weights = dnnl::memory(pd.weights_desc(), cpu_engine());
+            dnnl::reorder(user_w, e.weights).execute(s, user_w, e.weights);
+            if (bias.defined()) {
+                e.bias = dnnl::memory(pd.bias_desc(), cpu_engine());
+                std::memcpy(e.bias.get_data_handle(), bias.data_ptr(), size_t(out) * sizeof(float));
+            }
+            s.wait();
+            e.conv = dnnl::convolution_forward(pd);
+            e.ok = true;
+        } catch (const dnnl::error&) {
+            e.ok = false;  // e.g. bfloat16 on a CPU without AVX-512: LibTorch's path
+        }
+        return e;
+    }
+};
+
+OneDnnConv::OneDnnConv(const torch::Tensor& weight, const torch::Tensor& bias, int64_t stride,
+                       std::array<int64_t, 4> padding, bool relu) {
+    if (!weight.defined() || !weight.is_cpu() || weight.dim() != 4 || weight.scalar_type() != torch::kFloat)
+        return;  // a CUDA model, or a type this path does not take: LibTorch runs it
+    torch::NoGradGuard no_grad;
+    impl_ = std::make_shared<Impl>();
+    impl_->weight = weight.detach().contiguous().clone();
+    if (bias.defined()) impl_->bias = bias.detach().to(torch::kFloat).contiguous().clone();
+    impl_->stride = stride;
+    impl_->padding = padding;
+    impl_->relu = relu;
+}
+
+torch::Tensor OneDnnConv::forward(const torch::Tensor& x) const {
+    if (!impl_ || !onednn_enabled() || torch::GradMode::is_enabled()) return {};
+    if (!x.is_cpu() || x.dim() != 4 || x.size(1) != impl_->weight.size(1)) return {};
+    const bool bf16 = at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16;
+    const auto want = bf16 ? torch::kBFloat16 : torch::kFloat;
+    if (x.scalar_type() != want && !(bf16 && x.scalar_type() == torch::kFloat)) return {};
+    if (!x.is_contiguous(torch::MemoryFormat::ChannelsLast)) return {};
+    const auto src = x.scalar_type() == want ? x : x.to(want);  // keeps the channels-last strides
+    if (!src.is_contiguous(torch::MemoryFormat::ChannelsLast)) return {};
+
+    const int64_t n = src.size(0), h = src.size(2), w = src.size(3);
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    const std::array<int64_t, 4> key = {n, h, w, bf16 ? 1 : 0};
+    auto it = impl_->cache.find(key);
+    if (it == impl_->cache.end()) it = impl_->cache.emplace(key, impl_->make(n, h, w, bf16)).first;
+    auto& e = it->second;
+    if (!e.ok) return {};
+    auto y = torch::empty({n, impl_->weight.size(0), e.out_h, e.out_w},
+                          src.options().memory_format(torch::MemoryFormat::ChannelsLast));
+    using tag = dnnl::memory::format_tag;
+    const auto d = bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+    dnnl::memory src_m({{n, impl_->weight.size(1), h, w}, d, tag::nhwc}, cpu_engine(), src.data_ptr());
+    dnnl::memory dst_m({{n, impl_->weight.size(0), e.out_h, e.out_w}, d, tag::nhwc}, cpu_engine(), y.data_ptr());
+    std::unordered_map<int, dnnl::memory> args = {
+        {DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, e.weights}, {DNNL_ARG_DST, dst_m}};
+    if (impl_->bias.defined()) args.emplace(DNNL_ARG_BIAS, e.bias);
+    dnnl::stream s(cpu_engine());
+    e.conv.execute(s, args);
+    s.wait();
+    return y;
+}
+
+#else  // built without oneDNN: LibTorch runs every convolution
+
+bool onednn_enabled() { return false; }
+
+bool set_onednn_enabled(bool) { return false; }
+
+struct OneDnnConv::Impl {};
+
+OneDnnConv::OneDnnConv(const torch::Tensor&, const torch::Tensor&, int64_t, std::array<int64_t, 4>, bool) {}
+
+torch::Tensor OneDnnConv::forward(const torch::Tensor&) const { return {}; }
+
+#endif
+
+}  // namespace cdk::nn::detail

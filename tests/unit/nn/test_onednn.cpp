@@ -1,0 +1,143 @@
+#include <catch2/catch.hpp>
+
+#include <ATen/autocast_mode.h>
+
+#include <algorithm>
+#include <array>
+
+#include "cdk/nn/device.hpp"
+#include "cdk/nn/models.hpp"
+#include "onednn.hpp"
+
+using cdk::nn::detail::OneDnnConv;
+
+namespace {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor nhwc(const torch::Tensor& x) { return x.contiguous(torch::MemoryFormat::ChannelsLast); }
+
+// LibTorch's convolution with the same (possibly asymmetric) padding, + optional ReLU.
+torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, int64_t stride,
+                        std::array<int64_t, 4> pad, bool relu) {
+    auto y = torch::conv2d(F::pad(x, F::PadFuncOptions({pad[1], pad[3], pad[0], pad[2]})), w, b, stride);
+    return relu ? torch::relu(y) : y;
+}
+
+// Restores the process-wide switch when a test ends, whatever it set.
+struct EnabledGuard {
+    bool previous = cdk::nn::detail::set_onednn_enabled(true);
+    ~EnabledGuard() { cdk::nn::detail::set_onednn_enabled(previous); }
+};
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+    return (a.to(torch::kFloat) - b.to(torch::kFloat)).abs().max().item<double>();
+}
+
+}  // namespace
+
+TEST_CASE("oneDNN convolutions compute LibTorch's convolution, bias and ReLU", "[nn][onednn]") {
+    EnabledGuard on;
+    if (!cdk::nn::detail::onednn_enabled()) {
+        WARN("built without oneDNN (libdnnl-dev): nothing to compare");
+        return;
+    }
+    torch::manual_seed(11);
+    torch::NoGradGuard no_grad;
+    struct Case {
+        int64_t in, out, kernel, stride;
+        std::array<int64_t, 4> pad;
+        bool bias, relu;
+    };
+    for (const Case& c : {Case{5, 7, 3, 1, {1, 1, 1, 1}, true, true}, Case{6, 16, 3, 2, {1, 1, 1, 1}, true, false},
+                          Case{16, 3, 1, 1, {0, 0, 0, 0}, false, true}, Case{4, 12, 2, 1, {0, 0, 1, 1}, true, false}}) {
+        INFO("in " << c.in << " out " << c.out << " kernel " << c.kernel << " stride " << c.stride);
+        const auto w = torch::randn({c.out, c.in, c.kernel, c.kernel});
+        const auto b = c.bias ? torch::randn({c.out}) : torch::Tensor();
+        const OneDnnConv conv(w, b, c.stride, c.pad, c.relu);
+        for (int64_t n : {1, 3}) {  // a new batch size is a new primitive
+            const auto x = torch::randn({n, c.in, 13, 10});
+            const auto y = conv.forward(nhwc(x));
+            REQUIRE(y.defined());
+            const auto ref = reference(x, w, b, c.stride, c.pad, c.relu);
+            REQUIRE(y.sizes() == ref.sizes());
+            CHECK(y.is_contiguous(torch::MemoryFormat::ChannelsLast));
+            CHECK(y.scalar_type() == torch::kFloat);
+            CHECK(max_diff(y, ref) < 1e-4);
+            if (c.relu) CHECK(y.min().item<double>() >= 0.0);
+        }
+    }
+}
+
+TEST_CASE("oneDNN convolutions leave what they do not take to LibTorch", "[nn][onednn]") {
+    EnabledGuard on;
+    torch::manual_seed(12);
+    const OneDnnConv conv(torch::randn({8, 5, 3, 3}), torch::randn({8}), 1, {1, 1, 1, 1}, true);
+    const auto x = torch::randn({2, 5, 9, 7});
+    {
+        torch::NoGradGuard no_grad;
+        CHECK_FALSE(conv.forward(x).defined());                                  // contiguous NCHW
+        CHECK_FALSE(conv.forward(nhwc(torch::randn({2, 4, 9, 7}))).defined());    // wrong channels
+        CHECK_FALSE(conv.forward(nhwc(x).to(torch::kDouble)).defined());          // float64
+        CHECK_FALSE(conv.forward(nhwc(x).to(torch::kBFloat16)).defined());        // bfloat16 without autocast
+        cdk::nn::detail::set_onednn_enabled(false);
+        CHECK_FALSE(conv.forward(nhwc(x)).defined());                             // switched off
+        cdk::nn::detail::set_onednn_enabled(true);
+        CHECK(conv.forward(nhwc(x)).defined() == cdk::nn::detail::onednn_enabled());
+    }
+    CHECK_FALSE(conv.forward(nhwc(x)).defined());  // an autograd graph is being recorded
+    CHECK_FALSE(OneDnnConv(torch::randn({8, 5, 3, 3}).to(torch::kDouble), {}, 1, {1, 1, 1, 1}, false));
+}
+
+TEST_CASE("oneDNN convolutions follow CPU bfloat16 autocast", "[nn][onednn]") {
+    EnabledGuard on;
+    if (!cdk::nn::detail::onednn_enabled()) {
+        WARN("built without oneDNN (libdnnl-dev): nothing to compare");
+        return;
+    }
+    torch::manual_seed(13);
+    torch::NoGradGuard no_grad;
+    const auto w = torch::randn({16, 8, 3, 3}) * 0.2, b = torch::randn({16});
+    const OneDnnConv conv(w, b, 1, {1, 1, 1, 1}, true);
+    const auto x = torch::randn({2, 8, 16, 12});
+    const auto ref = reference(x, w, b, 1, {1, 1, 1, 1}, true);
+    cdk::nn::AutocastGuard amp(true, torch::kCPU);
+    for (auto dtype : {torch::kFloat, torch::kBFloat16}) {  // a float input is cast, as autocast does
+        const auto y = conv.forward(nhwc(x).to(dtype));
+        if (!y.defined()) {
+            WARN("oneDNN has no bfloat16 convolution on this CPU: LibTorch runs it");
+            return;
+        }
+        CHECK(y.scalar_type() == torch::kBFloat16);
+        CHECK(y.is_contiguous(torch::MemoryFormat::ChannelsLast));
+        CHECK(max_diff(y, ref) < 0.03 * ref.abs().max().item<double>());
+    }
+}
+
+TEST_CASE("models in their inference form give the same logits with and without oneDNN", "[nn][onednn]") {
+    EnabledGuard on;
+    if (!cdk::nn::detail::onednn_enabled()) {
+        WARN("built without oneDNN (libdnnl-dev): nothing to compare");
+        return;
+    }
+    torch::manual_seed(14);
+    for (const char* arch : {"fc-ef", "fc-siam-diff", "resnet-fpn", "bit"}) {
+        INFO(arch);
+        cdk::nn::ModelOptions o;
+        o.arch = arch;
+        o.in_bands = 3;
+        o.width = 16;
+        auto model = cdk::nn::create_model(o);
+        cdk::nn::to_channels_last(*model);
+        cdk::nn::prepare_for_inference(*model);
+        torch::NoGradGuard no_grad;
+        const auto pre = nhwc(torch::randn({2, 3, 40, 36})), post = nhwc(torch::randn({2, 3, 40, 36}));
+        const auto fast = model->forward(pre, post).logits.clone();
+        cdk::nn::detail::set_onednn_enabled(false);
+        const auto plain = model->forward(pre, post).logits.clone();
+        cdk::nn::detail::set_onednn_enabled(true);
+        REQUIRE(fast.sizes() == plain.sizes());
+        const double scale = std::max(1.0, plain.abs().max().item<double>());
+        CHECK(max_diff(fast, plain) <= 1e-4 * scale);
+    }
+}
