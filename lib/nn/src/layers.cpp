@@ -127,15 +127,43 @@ std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Te
     return {k, b};
 }
 
+OneDnnConv subpixel_onednn(const std::pair<torch::Tensor, torch::Tensor>& kb) {
+    const auto& [kernel, bias] = kb;
+    const int64_t out = kernel.size(0) / 4;
+    const auto k = kernel.reshape({out, 4, kernel.size(1), 2, 2}).transpose(0, 1).reshape(kernel.sizes());
+    const auto b = bias.defined() ? bias.view({out, 4}).t().reshape({4 * out}) : torch::Tensor();
+    return OneDnnConv(k, b, 1, {0, 0, 1, 1}, false);
+}
+
+torch::Tensor shuffle_concat(const torch::Tensor& y, const torch::Tensor& skip, torch::Tensor* workspace) {
+    const int64_t n = y.size(0), c = y.size(1) / 4, h = y.size(2), w = y.size(3);
+    const int64_t cs = skip.defined() ? skip.size(1) : 0, ct = c + cs;
+    const auto cl = torch::MemoryFormat::ChannelsLast;
+    torch::Tensor out;
+    if (workspace && workspace->defined() && workspace->use_count() == 1 &&
+        workspace->sizes() == torch::IntArrayRef({n, ct, 2 * h, 2 * w}) &&
+        workspace->scalar_type() == y.scalar_type() && workspace->is_contiguous(cl))
+        out = *workspace;
+    else
+        out = torch::empty({n, ct, 2 * h, 2 * w}, y.options().memory_format(cl));
+    if (workspace) *workspace = out;
+    // y's channel (py * 2 + px) * c + k at (i, j) goes to channel k at (2i + py, 2j + px);
+    // both as [n, i, py, j, px, k] views of their channels-last memory.
+    out.as_strided({n, h, 2, w, 2, c}, {4 * h * w * ct, 4 * w * ct, 2 * w * ct, 2 * ct, ct, 1})
+        .copy_(y.as_strided({n, h, 2, w, 2, c}, {h * w * 4 * c, w * 4 * c, 2 * c, 4 * c, c, 1}));
+    if (cs > 0) out.narrow(1, c, cs).copy_(skip);
+    return out;
+}
+
 torch::Tensor subpixel_up(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias,
-                          const OneDnnConv* fast) {
+                          const OneDnnConv* fast, const torch::Tensor& skip, torch::Tensor* workspace) {
     namespace F = torch::nn::functional;
-    auto y = fast ? fast->forward(x) : torch::Tensor();  // padding as part of the convolution
-    if (!y.defined()) y = torch::conv2d(F::pad(x, F::PadFuncOptions({0, 1, 0, 1})), kernel, bias);
-    y = torch::pixel_shuffle(y, 2);
     // the transposed convolution's count: every input element feeds out x 3 x 3 outputs
     add_macs(x.numel() * (kernel.size(0) / 4) * 9);
-    return y;
+    if (auto y = fast ? fast->forward(x) : torch::Tensor(); y.defined())  // padded by the convolution
+        return shuffle_concat(y, skip.defined() ? skip.to(y.scalar_type()) : skip, workspace);
+    auto y = torch::pixel_shuffle(torch::conv2d(F::pad(x, F::PadFuncOptions({0, 1, 0, 1})), kernel, bias), 2);
+    return skip.defined() ? torch::cat({y, skip}, 1) : y;
 }
 
 torch::Tensor pad_to_multiple(const torch::Tensor& x, int64_t m) {

@@ -92,12 +92,21 @@ std::pair<torch::Tensor, torch::Tensor> subpixel_from_transposed(const torch::Te
 /// Apply subpixel_from_transposed()'s kernel and bias to `x` (counts the transposed
 /// convolution's multiply-accumulates, so FLOP figures do not depend on the form).
 /// `fast`, when given, is that kernel as a OneDnnConv (padding 0, 0, 1, 1), tried first.
+/// With `skip`, returns cat({upsampled, skip}, 1) through shuffle_concat() (and `workspace`).
 torch::Tensor subpixel_up(const torch::Tensor& x, const torch::Tensor& kernel, const torch::Tensor& bias,
-                          const OneDnnConv* fast = nullptr);
-/// subpixel_from_transposed()'s kernel and bias as a OneDnnConv (bottom/right padding 1).
-inline OneDnnConv subpixel_onednn(const std::pair<torch::Tensor, torch::Tensor>& kb) {
-    return OneDnnConv(kb.first, kb.second, 1, {0, 0, 1, 1}, false);
-}
+                          const OneDnnConv* fast = nullptr, const torch::Tensor& skip = {},
+                          torch::Tensor* workspace = nullptr);
+/// The 2x upsampling of a sub-pixel output `y` [N, 4C, H, W] whose channels are ordered
+/// (py, px, c) (subpixel_onednn()'s order, not pixel_shuffle's (c, py, px)), concatenated
+/// with `skip` [N, Cs, 2H, 2W] (may be undefined) in one pass: each output pixel's C values
+/// are one contiguous run of `y`. Channels-last, same dtype. `workspace`, when given, is a
+/// buffer kept between calls: reused when it has the output's shape and type and nobody
+/// else holds it, replaced otherwise (a buffer above glibc's 32 MiB mmap ceiling would be
+/// mapped and page-faulted afresh on every call).
+torch::Tensor shuffle_concat(const torch::Tensor& y, const torch::Tensor& skip, torch::Tensor* workspace = nullptr);
+/// subpixel_from_transposed()'s kernel and bias as a OneDnnConv (bottom/right padding 1),
+/// its output channels reordered from (c, py, px) to (py, px, c) for shuffle_concat().
+OneDnnConv subpixel_onednn(const std::pair<torch::Tensor, torch::Tensor>& kb);
 
 /// Whether in-place operations on fresh activations are safe: no autograd graph is recorded.
 inline bool inference_only() { return !torch::GradMode::is_enabled(); }

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <map>
+#include <mutex>
 
 #include "cdk/core/error.hpp"
 #include "layers.hpp"
@@ -123,11 +124,19 @@ struct FcDecoderImpl : torch::nn::Module, detail::Foldable {
         // for contiguous float32 (5-9 % slower at width 4) or CUDA (not measured).
         const bool subpixel = x.is_cpu() && (x.is_contiguous(torch::MemoryFormat::ChannelsLast) ||
                                              at::autocast::is_cpu_enabled());
+        // The concatenation buffers are kept between evaluation calls (one caller at a time;
+        // a concurrent one allocates its own).
+        std::unique_lock<std::mutex> workspace_lock(workspace_mutex_, std::defer_lock);
+        if (folded && workspace_lock.try_lock()) workspace_.resize(ups_.size());
         for (int l = 3; l >= 0; --l) {
             const auto i = size_t(l);
-            if (folded) {
-                x = detail::subpixel_up(x, subpixel_[i].first, subpixel_[i].second, &subpixel_fast_[i]);
-            } else if (subpixel) {
+            if (folded) {  // upsampled and concatenated with the skip in one pass
+                x = detail::subpixel_up(x, subpixel_[i].first, subpixel_[i].second, &subpixel_fast_[i], skips[i],
+                                        workspace_lock.owns_lock() ? &workspace_[i] : nullptr);
+                x = convs_[i]->forward(x);
+                continue;
+            }
+            if (subpixel) {
                 const auto [kernel, bias] = detail::subpixel_from_transposed(ups_[i]->weight, ups_[i]->bias);
                 x = detail::subpixel_up(x, kernel, bias);
             } else {
@@ -160,11 +169,15 @@ struct FcDecoderImpl : torch::nn::Module, detail::Foldable {
             subpixel_.clear();
             subpixel_fast_.clear();
             head_fast_ = detail::OneDnnConv();
+            std::lock_guard<std::mutex> lock(workspace_mutex_);
+            workspace_.clear();
         }
     }
     std::vector<std::pair<torch::Tensor, torch::Tensor>> subpixel_;
     std::vector<detail::OneDnnConv> subpixel_fast_;  // the same kernels through oneDNN
     detail::OneDnnConv head_fast_;                   // the classifier through oneDNN
+    std::mutex workspace_mutex_;                     // guards workspace_
+    std::vector<torch::Tensor> workspace_;           // concatenation buffers, per level
     std::vector<torch::nn::ConvTranspose2d> ups_;
     std::vector<torch::nn::Sequential> convs_;
     torch::nn::Conv2d head_{nullptr};

@@ -7,6 +7,7 @@
 
 #include "cdk/nn/device.hpp"
 #include "cdk/nn/models.hpp"
+#include "layers.hpp"
 #include "onednn.hpp"
 
 using cdk::nn::detail::OneDnnConv;
@@ -140,4 +141,31 @@ TEST_CASE("models in their inference form give the same logits with and without 
         const double scale = std::max(1.0, plain.abs().max().item<double>());
         CHECK(max_diff(fast, plain) <= 1e-4 * scale);
     }
+}
+
+TEST_CASE("the sub-pixel upsampling through oneDNN equals pixel shuffle and concatenation", "[nn][onednn]") {
+    EnabledGuard on;
+    if (!cdk::nn::detail::onednn_enabled()) {
+        WARN("built without oneDNN (libdnnl-dev): nothing to compare");
+        return;
+    }
+    torch::manual_seed(15);
+    torch::NoGradGuard no_grad;
+    auto up = torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(6, 5, 3).stride(2).padding(1).output_padding(1));
+    const auto x = nhwc(torch::randn({2, 6, 7, 9}));
+    const auto skip = nhwc(torch::randn({2, 3, 14, 18}));
+    const auto kb = cdk::nn::detail::subpixel_from_transposed(up->weight, up->bias);
+    const auto fast = cdk::nn::detail::subpixel_onednn(kb);
+    const auto ref = up->forward(x);
+    const auto alone = cdk::nn::detail::subpixel_up(x, kb.first, kb.second, &fast);
+    REQUIRE(alone.sizes() == ref.sizes());
+    CHECK(max_diff(alone, ref) < 1e-5);
+    const auto joined = cdk::nn::detail::subpixel_up(x, kb.first, kb.second, &fast, skip);
+    const auto joined_ref = torch::cat({ref, skip}, 1);
+    REQUIRE(joined.sizes() == joined_ref.sizes());
+    CHECK(joined.is_contiguous(torch::MemoryFormat::ChannelsLast));
+    CHECK(max_diff(joined, joined_ref) < 1e-5);
+    // without oneDNN the same call takes LibTorch's convolution, pixel shuffle and cat
+    cdk::nn::detail::set_onednn_enabled(false);
+    CHECK(max_diff(cdk::nn::detail::subpixel_up(x, kb.first, kb.second, &fast, skip), joined_ref) < 1e-5);
 }
