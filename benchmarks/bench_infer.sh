@@ -68,6 +68,11 @@ with torch.no_grad():
 print(json.dumps(result))
 PY
 
+# The same shapes through oneDNN called directly, as cd-infer's inference form runs them
+# (lib/nn/src/onednn.hpp); the limit takes the faster of the two paths.
+CDK_THREADS=$THREADS "$ROOT/build/tests/cdk_nn_tests" "[conv-throughput]" | grep '^{' > "$WORK/conv-onednn.json" \
+    || echo '{}' > "$WORK/conv-onednn.json"
+
 run() {  # NAME COMMAND...: time and peak RSS of one run
     local name=$1; shift
     echo "$name ..." >&2
@@ -80,6 +85,9 @@ for s in "$HALF" "$SIZE"; do
     # The layers as trained (batch norm not folded, transposed convolutions): what folding gains.
     run "cpp-fcsd-nofold-$s" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" "${scene[@]}" \
         --out "$WORK/cpp-fcsd-nofold-$s.tif" --threads "$THREADS" --no-fold --overwrite
+    # Every convolution through LibTorch instead of oneDNN directly: what that path gains.
+    run "cpp-fcsd-torchconv-$s" env CDK_ONEDNN=0 "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" "${scene[@]}" \
+        --out "$WORK/cpp-fcsd-torchconv-$s.tif" --threads "$THREADS" --overwrite
     run "py-fcsd-$s" /usr/bin/python3 benchmarks/infer_speed.py "$WORK/fc-siam-diff.cdm" "$WORK/s$s/pre.tif" \
         "$WORK/s$s/post.tif" "$WORK/py-fcsd-$s.tif" --threads "$THREADS" --channels-last
     run "cpp-rfpn-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" --out "$WORK/cpp-rfpn-$s.tif" \
@@ -87,6 +95,8 @@ for s in "$HALF" "$SIZE"; do
     if [ "$AMP" = 1 ]; then  # bfloat16 mixed precision, both programs
         run "cpp-fcsd-amp-$s" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" "${scene[@]}" \
             --out "$WORK/cpp-fcsd-amp-$s.tif" --threads "$THREADS" --amp --overwrite
+        run "cpp-fcsd-amp-torchconv-$s" env CDK_ONEDNN=0 "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" \
+            "${scene[@]}" --out "$WORK/cpp-fcsd-amp-torchconv-$s.tif" --threads "$THREADS" --amp --overwrite
         run "py-fcsd-amp-$s" /usr/bin/python3 benchmarks/infer_speed.py "$WORK/fc-siam-diff.cdm" "$WORK/s$s/pre.tif" \
             "$WORK/s$s/post.tif" "$WORK/py-fcsd-amp-$s.tif" --threads "$THREADS" --channels-last --amp
         run "cpp-rfpn-amp-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" \
@@ -114,8 +124,10 @@ for line in open(f"{work}/models.md"):
     if m:
         flops[(m[1], int(m[2]))] = float(m[3]) * 1e9 / (256 * 256)  # per pixel
 conv_json = json.load(open(f"{work}/conv.json"))
-conv = conv_json["best_gflops"] * 1e9
-conv_bf16 = conv_json.get("bf16_best_gflops", 0) * 1e9
+dnnl_json = json.load(open(f"{work}/conv-onednn.json"))
+conv_torch, conv_dnnl = conv_json["best_gflops"] * 1e9, dnnl_json.get("best_gflops", 0) * 1e9
+bf16_torch, bf16_dnnl = conv_json.get("bf16_best_gflops", 0) * 1e9, dnnl_json.get("bf16_best_gflops", 0) * 1e9
+conv, conv_bf16 = max(conv_torch, conv_dnnl), max(bf16_torch, bf16_dnnl)
 def rss(name):
     kb, secs = open(f"{work}/{name}.rss").read().split()[-2:]
     return int(kb) / 1024, float(secs)
@@ -124,17 +136,21 @@ def mask(name):
 print(f"Synthetic 3-band UInt8 pairs, tiled GeoTIFF; windows 256, overlap 64, batch 4; {threads} threads, CPU"
       f" ({cpu}); convolution throughput {conv / 1e9:.0f} GFLOP/s float32"
       + (f", {conv_bf16 / 1e9:.0f} GFLOP/s bfloat16 (the limit of the --amp rows)" if amp else "")
-      + " (best 3x3 convolution, benchmarks/bench_infer.sh)\n")
+      + " (best 3x3 convolution, benchmarks/bench_infer.sh; through LibTorch"
+      f" {conv_torch / 1e9:.0f}" + (f" / {bf16_torch / 1e9:.0f}" if amp else "")
+      + f", through oneDNN directly {conv_dnnl / 1e9:.0f}" + (f" / {bf16_dnnl / 1e9:.0f}" if amp else "") + ")\n")
 print("| program | model | scene | seconds | Mpx/s | FLOP-bound Mpx/s | share of limit | model busy | peak RSS (MiB) |")
 print("|---|---|---|---:|---:|---:|---:|---:|---:|")
 rows = {}
 for s in (half, size):
     runs = [(f"cpp-fcsd-{s}", "cd-infer", "fc-siam-diff", 16),
             (f"cpp-fcsd-nofold-{s}", "cd-infer --no-fold", "fc-siam-diff", 16),
+            (f"cpp-fcsd-torchconv-{s}", "cd-infer, CDK_ONEDNN=0", "fc-siam-diff", 16),
             (f"py-fcsd-{s}", "Python + GDAL", "fc-siam-diff", 16),
             (f"cpp-rfpn-{s}", "cd-infer", "resnet-fpn", 32)]
     if amp:
         runs += [(f"cpp-fcsd-amp-{s}", "cd-infer --amp", "fc-siam-diff", 16),
+                 (f"cpp-fcsd-amp-torchconv-{s}", "cd-infer --amp, CDK_ONEDNN=0", "fc-siam-diff", 16),
                  (f"py-fcsd-amp-{s}", "Python + GDAL, autocast bfloat16", "fc-siam-diff", 16),
                  (f"cpp-rfpn-amp-{s}", "cd-infer --amp", "resnet-fpn", 32)]
     for name, prog, arch, width in runs:
@@ -161,18 +177,22 @@ print()
 for s in (half, size):
     c, p = rows[f"cpp-fcsd-{s}"], rows[f"py-fcsd-{s}"]
     n = rows[f"cpp-fcsd-nofold-{s}"]
-    print(f"{s}²: cd-infer / Python speed {p[0] / c[0]:.2f}x (--no-fold {p[0] / n[0]:.2f}x), "
-          f"memory {c[1]:.0f} vs {p[1]:.0f} MiB")
+    t = rows[f"cpp-fcsd-torchconv-{s}"]
+    print(f"{s}²: cd-infer / Python speed {p[0] / c[0]:.2f}x (--no-fold {p[0] / n[0]:.2f}x, "
+          f"CDK_ONEDNN=0 {p[0] / t[0]:.2f}x), memory {c[1]:.0f} vs {p[1]:.0f} MiB")
     if amp:
         a, pa, pf = rows[f"cpp-fcsd-amp-{s}"], rows[f"py-fcsd-amp-{s}"], rows[f"cpp-fcsd-{s}"]
+        at = rows[f"cpp-fcsd-amp-torchconv-{s}"]
         print(f"{s}² bfloat16: cd-infer --amp / Python autocast {pa[0] / a[0]:.2f}x, / plain Python {p[0] / a[0]:.2f}x,"
-              f" / cd-infer float32 {pf[0] / a[0]:.2f}x; memory {a[1]:.0f} vs {pa[1]:.0f} MiB")
+              f" / cd-infer float32 {pf[0] / a[0]:.2f}x (CDK_ONEDNN=0: / Python autocast {pa[0] / at[0]:.2f}x);"
+              f" memory {a[1]:.0f} vs {pa[1]:.0f} MiB")
 for prog, key in (("cd-infer fc-siam-diff", "cpp-fcsd"), ("Python fc-siam-diff", "py-fcsd"), ("cd-infer resnet-fpn", "cpp-rfpn")):
     print(f"{prog}: peak memory {rows[f'{key}-{size}'][1] / rows[f'{key}-{half}'][1]:.2f}x for 4x the scene")
 for s in (half, size):
     a, b, n = mask(f"cpp-fcsd-{s}"), mask(f"py-fcsd-{s}"), mask(f"cpp-fcsd-nofold-{s}")
     print(f"{s}² masks, cd-infer vs Python: {(a != b).sum()} of {a.size} pixels differ "
-          f"(--no-fold vs Python: {(n != b).sum()}; folded vs not: {(a != n).sum()})")
+          f"(--no-fold vs Python: {(n != b).sum()}; folded vs not: {(a != n).sum()}; "
+          f"CDK_ONEDNN=0 vs oneDNN: {(mask(f'cpp-fcsd-torchconv-{s}') != a).sum()})")
     if amp:
         f, c, q = mask(f"cpp-fcsd-{s}"), mask(f"cpp-fcsd-amp-{s}"), mask(f"py-fcsd-amp-{s}")
         print(f"{s}² masks, cd-infer --amp vs float32: {(c != f).sum()} pixels differ (Python autocast vs float32:"

@@ -10,6 +10,7 @@
 
 #include "cdk/core/error.hpp"
 #include "layers.hpp"
+#include "onednn.hpp"
 
 namespace cdk::nn {
 
@@ -80,7 +81,8 @@ struct FcEncoderImpl : torch::nn::Module {
         for (auto& level : levels_) {
             x = level->forward(x);
             feats.push_back(x);
-            x = torch::max_pool2d(x, 2, 2);
+            auto pooled = detail::onednn_max_pool2(x);  // evaluation, channels-last; else LibTorch
+            x = pooled.defined() ? pooled : torch::max_pool2d(x, 2, 2);
         }
         bottom = x;
         return feats;

@@ -149,11 +149,36 @@ torch::Tensor OneDnnConv::forward(const torch::Tensor& x) const {
     return y;
 }
 
+torch::Tensor onednn_max_pool2(const torch::Tensor& x) {
+    if (!onednn_enabled() || torch::GradMode::is_enabled() || !x.is_cpu() || x.dim() != 4) return {};
+    if (x.scalar_type() != torch::kFloat && x.scalar_type() != torch::kBFloat16) return {};
+    if (!x.is_contiguous(torch::MemoryFormat::ChannelsLast) || x.size(2) < 2 || x.size(3) < 2) return {};
+    using tag = dnnl::memory::format_tag;
+    const auto d = x.scalar_type() == torch::kFloat ? dnnl::memory::data_type::f32 : dnnl::memory::data_type::bf16;
+    const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+    auto y = torch::empty({n, c, h / 2, w / 2}, x.options().memory_format(torch::MemoryFormat::ChannelsLast));
+    try {
+        const dnnl::memory::desc src_md({n, c, h, w}, d, tag::nhwc), dst_md({n, c, h / 2, w / 2}, d, tag::nhwc);
+        const dnnl::pooling_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
+                                               src_md, dst_md, {2, 2}, {2, 2}, {0, 0}, {0, 0});
+        const dnnl::pooling_forward::primitive_desc pd(desc, cpu_engine());  // oneDNN caches the primitive
+        dnnl::memory src_m(src_md, cpu_engine(), x.data_ptr()), dst_m(dst_md, cpu_engine(), y.data_ptr());
+        dnnl::stream s(cpu_engine());
+        dnnl::pooling_forward(pd).execute(s, {{DNNL_ARG_SRC, src_m}, {DNNL_ARG_DST, dst_m}});
+        s.wait();
+    } catch (const dnnl::error&) {
+        return {};
+    }
+    return y;
+}
+
 #else  // built without oneDNN: LibTorch runs every convolution
 
 bool onednn_enabled() { return false; }
 
 bool set_onednn_enabled(bool) { return false; }
+
+torch::Tensor onednn_max_pool2(const torch::Tensor&) { return {}; }
 
 struct OneDnnConv::Impl {};
 

@@ -25,6 +25,11 @@ bool onednn_enabled();
 /// both); returns the previous setting. A build without oneDNN stays off.
 bool set_onednn_enabled(bool on);
 
+/// 2x2 max pooling with stride 2 (floor) through oneDNN, without the indices LibTorch's CPU
+/// max_pool2d computes and drops; the same conditions as OneDnnConv (any float32 or
+/// bfloat16 input, no autocast rule applies). Undefined when `x` does not qualify.
+torch::Tensor onednn_max_pool2(const torch::Tensor& x);
+
 /// A fixed-weight 2-D convolution (+ bias, + optional ReLU) for evaluation. forward() runs
 /// it through oneDNN when the input qualifies: CPU, 4-D, channels-last contiguous, no
 /// autograd graph recorded, float32 (or bfloat16 under CPU bfloat16 autocast, which it

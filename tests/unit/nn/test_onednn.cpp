@@ -4,6 +4,11 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
 
 #include "cdk/nn/device.hpp"
 #include "cdk/nn/models.hpp"
@@ -68,6 +73,33 @@ TEST_CASE("oneDNN convolutions compute LibTorch's convolution, bias and ReLU", "
             if (c.relu) CHECK(y.min().item<double>() >= 0.0);
         }
     }
+}
+
+TEST_CASE("oneDNN max pooling computes LibTorch's 2x2 max pooling", "[nn][onednn]") {
+    EnabledGuard on;
+    torch::manual_seed(16);
+    const auto x = torch::randn({2, 5, 13, 10});
+    {
+        torch::NoGradGuard no_grad;
+        CHECK_FALSE(cdk::nn::detail::onednn_max_pool2(x).defined());  // contiguous NCHW
+        if (!cdk::nn::detail::onednn_enabled()) {
+            WARN("built without oneDNN (libdnnl-dev): nothing to compare");
+            return;
+        }
+        for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+            const auto xin = nhwc(x).to(dtype);
+            const auto y = cdk::nn::detail::onednn_max_pool2(xin);
+            if (!y.defined()) {
+                WARN("oneDNN has no pooling for this type on this CPU");
+                continue;
+            }
+            const auto ref = torch::max_pool2d(xin, 2, 2);  // odd sizes: the last row is dropped
+            REQUIRE(y.sizes() == ref.sizes());
+            CHECK(y.scalar_type() == dtype);
+            CHECK(max_diff(y, ref) == 0.0);
+        }
+    }
+    CHECK_FALSE(cdk::nn::detail::onednn_max_pool2(nhwc(x)).defined());  // autograd recording
 }
 
 TEST_CASE("oneDNN convolutions leave what they do not take to LibTorch", "[nn][onednn]") {
@@ -168,4 +200,42 @@ TEST_CASE("the sub-pixel upsampling through oneDNN equals pixel shuffle and conc
     // without oneDNN the same call takes LibTorch's convolution, pixel shuffle and cat
     cdk::nn::detail::set_onednn_enabled(false);
     CHECK(max_diff(cdk::nn::detail::subpixel_up(x, kb.first, kb.second, &fast, skip), joined_ref) < 1e-5);
+}
+
+// Hidden (run by benchmarks/bench_infer.sh): the throughput of oneDNN's direct 3x3
+// convolutions as cd-infer calls them (channels-last, weights prepacked), the shapes of the
+// Python measurement in that script, one JSON line on stdout. Threads: CDK_THREADS (2).
+TEST_CASE("oneDNN convolution throughput for benchmarks/bench_infer.sh", "[.][conv-throughput]") {
+    EnabledGuard on;
+    const char* env = std::getenv("CDK_THREADS");
+    torch::set_num_threads(env ? std::atoi(env) : 2);
+    torch::NoGradGuard no_grad;
+    nlohmann::json result = nlohmann::json::object();
+    for (bool bf16 : {false, true}) {
+        double best = 0.0;
+        nlohmann::json rows = nlohmann::json::array();
+        for (const auto& s : std::vector<std::array<int64_t, 3>>{{16, 16, 256}, {32, 32, 128}, {64, 64, 64},
+                                                                 {128, 128, 32}, {256, 256, 16}}) {
+            const OneDnnConv conv(torch::randn({s[1], s[0], 3, 3}), {}, 1, {1, 1, 1, 1}, false);
+            const auto x = nhwc(torch::randn({4, s[0], s[2], s[2]}));
+            cdk::nn::AutocastGuard amp(bf16, torch::kCPU);
+            const auto xin = bf16 ? x.to(torch::kBFloat16) : x;
+            if (!conv.forward(xin).defined()) continue;  // no oneDNN, or no bfloat16 on this CPU
+            int n = 0;
+            const auto t0 = std::chrono::steady_clock::now();
+            double seconds = 0.0;
+            while (seconds < 1.0) {
+                conv.forward(xin);
+                ++n;
+                seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            }
+            const double g = 2.0 * 4 * s[1] * s[2] * s[2] * s[0] * 9 * n / seconds / 1e9;
+            rows.push_back({{"cin", s[0]}, {"cout", s[1]}, {"hw", s[2]}, {"gflops", g}});
+            best = std::max(best, g);
+        }
+        result[bf16 ? "bf16_best_gflops" : "best_gflops"] = best;
+        result[bf16 ? "bf16_convs" : "convs"] = rows;
+    }
+    std::cout << result.dump() << "\n";
+    CHECK(true);
 }
