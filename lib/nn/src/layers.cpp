@@ -140,7 +140,7 @@ torch::Tensor shuffle_concat(const torch::Tensor& y, const torch::Tensor& skip, 
     const int64_t cs = skip.defined() ? skip.size(1) : 0, ct = c + cs;
     const auto cl = torch::MemoryFormat::ChannelsLast;
     torch::Tensor out;
-    if (workspace && workspace->defined() && workspace->use_count() == 1 &&
+    if (workspace && workspace->defined() && workspace->use_count() == 1 && workspace->storage().use_count() == 1 &&
         workspace->sizes() == torch::IntArrayRef({n, ct, 2 * h, 2 * w}) &&
         workspace->scalar_type() == y.scalar_type() && workspace->is_contiguous(cl))
         out = *workspace;

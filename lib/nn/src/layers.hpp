@@ -101,7 +101,7 @@ torch::Tensor subpixel_up(const torch::Tensor& x, const torch::Tensor& kernel, c
 /// with `skip` [N, Cs, 2H, 2W] (may be undefined) in one pass: each output pixel's C values
 /// are one contiguous run of `y`. Channels-last, same dtype. `workspace`, when given, is a
 /// buffer kept between calls: reused when it has the output's shape and type and nobody
-/// else holds it, replaced otherwise (a buffer above glibc's 32 MiB mmap ceiling would be
+/// else holds it or a view of it, replaced otherwise (a buffer above glibc's 32 MiB mmap ceiling would be
 /// mapped and page-faulted afresh on every call).
 torch::Tensor shuffle_concat(const torch::Tensor& y, const torch::Tensor& skip, torch::Tensor* workspace = nullptr);
 /// subpixel_from_transposed()'s kernel and bias as a OneDnnConv (bottom/right padding 1),

@@ -2,6 +2,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -52,6 +53,9 @@ struct OneDnnConv::Impl {
         dnnl::convolution_forward conv;
         dnnl::memory weights, bias;
         int64_t out_h = 0, out_w = 0;
+        // Winograd: blocked source and destination, reordered from and to channels-last
+        bool winograd = false;
+        dnnl::memory blocked_src, blocked_dst;
     };
     std::mutex mutex;  // guards the cache and the primitives' scratchpads
     std::map<std::array<int64_t, 4>, Entry> cache;  // N, H, W, bfloat16?
@@ -65,8 +69,11 @@ struct OneDnnConv::Impl {
         e.out_w = (w + padding[1] + padding[3] - kw) / stride + 1;
         if (e.out_h < 1 || e.out_w < 1) return e;
         const auto d = bf16 ? dt::bf16 : dt::f32;
-        const dnnl::memory::desc src_md({n, in, h, w}, d, tag::nhwc);
-        const dnnl::memory::desc dst_md({n, out, e.out_h, e.out_w}, d, tag::nhwc);
+        e.winograd = !bf16 && winograd_wanted() && kh == 3 && kw == 3 && stride == 1 &&
+                     std::min(in, out) >= winograd_min_channels();
+        const auto act = e.winograd ? tag::any : tag::nhwc;  // Winograd takes blocked layouts only
+        const dnnl::memory::desc src_md({n, in, h, w}, d, act);
+        const dnnl::memory::desc dst_md({n, out, e.out_h, e.out_w}, d, act);
         const dnnl::memory::desc w_md({out, in, kh, kw}, d, tag::any);
         const dnnl::memory::desc b_md({out}, dt::f32, tag::x);
         dnnl::primitive_attr attr;
@@ -79,7 +86,7 @@ struct OneDnnConv::Impl {
             const dnnl::memory::dims strides = {stride, stride};
             const dnnl::memory::dims pad_l = {padding[0], padding[1]}, pad_r = {padding[2], padding[3]};
             const auto pk = dnnl::prop_kind::forward_inference;
-            const auto alg = dnnl::algorithm::convolution_direct;
+            const auto alg = e.winograd ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct;
             const auto desc = bias.defined()
                                   ? dnnl::convolution_forward::desc(pk, alg, src_md, w_md, b_md, dst_md, strides,
                                                                      pad_l, pad_r)
@@ -96,11 +103,33 @@ struct OneDnnConv::Impl {
             }
             s.wait();
             e.conv = dnnl::convolution_forward(pd);
+            if (e.winograd) {
+                e.blocked_src = dnnl::memory(pd.src_desc(), cpu_engine());
+                e.blocked_dst = dnnl::memory(pd.dst_desc(), cpu_engine());
+            }
             e.ok = true;
         } catch (const dnnl::error&) {
+            if (e.winograd) return make_direct(n, h, w, bf16);  // no Winograd on this CPU
             e.ok = false;  // e.g. bfloat16 on a CPU without AVX-512: LibTorch's path
         }
         return e;
+    }
+    Entry make_direct(int64_t n, int64_t h, int64_t w, bool bf16) {
+        no_winograd = true;
+        return make(n, h, w, bf16);
+    }
+    bool no_winograd = false;
+    // Float32 3x3 convolutions with at least 64 input and output channels run as Winograd
+    // F(4x4, 3x3) (fewer multiplications; measured faster from 64 channels on, slower at 16
+    // to 32: docs/benchmarks.md). CDK_ONEDNN_WINOGRAD=0 switches it off, =N sets the
+    // channel floor.
+    bool winograd_wanted() const { return !no_winograd && winograd_min_channels() > 0; }
+    static int64_t winograd_min_channels() {
+        static const int64_t floor = [] {
+            const char* e = std::getenv("CDK_ONEDNN_WINOGRAD");
+            return e != nullptr ? int64_t(std::max(0, std::atoi(e))) : int64_t(64);
+        }();
+        return floor;
     }
 };
 
@@ -144,7 +173,15 @@ torch::Tensor OneDnnConv::forward(const torch::Tensor& x) const {
         {DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, e.weights}, {DNNL_ARG_DST, dst_m}};
     if (impl_->bias.defined()) args.emplace(DNNL_ARG_BIAS, e.bias);
     dnnl::stream s(cpu_engine());
-    e.conv.execute(s, args);
+    if (e.winograd) {
+        dnnl::reorder(src_m, e.blocked_src).execute(s, src_m, e.blocked_src);
+        args[DNNL_ARG_SRC] = e.blocked_src;
+        args[DNNL_ARG_DST] = e.blocked_dst;
+        e.conv.execute(s, args);
+        dnnl::reorder(e.blocked_dst, dst_m).execute(s, e.blocked_dst, dst_m);
+    } else {
+        e.conv.execute(s, args);
+    }
     s.wait();
     return y;
 }
