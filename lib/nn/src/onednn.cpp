@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #ifdef CDK_HAVE_ONEDNN
 #include <oneapi/dnnl/dnnl.hpp>
@@ -53,10 +54,12 @@ struct OneDnnConv::Impl {
         dnnl::convolution_forward conv;
         dnnl::memory weights, bias;
         int64_t out_h = 0, out_w = 0;
-        // Winograd: blocked source and destination, reordered from and to channels-last
+        // Winograd: blocked source and destination (allocated per call, like any
+        // activation), reordered from and to channels-last
         bool winograd = false;
-        dnnl::memory blocked_src, blocked_dst;
+        dnnl::memory::desc blocked_src, blocked_dst;
     };
+    std::vector<dnnl::memory> packed;  // weights in each layout a primitive asked for, shared
     std::mutex mutex;  // guards the cache and the primitives' scratchpads
     std::map<std::array<int64_t, 4>, Entry> cache;  // N, H, W, bfloat16?
 
@@ -93,10 +96,18 @@ struct OneDnnConv::Impl {
                                   : dnnl::convolution_forward::desc(pk, alg, src_md, w_md, dst_md, strides, pad_l,
                                                                      pad_r);
             const dnnl::convolution_forward::primitive_desc pd(desc, attr, cpu_engine());
+            // oneDNN's reference kernels (no optimised one for this shape or CPU) are far
+            // slower than LibTorch's own fallback: leave those to LibTorch.
+            if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) throw dnnl::error(dnnl_unimplemented, "ref");
             dnnl::stream s(cpu_engine());
             dnnl::memory user_w({{out, in, kh, kw}, dt::f32, tag::oihw}, cpu_engine(), weight.data_ptr());
-            e.weights = dnnl::memory(pd.weights_desc(), cpu_engine());
-            dnnl::reorder(user_w, e.weights).execute(s, user_w, e.weights);
+            for (const auto& m : packed)
+                if (m.get_desc() == pd.weights_desc()) e.weights = m;
+            if (!e.weights) {
+                e.weights = dnnl::memory(pd.weights_desc(), cpu_engine());
+                dnnl::reorder(user_w, e.weights).execute(s, user_w, e.weights);
+                packed.push_back(e.weights);
+            }
             if (bias.defined()) {
                 e.bias = dnnl::memory(pd.bias_desc(), cpu_engine());
                 std::memcpy(e.bias.get_data_handle(), bias.data_ptr(), size_t(out) * sizeof(float));
@@ -104,8 +115,8 @@ struct OneDnnConv::Impl {
             s.wait();
             e.conv = dnnl::convolution_forward(pd);
             if (e.winograd) {
-                e.blocked_src = dnnl::memory(pd.src_desc(), cpu_engine());
-                e.blocked_dst = dnnl::memory(pd.dst_desc(), cpu_engine());
+                e.blocked_src = pd.src_desc();
+                e.blocked_dst = pd.dst_desc();
             }
             e.ok = true;
         } catch (const dnnl::error&) {
@@ -174,11 +185,17 @@ torch::Tensor OneDnnConv::forward(const torch::Tensor& x) const {
     if (impl_->bias.defined()) args.emplace(DNNL_ARG_BIAS, e.bias);
     dnnl::stream s(cpu_engine());
     if (e.winograd) {
-        dnnl::reorder(src_m, e.blocked_src).execute(s, src_m, e.blocked_src);
-        args[DNNL_ARG_SRC] = e.blocked_src;
-        args[DNNL_ARG_DST] = e.blocked_dst;
+        const auto buffer = [&](const dnnl::memory::desc& md) {
+            return torch::empty({int64_t(md.get_size())}, torch::kByte);
+        };
+        const auto src_buf = buffer(e.blocked_src), dst_buf = buffer(e.blocked_dst);
+        dnnl::memory bsrc(e.blocked_src, cpu_engine(), src_buf.data_ptr());
+        dnnl::memory bdst(e.blocked_dst, cpu_engine(), dst_buf.data_ptr());
+        dnnl::reorder(src_m, bsrc).execute(s, src_m, bsrc);
+        args[DNNL_ARG_SRC] = bsrc;
+        args[DNNL_ARG_DST] = bdst;
         e.conv.execute(s, args);
-        dnnl::reorder(e.blocked_dst, dst_m).execute(s, e.blocked_dst, dst_m);
+        dnnl::reorder(bdst, dst_m).execute(s, bdst, dst_m);
     } else {
         e.conv.execute(s, args);
     }
@@ -199,6 +216,7 @@ torch::Tensor onednn_max_pool2(const torch::Tensor& x) {
         const dnnl::pooling_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
                                                src_md, dst_md, {2, 2}, {2, 2}, {0, 0}, {0, 0});
         const dnnl::pooling_forward::primitive_desc pd(desc, cpu_engine());  // oneDNN caches the primitive
+        if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return {};  // LibTorch's is faster
         dnnl::memory src_m(src_md, cpu_engine(), x.data_ptr()), dst_m(dst_md, cpu_engine(), y.data_ptr());
         dnnl::stream s(cpu_engine());
         dnnl::pooling_forward(pd).execute(s, {{DNNL_ARG_SRC, src_m}, {DNNL_ARG_DST, dst_m}});
