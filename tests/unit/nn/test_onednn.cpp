@@ -36,6 +36,13 @@ struct EnabledGuard {
     ~EnabledGuard() { cdk::nn::detail::set_onednn_enabled(previous); }
 };
 
+// Whether this build calls oneDNN; warns when not (the test then has nothing to compare).
+bool have_onednn() {
+    if (cdk::nn::detail::onednn_enabled()) return true;
+    WARN("built without oneDNN (libdnnl-dev): nothing to compare");
+    return false;
+}
+
 double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
     return (a.to(torch::kFloat) - b.to(torch::kFloat)).abs().max().item<double>();
 }
@@ -44,10 +51,7 @@ double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
 
 TEST_CASE("oneDNN convolutions compute LibTorch's convolution, bias and ReLU", "[nn][onednn]") {
     EnabledGuard on;
-    if (!cdk::nn::detail::onednn_enabled()) {
-        WARN("built without oneDNN (libdnnl-dev): nothing to compare");
-        return;
-    }
+    if (!have_onednn()) return;
     torch::manual_seed(11);
     torch::NoGradGuard no_grad;
     struct Case {
@@ -83,10 +87,7 @@ TEST_CASE("oneDNN max pooling computes LibTorch's 2x2 max pooling", "[nn][onednn
     {
         torch::NoGradGuard no_grad;
         CHECK_FALSE(cdk::nn::detail::onednn_max_pool2(x).defined());  // contiguous NCHW
-        if (!cdk::nn::detail::onednn_enabled()) {
-            WARN("built without oneDNN (libdnnl-dev): nothing to compare");
-            return;
-        }
+        if (!have_onednn()) return;
         for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
             const auto xin = nhwc(x).to(dtype);
             const auto y = cdk::nn::detail::onednn_max_pool2(xin);
@@ -125,10 +126,7 @@ TEST_CASE("oneDNN convolutions leave what they do not take to LibTorch", "[nn][o
 
 TEST_CASE("oneDNN convolutions follow CPU bfloat16 autocast", "[nn][onednn]") {
     EnabledGuard on;
-    if (!cdk::nn::detail::onednn_enabled()) {
-        WARN("built without oneDNN (libdnnl-dev): nothing to compare");
-        return;
-    }
+    if (!have_onednn()) return;
     torch::manual_seed(13);
     torch::NoGradGuard no_grad;
     const auto w = torch::randn({16, 8, 3, 3}) * 0.2, b = torch::randn({16});
@@ -150,10 +148,7 @@ TEST_CASE("oneDNN convolutions follow CPU bfloat16 autocast", "[nn][onednn]") {
 
 TEST_CASE("models in their inference form give the same logits with and without oneDNN", "[nn][onednn]") {
     EnabledGuard on;
-    if (!cdk::nn::detail::onednn_enabled()) {
-        WARN("built without oneDNN (libdnnl-dev): nothing to compare");
-        return;
-    }
+    if (!have_onednn()) return;
     torch::manual_seed(14);
     for (const char* arch : {"fc-ef", "fc-siam-diff", "resnet-fpn", "bit"}) {
         INFO(arch);
@@ -178,10 +173,7 @@ TEST_CASE("models in their inference form give the same logits with and without 
 
 TEST_CASE("the sub-pixel upsampling through oneDNN equals pixel shuffle and concatenation", "[nn][onednn]") {
     EnabledGuard on;
-    if (!cdk::nn::detail::onednn_enabled()) {
-        WARN("built without oneDNN (libdnnl-dev): nothing to compare");
-        return;
-    }
+    if (!have_onednn()) return;
     torch::manual_seed(15);
     torch::NoGradGuard no_grad;
     auto up = torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(6, 5, 3).stride(2).padding(1).output_padding(1));
