@@ -24,8 +24,9 @@ MacCounterGuard::MacCounterGuard(int64_t& target) : previous_(mac_counter()) {
 
 MacCounterGuard::~MacCounterGuard() { mac_counter() = previous_; }
 
-torch::Tensor conv(torch::nn::Conv2d& c, const torch::Tensor& x) {
-    auto y = c->forward(x);
+torch::Tensor conv(torch::nn::Conv2d& c, const torch::Tensor& x, const OneDnnConv* fast) {
+    auto y = fast ? fast->forward(x) : torch::Tensor();
+    if (!y.defined()) y = c->forward(x);
     // weight [out, in/groups, kh, kw]: each output element costs in/groups x kh x kw MACs
     if (mac_counter()) add_macs(y.numel() * c->weight[0].numel());
     return y;
@@ -61,13 +62,12 @@ ConvBnReluImpl::ConvBnReluImpl(const ConvBnReluOptions& o) : o_(o) {
 
 torch::Tensor ConvBnReluImpl::forward(const torch::Tensor& x) {
     if (folded_weight_.defined() && !is_training()) {
-        if (auto y = fast_.forward(x); y.defined()) {
-            add_macs(y.numel() * folded_weight_[0].numel());
-            return y;
+        auto y = fast_.forward(x);  // ReLU fused
+        if (!y.defined()) {
+            y = torch::conv2d(x, folded_weight_, folded_bias_, o_.stride, o_.kernel / 2);
+            if (o_.relu) y = inference_only() ? y.relu_() : torch::relu(y);
         }
-        auto y = torch::conv2d(x, folded_weight_, folded_bias_, o_.stride, o_.kernel / 2);
         add_macs(y.numel() * folded_weight_[0].numel());
-        if (o_.relu) y = inference_only() ? y.relu_() : torch::relu(y);
         return y;
     }
     auto y = bn_->forward(conv(conv_, x));

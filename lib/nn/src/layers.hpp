@@ -31,8 +31,9 @@ private:
     int64_t* previous_;
 };
 
-/// Convolution forward that also counts its multiply-accumulates.
-torch::Tensor conv(torch::nn::Conv2d& c, const torch::Tensor& x);
+/// Convolution forward that also counts its multiply-accumulates. `fast`, when given, is the
+/// same convolution as a OneDnnConv, tried first.
+torch::Tensor conv(torch::nn::Conv2d& c, const torch::Tensor& x, const OneDnnConv* fast = nullptr);
 /// Transposed-convolution forward that also counts its multiply-accumulates.
 torch::Tensor conv_t(torch::nn::ConvTranspose2d& c, const torch::Tensor& x);
 /// Linear forward (last dimension) that also counts its multiply-accumulates.

@@ -146,13 +146,7 @@ struct FcDecoderImpl : torch::nn::Module, detail::Foldable {
             }
             x = convs_[i]->forward(torch::cat({x, skips[i]}, 1));
         }
-        if (folded) {
-            if (auto y = head_fast_.forward(x); y.defined()) {
-                detail::add_macs(y.numel() * head_->weight[0].numel());
-                return y;
-            }
-        }
-        return detail::conv(head_, x);
+        return detail::conv(head_, x, folded ? &head_fast_ : nullptr);
     }
     // Keep the gathered sub-pixel kernels for evaluation (no gather per forward pass).
     void fold() override {

@@ -35,6 +35,10 @@ dnnl::engine& cpu_engine() {
     return e;
 }
 
+// Whether oneDNN picked one of its reference kernels (no optimised one for this shape or
+// CPU): far slower than LibTorch's own fallback, so those are left to LibTorch.
+bool reference_kernel(const char* impl_info) { return std::string(impl_info).rfind("ref", 0) == 0; }
+
 }  // namespace
 
 bool onednn_enabled() { return enabled_flag().load(); }
@@ -63,7 +67,8 @@ struct OneDnnConv::Impl {
     std::mutex mutex;  // guards the cache and the primitives' scratchpads
     std::map<std::array<int64_t, 4>, Entry> cache;  // N, H, W, bfloat16?
 
-    Entry make(int64_t n, int64_t h, int64_t w, bool bf16) {
+    // `winograd`: try the Winograd algorithm where it applies (direct if oneDNN has none).
+    Entry make(int64_t n, int64_t h, int64_t w, bool bf16, bool winograd = true) {
         using tag = dnnl::memory::format_tag;
         using dt = dnnl::memory::data_type;
         Entry e;
@@ -72,7 +77,7 @@ struct OneDnnConv::Impl {
         e.out_w = (w + padding[1] + padding[3] - kw) / stride + 1;
         if (e.out_h < 1 || e.out_w < 1) return e;
         const auto d = bf16 ? dt::bf16 : dt::f32;
-        e.winograd = !bf16 && winograd_wanted() && kh == 3 && kw == 3 && stride == 1 &&
+        e.winograd = winograd && !bf16 && winograd_min_channels() > 0 && kh == 3 && kw == 3 && stride == 1 &&
                      std::min(in, out) >= winograd_min_channels();
         const auto act = e.winograd ? tag::any : tag::nhwc;  // Winograd takes blocked layouts only
         const dnnl::memory::desc src_md({n, in, h, w}, d, act);
@@ -96,9 +101,7 @@ struct OneDnnConv::Impl {
                                   : dnnl::convolution_forward::desc(pk, alg, src_md, w_md, dst_md, strides, pad_l,
                                                                      pad_r);
             const dnnl::convolution_forward::primitive_desc pd(desc, attr, cpu_engine());
-            // oneDNN's reference kernels (no optimised one for this shape or CPU) are far
-            // slower than LibTorch's own fallback: leave those to LibTorch.
-            if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) throw dnnl::error(dnnl_unimplemented, "ref");
+            if (reference_kernel(pd.impl_info_str())) throw dnnl::error(dnnl_unimplemented, "reference kernel");
             dnnl::stream s(cpu_engine());
             dnnl::memory user_w({{out, in, kh, kw}, dt::f32, tag::oihw}, cpu_engine(), weight.data_ptr());
             for (const auto& m : packed)
@@ -120,21 +123,15 @@ struct OneDnnConv::Impl {
             }
             e.ok = true;
         } catch (const dnnl::error&) {
-            if (e.winograd) return make_direct(n, h, w, bf16);  // no Winograd on this CPU
+            if (e.winograd) return make(n, h, w, bf16, false);  // no Winograd on this CPU
             e.ok = false;  // e.g. bfloat16 on a CPU without AVX-512: LibTorch's path
         }
         return e;
     }
-    Entry make_direct(int64_t n, int64_t h, int64_t w, bool bf16) {
-        no_winograd = true;
-        return make(n, h, w, bf16);
-    }
-    bool no_winograd = false;
     // Float32 3x3 convolutions with at least 64 input and output channels run as Winograd
     // F(4x4, 3x3) (fewer multiplications; measured faster from 64 channels on, slower at 16
     // to 32: docs/benchmarks.md). CDK_ONEDNN_WINOGRAD=0 switches it off, =N sets the
     // channel floor.
-    bool winograd_wanted() const { return !no_winograd && winograd_min_channels() > 0; }
     static int64_t winograd_min_channels() {
         static const int64_t floor = [] {
             const char* e = std::getenv("CDK_ONEDNN_WINOGRAD");
@@ -216,7 +213,7 @@ torch::Tensor onednn_max_pool2(const torch::Tensor& x) {
         const dnnl::pooling_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max,
                                                src_md, dst_md, {2, 2}, {2, 2}, {0, 0}, {0, 0});
         const dnnl::pooling_forward::primitive_desc pd(desc, cpu_engine());  // oneDNN caches the primitive
-        if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return {};  // LibTorch's is faster
+        if (reference_kernel(pd.impl_info_str())) return {};
         dnnl::memory src_m(src_md, cpu_engine(), x.data_ptr()), dst_m(dst_md, cpu_engine(), y.data_ptr());
         dnnl::stream s(cpu_engine());
         dnnl::pooling_forward(pd).execute(s, {{DNNL_ARG_SRC, src_m}, {DNNL_ARG_DST, dst_m}});

@@ -6,9 +6,10 @@
 // autocast the weight is cast to bfloat16 on every call, and the kernel's padding for the
 // sub-pixel form is a copy. Called directly, oneDNN applies the ReLU as a post-op while
 // the output is still in registers, takes asymmetric padding, and keeps the weight in its
-// preferred layout and type from the first call. Same convolution algorithm (direct), same
-// library (Debian's libdnnl, the one LibTorch links): float32 results equal LibTorch's up
-// to summation order (docs/benchmarks.md).
+// preferred layout and type from the first call. Same library (Debian's libdnnl, the one
+// LibTorch links) and the same direct algorithm, except float32 3x3 convolutions with 64+
+// channels, which run as Winograd: float32 results equal LibTorch's up to rounding
+// (docs/benchmarks.md).
 
 #include <torch/torch.h>
 
