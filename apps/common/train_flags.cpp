@@ -35,15 +35,15 @@ void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags&
         ->capture_default_str()
         ->check(CLI::Range(1, 4096));
     app.add_option("--lr", options.lr, "Peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--weight-decay", options.weight_decay, "Decoupled weight decay (AdamW) or L2 (SGD)")
+    app.add_option("--weight-decay", options.weight_decay, "Decoupled weight decay (AdamW) or L2 (Adam, SGD)")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
     app.add_option("--optimizer", options.optimizer, "Optimiser")
         ->capture_default_str()
-        ->check(CLI::IsMember({"adamw", "sgd"}));
-    app.add_option("--schedule", options.schedule, "Learning-rate schedule after the warm-up (poly: power 0.9)")
+        ->check(CLI::IsMember({"adamw", "adam", "sgd"}));
+    app.add_option("--schedule", options.schedule, "Learning-rate schedule after the warm-up (poly: power 0.9; exp: x0.95 per epoch)")
         ->capture_default_str()
-        ->check(CLI::IsMember({"constant", "poly", "cosine"}));
+        ->check(CLI::IsMember({"constant", "poly", "cosine", "exp"}));
     app.add_option("--warmup-steps", options.warmup_steps, "Linear warm-up steps")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);

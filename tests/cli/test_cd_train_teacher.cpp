@@ -136,7 +136,7 @@ TEST_CASE("cd-train-teacher rejects bad inputs with one line", "[cli][train]") {
     CHECK(r.rc != 0);
     CHECK(r.rc != 1);
     args = tiny_args(tiles, tmp / "x.cdm");
-    args.insert(args.end(), {"--optimizer", "adam"});
+    args.insert(args.end(), {"--optimizer", "lamb"});
     r = run_tool("cd-train-teacher", args);
     CHECK(r.rc != 0);
     CHECK_FALSE(exists(tmp / "x.cdm"));

@@ -27,6 +27,7 @@ namespace {
 constexpr double kPi = 3.14159265358979323846;
 constexpr double kPolyPower = 0.9;
 constexpr double kSgdMomentum = 0.9;
+constexpr double kExpGamma = 0.95;  // --schedule exp: x0.95 an epoch (Daudt et al. 2018 on OSCD)
 constexpr const char* kCheckpointFormat = "cdkit-checkpoint/1";
 
 using Clock = std::chrono::steady_clock;
@@ -42,9 +43,13 @@ std::string fmt(double v, int digits = 3) {
     return s.str();
 }
 
-// Learning rate of optimizer step `step` (0-based) out of `total`.
+// Learning rate of optimizer step `step` (0-based) out of `total` (`total / epochs` per epoch).
 double lr_at(const TrainOptions& o, int64_t step, int64_t total) {
     if (step < o.warmup_steps) return o.lr * double(step + 1) / double(o.warmup_steps);
+    if (o.schedule == "exp") {  // per epoch, as PyTorch's ExponentialLR stepped once an epoch
+        const int64_t per_epoch = std::max<int64_t>(1, total / std::max(1, o.epochs));
+        return o.lr * std::pow(kExpGamma, double(step / per_epoch));
+    }
     const double span = double(std::max<int64_t>(1, total - o.warmup_steps));
     const double p = std::clamp(double(step - o.warmup_steps) / span, 0.0, 1.0);
     if (o.schedule == "poly") return o.lr * std::pow(1.0 - p, kPolyPower);
@@ -178,6 +183,9 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(nn::ChangeModelImpl& mod
         return std::make_unique<torch::optim::SGD>(
             model.parameters(),
             torch::optim::SGDOptions(o.lr).momentum(kSgdMomentum).weight_decay(o.weight_decay));
+    if (o.optimizer == "adam")  // weight decay as an L2 term in the gradient, as torch.optim.Adam
+        return std::make_unique<torch::optim::Adam>(
+            model.parameters(), torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
     return std::make_unique<torch::optim::AdamW>(
         model.parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
 }
@@ -274,10 +282,10 @@ void validate(const TrainOptions& o) {
         throw ConfigError("batch size must be at least 1, not " + std::to_string(o.batch_size));
     if (!(o.lr > 0) || !std::isfinite(o.lr)) throw ConfigError("learning rate must be positive, not " + fmt(o.lr));
     if (!(o.weight_decay >= 0)) throw ConfigError("weight decay must be >= 0, not " + fmt(o.weight_decay));
-    if (o.optimizer != "adamw" && o.optimizer != "sgd")
-        throw ConfigError("unknown optimizer " + quote(o.optimizer) + " (known: adamw, sgd)");
-    if (o.schedule != "constant" && o.schedule != "poly" && o.schedule != "cosine")
-        throw ConfigError("unknown schedule " + quote(o.schedule) + " (known: constant, poly, cosine)");
+    if (o.optimizer != "adamw" && o.optimizer != "adam" && o.optimizer != "sgd")
+        throw ConfigError("unknown optimizer " + quote(o.optimizer) + " (known: adamw, adam, sgd)");
+    if (o.schedule != "constant" && o.schedule != "poly" && o.schedule != "cosine" && o.schedule != "exp")
+        throw ConfigError("unknown schedule " + quote(o.schedule) + " (known: constant, poly, cosine, exp)");
     if (o.warmup_steps < 0) throw ConfigError("warm-up steps must be >= 0");
     nn::validate_memory_format(o.memory_format);
     if (o.augment.crop < 0) throw ConfigError("crop must be >= 0");

@@ -158,6 +158,33 @@ TEST_CASE("a stopped run resumes to the same weights as an uninterrupted one", "
     CHECK(again["skipped"] == true);
 }
 
+TEST_CASE("the exp schedule decays the rate by 0.95 an epoch, and adam puts weight decay in the gradient",
+          "[pipeline][train]") {
+    TempDir tmp;
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);  // 4 tiles
+    auto o = cdk::test::tiny_train_options(train, "", tmp / "exp.cdm");
+    o.epochs = 3;
+    o.batch_size = 2;  // 2 steps per epoch
+    o.optimizer = "adam";
+    o.schedule = "exp";
+    o.weight_decay = 0.5;
+    train_model(o);
+    const auto log = read_log(tmp / "exp.cdm.log.jsonl");
+    REQUIRE(log.size() == 3);
+    for (size_t e = 0; e < log.size(); ++e)
+        CHECK(log[e]["lr"].get<double>() == Approx(o.lr * std::pow(0.95, double(e))));
+    CHECK(cdk::nn::read_bundle_header(tmp / "exp.cdm")["training"]["optimizer"] == "adam");
+
+    // Coupled (Adam) and decoupled (AdamW) weight decay are different optimisers.
+    o.out = tmp / "adamw.cdm";
+    o.optimizer = "adamw";
+    train_model(o);
+    CHECK_FALSE(cdk::test::same_weights(tmp / "exp.cdm", tmp / "adamw.cdm"));
+
+    o.schedule = "step";
+    CHECK_THROWS_WITH(train_model(o), Catch::Contains("unknown schedule 'step'") && Catch::Contains("exp"));
+}
+
 TEST_CASE("training records the CAR partition of a cd-partition manifest", "[pipeline][train]") {
     TempDir tmp;
     const auto tiles = cdk::test::make_fixture_tiles(tmp, "tiles", 128, 64);
@@ -201,7 +228,7 @@ TEST_CASE("training refuses bad options and mismatched inputs", "[pipeline][trai
     o.epochs = 1;
 
     auto bad = o;
-    bad.optimizer = "adam";
+    bad.optimizer = "lamb";
     CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
     bad = o;
     bad.loss.class_weights = {1, 2, 3};

@@ -25,9 +25,9 @@ struct TrainOptions {
     int epochs = 20;                     ///< passes over the training set
     int batch_size = 8;                  ///< samples per step
     double lr = 1e-3;                    ///< peak learning rate
-    double weight_decay = 1e-4;          ///< decoupled weight decay (AdamW) / L2 (SGD)
-    std::string optimizer = "adamw";     ///< adamw | sgd
-    std::string schedule = "poly";       ///< constant | poly | cosine
+    double weight_decay = 1e-4;          ///< decoupled weight decay (AdamW) / L2 (Adam, SGD)
+    std::string optimizer = "adamw";     ///< adamw | adam (L2 in the gradient) | sgd
+    std::string schedule = "poly";       ///< constant | poly | cosine | exp (x0.95 per epoch)
     int warmup_steps = 0;                ///< linear warm-up steps
     AugmentOptions augment;              ///< training augmentations
     nn::LossOptions loss;                ///< task loss
