@@ -63,15 +63,15 @@ int main(int argc, char** argv) {
                    "Change where the change probability is at least this; 'model' = the threshold the bundle's "
                    "training chose on its validation tiles")
         ->capture_default_str();
-    app.add_option("--tile-size", opt.tile_size, "Window edge in pixels, 0 = the bundle's training tile size")
+    app.add_option("--tile-size", opt.tile_size, "Window edge in pixels; 0 = automatic: for fully convolutional models the edge up to 512 that computes the fewest pixels of the scene (at least the bundle's training tile size), otherwise the bundle's tile size")
         ->capture_default_str()
         ->check(CLI::Range(0, 8192));
-    app.add_option("--overlap", opt.overlap, "Pixels shared by neighbouring windows, -1 = a quarter of the window")
+    app.add_option("--overlap", opt.overlap, "Pixels shared by neighbouring windows; -1 = a quarter of the bundle's tile size (or of a smaller window)")
         ->capture_default_str()
         ->check(CLI::Range(-1, 8191));
-    app.add_option("--batch-size", opt.batch_size, "Windows per forward pass")
+    app.add_option("--batch-size", opt.batch_size, "Windows per forward pass; 0 = automatic (about the pixels of four 256-px windows: 4 up to 256 px, 1 from 363 px)")
         ->capture_default_str()
-        ->check(CLI::Range(1, 4096));
+        ->check(CLI::Range(0, 4096));
     app.add_option("--ram", opt.ram_mb,
                    "Memory cap in MB for read-ahead, row buffers and GDAL's block cache; wider scenes go in column strips")
         ->capture_default_str()

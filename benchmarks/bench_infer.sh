@@ -94,8 +94,21 @@ for s in "$HALF" "$SIZE"; do
         --out "$WORK/cpp-fcsd-torchconv-$s.tif" --threads "$THREADS" --overwrite
     run "py-fcsd-$s" /usr/bin/python3 benchmarks/infer_speed.py "$WORK/fc-siam-diff.cdm" "$WORK/s$s/pre.tif" \
         "$WORK/s$s/post.tif" "$WORK/py-fcsd-$s.tif" --threads "$THREADS" --channels-last
+    # The Python mapper with cd-infer's own window plan (like for like), and cd-infer with the
+    # plain script's (the bundle's 256-px tiles, batch 4: cd-infer's default before the
+    # automatic plan).
+    plan=$(/usr/bin/python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["window"], j["overlap"], j["batch"])' \
+        "$WORK/cpp-fcsd-$s.json")
+    read -r pw po pb <<< "$plan"
+    run "py-fcsd-plan-$s" /usr/bin/python3 benchmarks/infer_speed.py "$WORK/fc-siam-diff.cdm" "$WORK/s$s/pre.tif" \
+        "$WORK/s$s/post.tif" "$WORK/py-fcsd-plan-$s.tif" --threads "$THREADS" --channels-last \
+        --tile "$pw" --overlap "$po" --batch-size "$pb"
+    run "cpp-fcsd-w256-$s" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" "${scene[@]}" \
+        --out "$WORK/cpp-fcsd-w256-$s.tif" --threads "$THREADS" --tile-size 256 --batch-size 4 --overwrite
     run "cpp-rfpn-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" --out "$WORK/cpp-rfpn-$s.tif" \
         --threads "$THREADS" --overwrite
+    run "cpp-rfpn-w256-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" \
+        --out "$WORK/cpp-rfpn-w256-$s.tif" --threads "$THREADS" --tile-size 256 --batch-size 4 --overwrite
     if [ "$AMP" = 1 ]; then  # bfloat16 mixed precision, both programs
         run "cpp-fcsd-amp-$s" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" "${scene[@]}" \
             --out "$WORK/cpp-fcsd-amp-$s.tif" --threads "$THREADS" --amp --overwrite
@@ -106,12 +119,6 @@ for s in "$HALF" "$SIZE"; do
         run "cpp-rfpn-amp-$s" "$BIN/cd-infer" -q --model "$WORK/resnet-fpn.cdm" "${scene[@]}" \
             --out "$WORK/cpp-rfpn-amp-$s.tif" --threads "$THREADS" --amp --overwrite
     fi
-done
-# Larger windows, the same 32-pixel margin (overlap 64): fewer pixels computed twice.
-for a in fc-siam-diff resnet-fpn; do
-    run "cpp-$a-$SIZE-w512" "$BIN/cd-infer" -q --model "$WORK/$a.cdm" --pre "$WORK/s$SIZE/pre.tif" \
-        --post "$WORK/s$SIZE/post.tif" --out "$WORK/cpp-$a-$SIZE-w512.tif" --threads "$THREADS" \
-        --tile-size 512 --overlap 64 --batch-size 1 --overwrite
 done
 # Column strips: the same scene with a --ram too small for one full-width strip.
 run "cpp-fcsd-$SIZE-strips" "$BIN/cd-infer" -q --model "$WORK/fc-siam-diff.cdm" --pre "$WORK/s$SIZE/pre.tif" \
@@ -138,7 +145,11 @@ def rss(name):
     return int(kb) / 1024, float(secs)
 def mask(name):
     return gdal.Open(f"{work}/{name}.tif").ReadAsArray()
-print(f"Synthetic 3-band UInt8 pairs, tiled GeoTIFF; windows 256, overlap 64, batch 4; {threads} threads, CPU"
+plans = "; ".join(f"{s}²: {p['window']} px, overlap {p['overlap']}, batch {p['batch']}"
+                  for s in (half, size) for p in [json.load(open(f"{work}/cpp-fcsd-{s}.json"))])
+print(f"Synthetic 3-band UInt8 pairs, tiled GeoTIFF; cd-infer's default windows (chosen per scene: {plans});"
+      f" the plain Python mapper and the 'windows 256' rows: 256 px, overlap 64, batch 4 (the bundles' tile size);"
+      f" {threads} threads, CPU"
       f" ({cpu}); convolution throughput {conv / 1e9:.0f} GFLOP/s float32"
       + (f", {conv_bf16 / 1e9:.0f} GFLOP/s bfloat16 (the limit of the --amp rows)" if amp else "")
       + " (best 3x3 convolution, benchmarks/bench_infer.sh; through LibTorch"
@@ -154,7 +165,10 @@ for s in (half, size):
             (f"cpp-fcsd-nofold-{s}", "cd-infer --no-fold", "fc-siam-diff", 16),
             (f"cpp-fcsd-torchconv-{s}", "cd-infer, CDK_ONEDNN=0", "fc-siam-diff", 16),
             (f"py-fcsd-{s}", "Python + GDAL", "fc-siam-diff", 16),
-            (f"cpp-rfpn-{s}", "cd-infer", "resnet-fpn", 32)]
+            (f"py-fcsd-plan-{s}", "Python + GDAL, cd-infer's windows", "fc-siam-diff", 16),
+            (f"cpp-fcsd-w256-{s}", "cd-infer, windows 256", "fc-siam-diff", 16),
+            (f"cpp-rfpn-{s}", "cd-infer", "resnet-fpn", 32),
+            (f"cpp-rfpn-w256-{s}", "cd-infer, windows 256", "resnet-fpn", 32)]
     if amp:
         runs += [(f"cpp-fcsd-amp-{s}", "cd-infer --amp", "fc-siam-diff", 16),
                  (f"cpp-fcsd-amp-torchconv-{s}", "cd-infer --amp, CDK_ONEDNN=0", "fc-siam-diff", 16),
@@ -168,13 +182,6 @@ for s in (half, size):
         busy = f"{out['seconds_model'] / out['seconds']:.0%}" if "seconds_model" in out else "-"
         rows[name] = (wall, mib, mpx)
         print(f"| {prog} | {arch} {width} | {s}² | {wall:.1f} | {mpx:.3f} | {limit:.3f} | {mpx / limit:.0%} | {busy} | {mib:.0f} |")
-for arch, width in (("fc-siam-diff", 16), ("resnet-fpn", 32)):
-    name = f"cpp-{arch}-{size}-w512"
-    mib, wall = rss(name)
-    out = json.load(open(f"{work}/{name}.json"))
-    mpx, limit = size * size / 1e6 / wall, conv / flops[(arch, width)] / 1e6
-    print(f"| cd-infer --tile-size 512 --overlap 64 --batch-size 1 | {arch} {width} | {size}² | {wall:.1f} | {mpx:.3f} | "
-          f"{limit:.3f} | {mpx / limit:.0%} | {out['seconds_model'] / out['seconds']:.0%} | {mib:.0f} |")
 mib, wall = rss(f"cpp-fcsd-{size}-strips")
 strips = json.load(open(f"{work}/cpp-fcsd-{size}-strips.json"))
 ns = strips['strips']
@@ -185,8 +192,12 @@ for s in (half, size):
     c, p = rows[f"cpp-fcsd-{s}"], rows[f"py-fcsd-{s}"]
     n = rows[f"cpp-fcsd-nofold-{s}"]
     t = rows[f"cpp-fcsd-torchconv-{s}"]
+    pp, w256, r, r256 = rows[f"py-fcsd-plan-{s}"], rows[f"cpp-fcsd-w256-{s}"], rows[f"cpp-rfpn-{s}"], rows[f"cpp-rfpn-w256-{s}"]
     print(f"{s}²: cd-infer / Python speed {p[0] / c[0]:.2f}x (--no-fold {p[0] / n[0]:.2f}x, "
-          f"CDK_ONEDNN=0 {p[0] / t[0]:.2f}x), memory {c[1]:.0f} vs {p[1]:.0f} MiB")
+          f"CDK_ONEDNN=0 {p[0] / t[0]:.2f}x), memory {c[1]:.0f} vs {p[1]:.0f} MiB;"
+          f" like for like (both with cd-infer's windows) {pp[0] / c[0]:.2f}x, (both with 256-px windows)"
+          f" {p[0] / w256[0]:.2f}x; cd-infer's windows / 256-px windows: FC-Siam-diff {w256[0] / c[0]:.2f}x faster,"
+          f" ResNet-FPN {r256[0] / r[0]:.2f}x")
     if amp:
         a, pa, pf = rows[f"cpp-fcsd-amp-{s}"], rows[f"py-fcsd-amp-{s}"], rows[f"cpp-fcsd-{s}"]
         at = rows[f"cpp-fcsd-amp-torchconv-{s}"]
@@ -197,9 +208,12 @@ for prog, key in (("cd-infer fc-siam-diff", "cpp-fcsd"), ("Python fc-siam-diff",
     print(f"{prog}: peak memory {rows[f'{key}-{size}'][1] / rows[f'{key}-{half}'][1]:.2f}x for 4x the scene")
 for s in (half, size):
     a, b, n = mask(f"cpp-fcsd-{s}"), mask(f"py-fcsd-{s}"), mask(f"cpp-fcsd-nofold-{s}")
-    print(f"{s}² masks, cd-infer vs Python: {(a != b).sum()} of {a.size} pixels differ "
-          f"(--no-fold vs Python: {(n != b).sum()}; folded vs not: {(a != n).sum()}; "
-          f"CDK_ONEDNN=0 vs oneDNN: {(mask(f'cpp-fcsd-torchconv-{s}') != a).sum()})")
+    pp, w256 = mask(f"py-fcsd-plan-{s}"), mask(f"cpp-fcsd-w256-{s}")
+    print(f"{s}² masks, cd-infer vs Python with its windows: {(a != pp).sum()} of {a.size} pixels differ "
+          f"(with 256-px windows both: {(w256 != b).sum()}; --no-fold vs Python with cd-infer's windows: {(n != pp).sum()};"
+          f" folded vs not: {(a != n).sum()}; CDK_ONEDNN=0 vs oneDNN: {(mask(f'cpp-fcsd-torchconv-{s}') != a).sum()});"
+          f" cd-infer's windows vs 256-px windows: FC-Siam-diff {(a != w256).sum()},"
+          f" ResNet-FPN {(mask(f'cpp-rfpn-{s}') != mask(f'cpp-rfpn-w256-{s}')).sum()}")
     if amp:
         f, c, q = mask(f"cpp-fcsd-{s}"), mask(f"cpp-fcsd-amp-{s}"), mask(f"py-fcsd-amp-{s}")
         print(f"{s}² masks, cd-infer --amp vs float32: {(c != f).sum()} pixels differ (Python autocast vs float32:"

@@ -63,8 +63,10 @@ TEST_CASE("cd-infer maps a synthetic scene with a bundle from cd-train-teacher",
     REQUIRE(r.rc == 0);
     CHECK(r.err.empty());
     const auto j = nlohmann::json::parse(r.out);
-    CHECK(j["window"] == 32);  // the bundle's tile size
-    CHECK(j["overlap"] == 8);
+    CHECK(j["window"] == 96);  // automatic: the scene's longer side (one window), not the bundle's 32
+    CHECK(j["window_automatic"] == true);
+    CHECK(j["windows"] == 1);
+    CHECK(j["overlap"] == 8);  // a quarter of the bundle's tile size
     CHECK(j["valid_pixels"].get<long long>() > 0);
     CHECK(j["valid_pixels"].get<long long>() < 96 * 80);  // cd-synth's nodata border
     CHECK(exists(out));

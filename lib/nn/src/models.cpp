@@ -190,6 +190,8 @@ public:
         decoder_ = register_module("decoder", FcDecoder(o.width, fusion == FcFusion::kConcat ? 2 : 1));
     }
 
+    bool local() const override { return true; }
+
     ChangeOutput forward(const torch::Tensor& pre, const torch::Tensor& post) override {
         detail::check_pair(pre, post, options_.in_bands, options_.arch);
         const int64_t h = pre.size(2), w = pre.size(3);

@@ -102,6 +102,8 @@ public:
         classifier_ = register_module("classifier", torch::nn::Conv2d(torch::nn::Conv2dOptions(f, 2, 1)));
     }
 
+    bool local() const override { return true; }
+
     ChangeOutput forward(const torch::Tensor& pre, const torch::Tensor& post) override {
         check_pair(pre, post, options_.in_bands, options_.arch);
         const int64_t h = pre.size(2), w = pre.size(3);

@@ -39,6 +39,12 @@ namespace {
 constexpr float kProbNodata = -1.f;
 constexpr uint8_t kMaskNodata = 255;
 constexpr int kDefaultTile = 256;
+// The automatic window plan (plan_windows): windows up to this edge for local models. Larger
+// ones computed more slowly per pixel here (docs/benchmarks.md), more than they save in overlap.
+constexpr int kAutoWindow = 512;
+constexpr int kWindowMultiple = 32;
+constexpr int64_t kBatchPixels = 4 * 256 * 256;  // the automatic batch: about this many pixels
+constexpr int64_t kMaxAutoBatch = 4;
 
 using Clock = std::chrono::steady_clock;
 
@@ -127,12 +133,12 @@ void validate(const InferOptions& o) {
     if (!(o.threshold > 0 && o.threshold < 1))
         throw ConfigError("threshold " + quote(format_number(o.threshold)) + " must lie strictly between 0 and 1");
     if (o.tile_size < 0 || o.tile_size == 1 || o.tile_size > 8192)
-        throw ConfigError("window size " + std::to_string(o.tile_size) + " must be 0 (the bundle's) or 2 .. 8192");
-    if (o.overlap < -1) throw ConfigError("overlap must be >= 0 (or -1 for a quarter of the window)");
+        throw ConfigError("window size " + std::to_string(o.tile_size) + " must be 0 (automatic) or 2 .. 8192");
+    if (o.overlap < -1) throw ConfigError("overlap must be >= 0 (or -1 for the default)");
     if (o.tile_size > 0 && o.overlap >= o.tile_size)
         throw ConfigError("overlap " + std::to_string(o.overlap) + " must be smaller than the window " +
                           std::to_string(o.tile_size));
-    if (o.batch_size < 1) throw ConfigError("batch size must be at least 1");
+    if (o.batch_size < 0) throw ConfigError("batch size must be at least 1 (or 0 for automatic)");
     if (o.ram_mb < 1) throw ConfigError("--ram must be at least 1 MB");
     nn::validate_memory_format(o.memory_format);
     if (o.threads < 0) throw ConfigError("threads must be >= 0");
@@ -357,34 +363,54 @@ struct StreamPlan {
     int widest = 0;            // widest strip's read extent
 };
 
+// What streaming a scene in windows of tw x th, `batch` at a time, holds in memory (bounded
+// by --ram): windows in flight, and per output column of a strip the row buffers and the
+// input blocks cached for a window row.
+struct StreamCosts {
+    int64_t window_bytes = 0;    // read-ahead windows plus the batch in the model
+    int64_t per_column = 0;      // per column of a strip
+    int64_t per_column_in = 0;   // the input blocks' share of it (all columns when striped)
+    bool striped = false;        // a striped input decodes whole rows whatever the window
+    int64_t avail = 0;           // --ram left for the strips' columns
+
+    StreamCosts(const InferOptions& o, const geo::ScenePair& pair, int tw, int th, int batch) {
+        const int width = pair.grid().width;
+        const int bands = pair.pre.band_count();
+        const int64_t value = GDALGetDataTypeSizeBytes(pair.pre.data_type());
+        // A window in flight: raw values and float tensors of both dates, validity masks. The
+        // queue holds two batches ahead, the model one (and its stacked copy).
+        const int64_t per_window = int64_t(tw) * th * (2 * bands * (value + 4) + 3);
+        window_bytes = per_window * 4 * batch;
+        // Per output column: probability, validity and mask of the rows being filled and being
+        // written; input blocks of both dates cached for the window row (x 1.5 for the warped
+        // date's own cache and for block edges).
+        const int64_t per_column_out = int64_t(th) * 2 * (4 + 1 + 1);
+        per_column_in = int64_t(th) * 2 * bands * value * 3 / 2;
+        striped = std::max(pair.pre.block_width(), pair.post.block_width()) >= width;
+        avail = int64_t(o.ram_mb) * kMB - window_bytes - (striped ? per_column_in * width : 0);
+        per_column = per_column_out + (striped ? 0 : per_column_in);
+    }
+    // Whether one window column fits.
+    bool fits(int tw) const { return avail >= per_column * tw; }
+};
+
 StreamPlan plan_stream(const InferOptions& o, const geo::ScenePair& pair, const std::vector<int>& xs,
-                       const std::vector<std::pair<int, int>>& own_x, int tw, int th) {
+                       const std::vector<std::pair<int, int>>& own_x, int tw, int th, int batch) {
     const int width = pair.grid().width;
-    const int bands = pair.pre.band_count();
-    const int64_t value = GDALGetDataTypeSizeBytes(pair.pre.data_type());
-    // A window in flight: raw values and float tensors of both dates, validity masks. The
-    // queue holds two batches ahead, the model one (and its stacked copy).
-    const int64_t per_window = int64_t(tw) * th * (2 * bands * (value + 4) + 3);
+    const StreamCosts cost(o, pair, tw, th, batch);
     StreamPlan plan;
-    plan.window_bytes = per_window * 4 * o.batch_size;
-    // Per output column: probability, validity and mask of the rows being filled and being
-    // written; input blocks of both dates cached for the window row (x 1.5 for the warped
-    // date's own cache and for block edges).
-    const int64_t per_column_out = int64_t(th) * 2 * (4 + 1 + 1);
-    const int64_t per_column_in = int64_t(th) * 2 * bands * value * 3 / 2;
-    // A striped file decodes whole rows whatever the window's width.
-    const bool striped = std::max(pair.pre.block_width(), pair.post.block_width()) >= width;
-    const int64_t ram = int64_t(o.ram_mb) * kMB;
-    const int64_t avail = ram - plan.window_bytes - (striped ? per_column_in * width : 0);
-    const int64_t per_column = per_column_out + (striped ? 0 : per_column_in);
-    if (avail < per_column * tw)
+    plan.window_bytes = cost.window_bytes;
+    if (!cost.fits(tw)) {
+        const int64_t ram = int64_t(o.ram_mb) * kMB;
         throw ConfigError("--ram " + std::to_string(o.ram_mb) + " MB is too small for windows of " +
-                          std::to_string(tw) + "x" + std::to_string(th) + " with batch " + std::to_string(o.batch_size) +
-                          (striped ? " over a striped input " + std::to_string(width) +
-                                         " pixels wide (GDAL decodes whole rows; retile it with gdal_translate -co TILED=YES)"
-                                   : "") +
-                          ": about " + std::to_string((ram - avail + per_column * tw) / kMB + 1) + " MB are needed");
-    const int64_t max_width = avail / per_column;
+                          std::to_string(tw) + "x" + std::to_string(th) + " with batch " + std::to_string(batch) +
+                          (cost.striped ? " over a striped input " + std::to_string(width) +
+                                              " pixels wide (GDAL decodes whole rows; retile it with gdal_translate -co TILED=YES)"
+                                        : "") +
+                          ": about " + std::to_string((ram - cost.avail + cost.per_column * tw) / kMB + 1) +
+                          " MB are needed");
+    }
+    const int64_t max_width = cost.avail / cost.per_column;
     // Greedy: as many window columns as fit (a window that gives nothing is never read).
     size_t c = 0;
     while (c < xs.size()) {
@@ -402,8 +428,75 @@ StreamPlan plan_stream(const InferOptions& o, const geo::ScenePair& pair, const 
         plan.widest = std::max(plan.widest, xs[s.end - 1] + tw - xs[s.first]);
         plan.strips.push_back(s);
     }
-    plan.cache_bytes = std::max<int64_t>(16 * kMB, per_column_in * (striped ? width : plan.widest));
+    plan.cache_bytes = std::max<int64_t>(16 * kMB, cost.per_column_in * (cost.striped ? width : plan.widest));
     return plan;
+}
+
+// The windows a scene is mapped in.
+struct WindowPlan {
+    int tile = 0;             // window edge
+    int tw = 0, th = 0;       // window width and height: the edge, or the scene's where smaller
+    int overlap = 0;          // pixels shared by neighbouring windows
+    int batch = 1;            // windows per forward pass
+    bool automatic = false;   // edge chosen for this scene (a local model, no --tile-size)
+    std::vector<int> xs, ys;  // window offsets per axis
+};
+
+// Pixels the model computes for a scene of width x height in windows of `edge`.
+int64_t computed_pixels(int width, int height, int edge, int overlap) {
+    return int64_t(geo::tile_offsets(width, edge, overlap).size()) * std::min(edge, width) *
+           int64_t(geo::tile_offsets(height, edge, overlap).size()) * std::min(edge, height);
+}
+
+// --batch-size, or auto: about the pixels of 4 windows of 256 (so 4 windows up to 256 px,
+// one from 512 on).
+int batch_for(const InferOptions& o, int tw, int th) {
+    if (o.batch_size > 0) return o.batch_size;
+    return int(std::clamp<int64_t>(kBatchPixels / (int64_t(tw) * th), 1, kMaxAutoBatch));
+}
+
+// The window plan. `trained` is the tile size the model was trained at (256 if unknown).
+// Overlap: --overlap, or a quarter of the smaller of the window and `trained` (the margin a
+// window border needs depends on the model's reach, not on the window). Window: --tile-size,
+// or for a local (fully convolutional) model mapping alone, the edge between `trained` and
+// kAutoWindow (the scene's longer side, or multiples of 32) whose windows compute the fewest
+// pixels of this scene, the larger on ties, and that --ram holds; otherwise `trained` (BIT's tokens
+// pool the whole window, Origin-Partition routes windows by their CAR, a TorchScript
+// model's reach is unknown).
+WindowPlan plan_windows(const InferOptions& o, const geo::ScenePair& pair, int trained, bool local) {
+    const int width = pair.grid().width, height = pair.grid().height;
+    WindowPlan w;
+    w.tile = o.tile_size > 0 ? o.tile_size : trained;
+    w.overlap = o.overlap >= 0 ? o.overlap : std::min(w.tile, trained) / 4;
+    if (w.overlap >= w.tile)
+        throw ConfigError("overlap " + std::to_string(w.overlap) + " must be smaller than the window " +
+                          std::to_string(w.tile));
+    if (o.tile_size == 0 && local && kAutoWindow > trained) {
+        // Largest first: the scene's longer side when it is within reach (one window row or
+        // column), then multiples of 32.
+        const int longest = std::max(width, height);
+        std::vector<int> edges;
+        if (longest <= kAutoWindow && longest > trained) edges.push_back(longest);
+        for (int e = kAutoWindow; e > trained; e -= kWindowMultiple)
+            if (e < longest) edges.push_back(e);
+        edges.push_back(trained);
+        int64_t best_cost = std::numeric_limits<int64_t>::max();
+        for (int e : edges) {
+            const int tw = std::min(e, width), th = std::min(e, height);
+            const int64_t cost = computed_pixels(width, height, e, w.overlap);
+            if (cost < best_cost && (e == trained || StreamCosts(o, pair, tw, th, batch_for(o, tw, th)).fits(tw))) {
+                best_cost = cost;
+                w.tile = e;
+            }
+        }
+        w.automatic = w.tile != trained;
+    }
+    w.tw = std::min(w.tile, width);
+    w.th = std::min(w.tile, height);
+    w.batch = batch_for(o, w.tw, w.th);
+    w.xs = geo::tile_offsets(width, w.tile, w.overlap);
+    w.ys = geo::tile_offsets(height, w.tile, w.overlap);
+    return w;
 }
 
 // One scene pair through the model into its outputs.
@@ -449,19 +542,16 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
 
     const geo::Grid& grid = pair.grid();
     const int width = grid.width, height = grid.height;
-    int tile = o.tile_size > 0 ? o.tile_size : header.value("tile_size", 0);
-    if (tile <= 1) tile = kDefaultTile;
-    const int overlap = o.overlap >= 0 ? o.overlap : tile / 4;
-    if (overlap >= tile)
-        throw ConfigError("overlap " + std::to_string(overlap) + " must be smaller than the window " +
-                          std::to_string(tile));
-    const std::vector<int> xs = geo::tile_offsets(width, tile, overlap);
-    const std::vector<int> ys = geo::tile_offsets(height, tile, overlap);
-    const int tw = std::min(tile, width), th = std::min(tile, height);
+    int trained = header.value("tile_size", 0);
+    if (trained <= 1) trained = kDefaultTile;
+    const WindowPlan wp = plan_windows(o, pair, trained, bundle.model->local() && m.teachers.bundles.empty());
+    const std::vector<int>& xs = wp.xs;
+    const std::vector<int>& ys = wp.ys;
+    const int tw = wp.tw, th = wp.th, overlap = wp.overlap;
     const auto own_x = owned_ranges(xs, tw, width);
     const auto own_y = owned_ranges(ys, th, height);
     auto gives = [](const std::pair<int, int>& r) { return r.second > r.first; };
-    const StreamPlan plan = plan_stream(o, pair, xs, own_x, tw, th);
+    const StreamPlan plan = plan_stream(o, pair, xs, own_x, tw, th, wp.batch);
     // The programs' fixed block cache (32 MB), or GDAL's 5 % of RAM when called as a
     // library, becomes what one row of windows (or strip) needs; GDAL_CACHEMAX still wins.
     const int64_t cache_bytes = geo::set_block_cache(plan.cache_bytes);
@@ -470,10 +560,12 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         for (size_t r = 0; r < ys.size(); ++r)
             for (size_t c = s.first; c < s.end; ++c)
                 if (gives(own_y[r]) && gives(own_x[c])) order.emplace_back(r, c);
-    ctx.info("windows " + std::to_string(tw) + "x" + std::to_string(th) + ", overlap " + std::to_string(overlap) +
+    ctx.info("windows " + std::to_string(tw) + "x" + std::to_string(th) +
+             (wp.automatic ? " (chosen for this scene; --tile-size sets them)" : "") + ", overlap " +
+             std::to_string(overlap) +
              ", " + std::to_string(order.size()) + " windows in " + std::to_string(ys.size()) + " rows and " +
              std::to_string(plan.strips.size()) + (plan.strips.size() == 1 ? " column strip" : " column strips") +
-             ", batch " + std::to_string(o.batch_size) + (o.tta ? ", flip TTA" : "") + ", " + device.str() +
+             ", batch " + std::to_string(wp.batch) + (o.tta ? ", flip TTA" : "") + ", " + device.str() +
              (o.amp ? " in bfloat16 mixed precision" : "") +
              "; read-ahead " + std::to_string(plan.window_bytes / kMB) + " MB, GDAL block cache " +
              std::to_string(cache_bytes / kMB) + " MB (--ram " + std::to_string(o.ram_mb) +
@@ -537,7 +629,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         }
         return w;
     };
-    WindowReader reader(order, read_window, size_t(2 * o.batch_size));
+    WindowReader reader(order, read_window, size_t(2 * wp.batch));
 
     long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
     // Where the time goes: the model, waiting for the reader, waiting for the writer.
@@ -622,7 +714,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
                     continue;
                 }
                 batch.push_back(std::move(w));
-                if (int(batch.size()) == o.batch_size) run_batch();
+                if (int(batch.size()) == wp.batch) run_batch();
             }
             run_batch();
 
@@ -681,8 +773,10 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             {"car", valid_pixels ? double(changed) / double(valid_pixels) : 0.0},
             {"changed_area_m2", pixel_m2 > 0 ? nlohmann::json(double(changed) * pixel_m2) : nlohmann::json(nullptr)},
             {"threshold", m.threshold},
-            {"window", tile},
+            {"window", wp.tile},
+            {"window_automatic", wp.automatic},
             {"overlap", overlap},
+            {"batch", wp.batch},
             {"windows", windows_run},
             {"windows_skipped", windows_skipped},
             {"strips", plan.strips.size()},

@@ -70,6 +70,25 @@ TEST_CASE("every model gives [N,2,H,W] logits and features for odd sizes and ban
     }
 }
 
+TEST_CASE("local models leave logits far from an input change as they were, and BIT does not",
+          "[nn][models]") {
+    torch::manual_seed(2);
+    for (const auto& arch : cdk::nn::model_names()) {
+        INFO(arch);
+        auto model = cdk::nn::create_model(opts(arch, 3, small_width(arch)));
+        model->eval();
+        torch::NoGradGuard no_grad;
+        const auto pre = torch::randn({1, 3, 16, 640});
+        const auto post = torch::randn({1, 3, 16, 640});
+        auto changed = post.clone();
+        changed.narrow(3, 0, 16).add_(3.0);  // the first 16 columns
+        const auto far = [&](const torch::Tensor& p) { return model->forward(pre, p).logits.narrow(3, 480, 160); };
+        const double moved = (far(post) - far(changed)).abs().max().item<double>();
+        INFO("largest change of a logit 464+ pixels away: " << moved);
+        CHECK((moved == 0) == model->local());
+    }
+}
+
 TEST_CASE("FC models have about 1.35 M parameters at the published width", "[nn][models]") {
     for (const char* arch : {"fc-ef", "fc-siam-diff"}) {
         auto model = cdk::nn::create_model(opts(arch, 3, 16));

@@ -124,6 +124,64 @@ TEST_CASE("a trained bundle maps the changes of an unseen scene on date 1's grid
     CHECK(f1_of(tmp / "big.tif", scene + "/label.tif") > 0.8);
 }
 
+TEST_CASE("without a window size a local model gets the windows that compute the fewest pixels",
+          "[pipeline][infer][plan]") {
+    TempDir tmp;
+    const auto model = trained_model(tmp);  // fc-siam-diff on tiles of 32
+    cdk::test::make_fixture_tiles(tmp, "wide", 600, 200, 3, 1);
+    const std::string scene = tmp / "wide_scene";
+    auto o = infer_options(model, scene, tmp / "auto.tif");
+    o.tile_size = 0;
+    o.overlap = -1;
+    const auto s = infer_scene(o);
+    INFO(s.dump());
+    // Edges from 32 to 512: 320 covers 600 x 200 in 2 windows, 1.07x the scene's pixels
+    // (512: 1.7x; the bundle's 32: 1.7x, in 200 windows).
+    CHECK(s["window"] == 320);
+    CHECK(s["window_automatic"] == true);
+    CHECK(s["overlap"] == 8);  // a quarter of the bundle's tile size, whatever the window
+    CHECK(s["windows"] == 2);
+    CHECK(s["batch"] == 4);
+
+    // The bundle's own windows map the same changes (apart from window borders).
+    auto small = o;
+    small.tile_size = 32;
+    small.out = tmp / "small.tif";
+    const auto s32 = infer_scene(small);
+    CHECK(s32["window"] == 32);
+    CHECK(s32["window_automatic"] == false);
+    CHECK(s32["overlap"] == 8);
+    CHECK(s32["windows"] == 200);
+    const auto a = read_band(o.out), b = read_band(small.out);
+    size_t same = 0;
+    for (size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
+    CHECK(double(same) / double(a.size()) > 0.95);
+    CHECK(f1_of(o.out, scene + "/label.tif") > 0.8);
+
+    // A --ram too small for 320-px windows: the best edge that fits.
+    auto capped = o;
+    capped.out = tmp / "capped.tif";
+    capped.ram_mb = 3;
+    const auto sc = infer_scene(capped);
+    INFO(sc.dump());
+    CHECK(sc["window"] == 64);
+    CHECK(sc["window_automatic"] == true);
+
+    // BIT's tokens pool the whole window: it keeps the bundle's tile size.
+    auto bit = cdk::test::tiny_train_options(cdk::test::make_fixture_tiles(tmp, "bit_train", 64, 64), "", tmp / "bit.cdm");
+    bit.model.arch = "bit";
+    bit.model.width = 8;
+    bit.epochs = 1;
+    train_model(bit);
+    auto ob = o;
+    ob.model = bit.out;
+    ob.out = tmp / "bit.tif";
+    const auto sb = infer_scene(ob);
+    CHECK(sb["window"] == 32);
+    CHECK(sb["window_automatic"] == false);
+    CHECK(sb["batch"] == 4);
+}
+
 TEST_CASE("a bundle trained with per-scene standardisation maps each scene by its own statistics",
           "[pipeline][infer][scene-norm]") {
     TempDir tmp;

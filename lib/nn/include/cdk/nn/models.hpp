@@ -40,6 +40,11 @@ public:
     virtual ChangeOutput forward(const torch::Tensor& pre, const torch::Tensor& post) = 0;
     /// The options it was built from.
     const ModelOptions& options() const { return options_; }
+    /// Whether each output pixel depends only on the input within a bounded neighbourhood
+    /// (convolutions and local pooling; no pooling or attention over the whole input). Then
+    /// the window a scene is mapped in is only a compute plan, and cd-infer may choose
+    /// windows larger than the tiles the model was trained on. False unless the family says so.
+    virtual bool local() const { return false; }
 
 protected:
     explicit ChangeModelImpl(ModelOptions o) : options_(std::move(o)) {}

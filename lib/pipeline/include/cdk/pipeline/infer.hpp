@@ -35,9 +35,9 @@ struct InferOptions {
     bool resume = false;           ///< skip scenes whose requested outputs all exist (finished by an earlier run)
     double threshold = 0.5;        ///< change where the change probability is >= this
     bool threshold_from_model = false;  ///< use the bundle's validation-chosen threshold instead (metrics.best_threshold)
-    int tile_size = 0;             ///< window edge in pixels, 0 = the bundle's training tile size (256 if unknown)
-    int overlap = -1;              ///< pixels shared by neighbouring windows, -1 = a quarter of the window
-    int batch_size = 4;            ///< windows per forward pass
+    int tile_size = 0;             ///< window edge in pixels, 0 = automatic (see infer_scene)
+    int overlap = -1;              ///< pixels shared by neighbouring windows, -1 = a quarter of the bundle's tile size (or of a smaller window)
+    int batch_size = 0;            ///< windows per forward pass, 0 = automatic (about 4 x 256² pixels, at least 1, at most 4)
     int ram_mb = 1024;             ///< cap on read-ahead, row buffers and GDAL's block cache (column strips when needed)
     bool tta = false;              ///< average over the identity and horizontal/vertical flips
     std::string device = "auto";   ///< auto | cpu | cuda[:N]
@@ -60,7 +60,11 @@ void validate(const InferOptions& options);
 /// interior window border (no seams). Each finished row of windows is written by a writer
 /// thread while the model goes on. Row buffers and GDAL's block cache are bounded by
 /// `ram_mb`: a scene too wide for it is done in column strips, so memory depends on the
-/// window, the batch and the cap, not on the scene's size.
+/// window, the batch and the cap, not on the scene's size. Without `tile_size`, a local
+/// model (nn::ChangeModelImpl::local: the FC and ResNet-FPN families) mapping alone gets the
+/// window edge, from the bundle's tile size up to 512, that computes the fewest pixels of
+/// this scene (fewer pixels computed twice in the overlaps) and fits `ram_mb`; other models
+/// (BIT, TorchScript) and Origin-Partition mode run at the bundle's tile size (256 if unknown).
 /// Nodata in either date is nodata (255) in the output, and windows without valid pixels
 /// are not run. The mask keeps date 1's grid, gets a colour table and a QGIS style beside
 /// it; outputs appear only when complete. Returns the JSON summary (with `pairs`:
