@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How much do cd-infer's windows change a trained model's OSCD map? Maps the 10 test cities
 # with one window covering the whole city and with windows of the bundle's tile size at
-# several overlaps, then reports for each plan the pooled F1 (cd-eval) and how many mask
+# several overlaps, and with cd-infer's default (automatic) windows, then reports for each plan the pooled F1 (cd-eval) and how many mask
 # pixels differ from the whole-city map. Data for choosing --tile-size and --overlap.
 #
 #   usage: benchmarks/oscd_windows.sh RUN BANDSET [TILE]
@@ -19,6 +19,7 @@ TILE=${3:-96}
 OUT=$RUN/windows
 
 plans=("whole 4096 0")  # OSCD cities are at most 1200 px wide: one window each
+plans+=("auto 0 -1")     # cd-infer's default plan: windows chosen per city (docs/cd-infer.md)
 for ov in ${CDK_OVERLAPS:-0 16 24 32 48}; do plans+=("t$TILE-o$ov $TILE $ov"); done
 for plan in "${plans[@]}"; do  # maps already there are kept (oscd_map_test), so reruns resume
   read -r tag tile ov <<< "$plan"
@@ -45,7 +46,7 @@ for tag, t, ov in plans:
         m, ref = read(f"{out}/{tag}/{city}.tif"), whole[city]
         diff += int(((m != ref) & (ref != 255)).sum())
         valid += int((ref != 255).sum())
-    name = "one window per city" if tag == "whole" else f"{t} px, overlap {ov}"
+    name = {"whole": "one window per city", "auto": "cd-infer's default (automatic) windows"}.get(tag, f"{t} px, overlap {ov}")
     print(f"| {name} | {c['f1']:.3f} | {c['precision']:.3f} | {c['recall']:.3f} | {100 * diff / valid:.2f} % |")
 sys.stdout.flush()
 os._exit(0)  # skip GDAL's teardown
