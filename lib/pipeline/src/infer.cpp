@@ -448,8 +448,8 @@ int64_t computed_pixels(int width, int height, int edge, int overlap) {
            int64_t(geo::tile_offsets(height, edge, overlap).size()) * std::min(edge, height);
 }
 
-// --batch-size, or auto: about the pixels of 4 windows of 256 (so 4 windows up to 256 px,
-// one from 512 on).
+// --batch-size, or auto: about the pixels of 4 windows of 256 (4 windows up to 256 px, 1
+// from 363 px on).
 int batch_for(const InferOptions& o, int tw, int th) {
     if (o.batch_size > 0) return o.batch_size;
     return int(std::clamp<int64_t>(kBatchPixels / (int64_t(tw) * th), 1, kMaxAutoBatch));
