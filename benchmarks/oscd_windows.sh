@@ -2,7 +2,8 @@
 # How much do cd-infer's windows change a trained model's OSCD map? Maps the 10 test cities
 # with one window covering the whole city, with cd-infer's default (automatic) windows and
 # with windows of the bundle's tile size at several overlaps, then reports for each plan the
-# pooled F1 (cd-eval) and how many mask pixels differ from the whole-city map. Data for choosing --tile-size and --overlap.
+# pooled F1 (cd-eval) and how many mask pixels differ from the whole-city map. Data for
+# choosing --tile-size and --overlap.
 #
 #   usage: benchmarks/oscd_windows.sh RUN BANDSET [TILE]
 #     RUN      a benchmarks/bench_oscd_train.sh run folder (holds model.cdm)
