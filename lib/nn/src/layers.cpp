@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "cdk/core/error.hpp"
+#include "fused_bn.hpp"
 
 namespace cdk::nn::detail {
 
@@ -70,7 +71,9 @@ torch::Tensor ConvBnReluImpl::forward(const torch::Tensor& x) {
         add_macs(y.numel() * folded_weight_[0].numel());
         return y;
     }
-    auto y = bn_->forward(conv(conv_, x));
+    auto y = conv(conv_, x);
+    if (auto z = fused_bn_relu_dropout(y, *bn_, o_.relu, o_.dropout); z.defined()) return z;
+    y = bn_->forward(y);
     if (o_.relu) y = torch::relu(y);
     if (o_.dropout > 0) y = drop_->forward(y);
     return y;
