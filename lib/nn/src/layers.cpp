@@ -71,7 +71,12 @@ torch::Tensor ConvBnReluImpl::forward(const torch::Tensor& x) {
         add_macs(y.numel() * folded_weight_[0].numel());
         return y;
     }
-    auto y = conv(conv_, x);
+    torch::Tensor y;
+    if (o_.kernel == 3 && o_.stride == 1) y = onednn_train_conv3x3(x, conv_->weight);  // training, 64+ channels
+    if (y.defined())
+        add_macs(y.numel() * conv_->weight[0].numel());
+    else
+        y = conv(conv_, x);
     if (auto z = fused_bn_relu_dropout(y, *bn_, o_.relu, o_.dropout); z.defined()) return z;
     y = bn_->forward(y);
     if (o_.relu) y = torch::relu(y);

@@ -39,6 +39,18 @@ dnnl::engine& cpu_engine() {
 // CPU): far slower than LibTorch's own fallback, so those are left to LibTorch.
 bool reference_kernel(const char* impl_info) { return std::string(impl_info).rfind("ref", 0) == 0; }
 
+// Float32 3x3 convolutions with at least 64 input and output channels run as Winograd
+// F(4x4, 3x3) (fewer multiplications; measured faster from 64 channels on, slower at 16
+// to 32: docs/benchmarks.md), in the inference form and in training.
+// CDK_ONEDNN_WINOGRAD=0 switches it off, =N sets the channel floor.
+int64_t winograd_min_channels() {
+    static const int64_t floor = [] {
+        const char* e = std::getenv("CDK_ONEDNN_WINOGRAD");
+        return e != nullptr ? int64_t(std::max(0, std::atoi(e))) : int64_t(64);
+    }();
+    return floor;
+}
+
 }  // namespace
 
 bool onednn_enabled() { return enabled_flag().load(); }
@@ -128,17 +140,6 @@ struct OneDnnConv::Impl {
         }
         return e;
     }
-    // Float32 3x3 convolutions with at least 64 input and output channels run as Winograd
-    // F(4x4, 3x3) (fewer multiplications; measured faster from 64 channels on, slower at 16
-    // to 32: docs/benchmarks.md). CDK_ONEDNN_WINOGRAD=0 switches it off, =N sets the
-    // channel floor.
-    static int64_t winograd_min_channels() {
-        static const int64_t floor = [] {
-            const char* e = std::getenv("CDK_ONEDNN_WINOGRAD");
-            return e != nullptr ? int64_t(std::max(0, std::atoi(e))) : int64_t(64);
-        }();
-        return floor;
-    }
 };
 
 OneDnnConv::OneDnnConv(const torch::Tensor& weight, const torch::Tensor& bias, int64_t stride,
@@ -224,6 +225,162 @@ torch::Tensor onednn_max_pool2(const torch::Tensor& x) {
     return y;
 }
 
+// ---- Training: Winograd convolutions with their backward passes ----
+
+namespace {
+
+// A descriptor for a float32 tensor's own sizes and strides (any dense layout).
+dnnl::memory::desc strided_md(const torch::Tensor& t) {
+    return dnnl::memory::desc(dnnl::memory::dims(t.sizes().begin(), t.sizes().end()), dnnl::memory::data_type::f32,
+                              dnnl::memory::dims(t.strides().begin(), t.strides().end()));
+}
+
+// The Winograd primitives of one training shape (N, in, out, H, W; 3x3, stride 1, padding
+// 1), shared by every layer of that shape: none of them depends on the weights.
+struct TrainWinograd {
+    bool ok = false;  // false: no Winograd on this CPU for this shape; LibTorch runs it
+    dnnl::convolution_forward::primitive_desc fpd;
+    dnnl::convolution_backward_data::primitive_desc bpd;
+    dnnl::convolution_backward_weights::primitive_desc wpd;
+    dnnl::convolution_forward fwd;
+    dnnl::convolution_backward_data bwd_data;
+    dnnl::convolution_backward_weights bwd_weights;
+};
+
+std::mutex& train_mutex() {  // guards the cache and the primitives' scratchpads
+    static std::mutex m;
+    return m;
+}
+
+const TrainWinograd& train_winograd(int64_t n, int64_t in, int64_t out, int64_t h, int64_t w) {
+    static std::map<std::array<int64_t, 5>, TrainWinograd> cache;
+    const std::array<int64_t, 5> key = {n, in, out, h, w};
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+    TrainWinograd t;
+    try {
+        using tag = dnnl::memory::format_tag;
+        using dt = dnnl::memory::data_type;
+        const dnnl::memory::desc src({n, in, h, w}, dt::f32, tag::any), dst({n, out, h, w}, dt::f32, tag::any),
+            wei({out, in, 3, 3}, dt::f32, tag::any);
+        const dnnl::memory::dims one = {1, 1};
+        const auto alg = dnnl::algorithm::convolution_winograd;
+        t.fpd = dnnl::convolution_forward::primitive_desc(
+            dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, alg, src, wei, dst, one, one, one),
+            cpu_engine());
+        t.bpd = dnnl::convolution_backward_data::primitive_desc(
+            dnnl::convolution_backward_data::desc(alg, src, wei, dst, one, one, one), cpu_engine(), t.fpd);
+        t.wpd = dnnl::convolution_backward_weights::primitive_desc(
+            dnnl::convolution_backward_weights::desc(alg, src, wei, dst, one, one, one), cpu_engine(), t.fpd);
+        for (const char* info : {t.fpd.impl_info_str(), t.bpd.impl_info_str(), t.wpd.impl_info_str()})
+            if (reference_kernel(info)) throw dnnl::error(dnnl_unimplemented, "reference kernel");
+        t.fwd = dnnl::convolution_forward(t.fpd);
+        t.bwd_data = dnnl::convolution_backward_data(t.bpd);
+        t.bwd_weights = dnnl::convolution_backward_weights(t.wpd);
+        t.ok = true;
+    } catch (const dnnl::error&) {
+        t.ok = false;
+    }
+    return cache.emplace(key, std::move(t)).first->second;
+}
+
+// A fresh buffer in layout `md`, and the memory over it.
+std::pair<torch::Tensor, dnnl::memory> blocked(const dnnl::memory::desc& md) {
+    auto buf = torch::empty({int64_t(md.get_size())}, torch::kByte);
+    return {buf, dnnl::memory(md, cpu_engine(), buf.data_ptr())};
+}
+
+// `t` reordered into layout `md` (a fresh buffer, kept alive by the returned tensor).
+std::pair<torch::Tensor, dnnl::memory> to_blocked(const torch::Tensor& t, const dnnl::memory::desc& md,
+                                                  dnnl::stream& s) {
+    auto [buf, m] = blocked(md);
+    dnnl::memory u(strided_md(t), cpu_engine(), t.data_ptr());
+    dnnl::reorder(u, m).execute(s, u, m);
+    return {buf, m};
+}
+
+// Reorder `m` into the tensor `t` (its own strides).
+void from_blocked(dnnl::memory m, const torch::Tensor& t, dnnl::stream& s) {  // (a handle: cheap to copy)
+    dnnl::memory u(strided_md(t), cpu_engine(), t.data_ptr());
+    dnnl::reorder(m, u).execute(s, m, u);
+}
+
+const auto kChannelsLast = torch::MemoryFormat::ChannelsLast;
+
+struct WinogradConvFunction : torch::autograd::Function<WinogradConvFunction> {
+    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                                 const torch::Tensor& weight) {
+        const int64_t n = x.size(0), in = x.size(1), h = x.size(2), w = x.size(3), out = weight.size(0);
+        auto y = torch::empty({n, out, h, w}, x.options().memory_format(kChannelsLast));
+        {
+            std::lock_guard<std::mutex> lock(train_mutex());
+            const auto& t = train_winograd(n, in, out, h, w);
+            dnnl::stream s(cpu_engine());
+            const auto src = to_blocked(x, t.fpd.src_desc(), s);
+            const auto wei = to_blocked(weight, t.fpd.weights_desc(), s);
+            const auto dst = blocked(t.fpd.dst_desc());
+            t.fwd.execute(s, {{DNNL_ARG_SRC, src.second}, {DNNL_ARG_WEIGHTS, wei.second}, {DNNL_ARG_DST, dst.second}});
+            from_blocked(dst.second, y, s);
+            s.wait();
+        }
+        ctx->save_for_backward({x, weight});
+        return y;
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grads) {
+        const auto saved = ctx->get_saved_variables();
+        const auto &x = saved[0], &weight = saved[1];
+        if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor()};
+        const auto dy = grads[0].contiguous(kChannelsLast);
+        const int64_t n = x.size(0), in = x.size(1), h = x.size(2), w = x.size(3), out = weight.size(0);
+        auto dx = torch::empty_like(x, x.options().memory_format(kChannelsLast));
+        auto dw = torch::empty_like(weight);
+        std::lock_guard<std::mutex> lock(train_mutex());
+        const auto& t = train_winograd(n, in, out, h, w);
+        dnnl::stream s(cpu_engine());
+        const auto ddst = to_blocked(dy, t.bpd.diff_dst_desc(), s);
+        {
+            const auto wei = to_blocked(weight, t.bpd.weights_desc(), s);
+            const auto dsrc = blocked(t.bpd.diff_src_desc());
+            t.bwd_data.execute(s, {{DNNL_ARG_DIFF_DST, ddst.second},
+                                   {DNNL_ARG_WEIGHTS, wei.second},
+                                   {DNNL_ARG_DIFF_SRC, dsrc.second}});
+            from_blocked(dsrc.second, dx, s);
+        }
+        {
+            const auto src = to_blocked(x, t.wpd.src_desc(), s);
+            const auto wdst = t.wpd.diff_dst_desc() == t.bpd.diff_dst_desc() ? ddst : to_blocked(dy, t.wpd.diff_dst_desc(), s);
+            const auto dwei = blocked(t.wpd.diff_weights_desc());
+            t.bwd_weights.execute(s, {{DNNL_ARG_SRC, src.second},
+                                      {DNNL_ARG_DIFF_DST, wdst.second},
+                                      {DNNL_ARG_DIFF_WEIGHTS, dwei.second}});
+            from_blocked(dwei.second, dw, s);
+        }
+        s.wait();
+        return {dx, dw};
+    }
+};
+
+}  // namespace
+
+torch::Tensor onednn_train_conv3x3(const torch::Tensor& x, const torch::Tensor& weight) {
+    const int64_t floor = winograd_min_channels();
+    if (!onednn_enabled() || floor <= 0 || !torch::GradMode::is_enabled() || at::autocast::is_cpu_enabled())
+        return {};
+    if (!x.is_cpu() || x.scalar_type() != torch::kFloat || x.dim() != 4 || !x.is_contiguous(kChannelsLast))
+        return {};
+    if (!weight.is_cpu() || weight.scalar_type() != torch::kFloat || weight.dim() != 4 || weight.size(1) != x.size(1) ||
+        weight.size(2) != 3 || weight.size(3) != 3 ||
+        !(weight.is_contiguous() || weight.is_contiguous(kChannelsLast)))
+        return {};
+    if (std::min(x.size(1), weight.size(0)) < floor) return {};
+    {
+        std::lock_guard<std::mutex> lock(train_mutex());
+        if (!train_winograd(x.size(0), x.size(1), weight.size(0), x.size(2), x.size(3)).ok) return {};
+    }
+    return WinogradConvFunction::apply(x, weight);
+}
+
 #else  // built without oneDNN: LibTorch runs every convolution
 
 bool onednn_enabled() { return false; }
@@ -231,6 +388,8 @@ bool onednn_enabled() { return false; }
 bool set_onednn_enabled(bool) { return false; }
 
 torch::Tensor onednn_max_pool2(const torch::Tensor&) { return {}; }
+
+torch::Tensor onednn_train_conv3x3(const torch::Tensor&, const torch::Tensor&) { return {}; }
 
 struct OneDnnConv::Impl {};
 

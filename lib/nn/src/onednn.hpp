@@ -31,6 +31,15 @@ bool set_onednn_enabled(bool on);
 /// bfloat16 input, no autocast rule applies). Undefined when `x` does not qualify.
 torch::Tensor onednn_max_pool2(const torch::Tensor& x);
 
+/// A 3x3 convolution (stride 1, padding 1, no bias) of a CPU float32 channels-last `x` while
+/// an autograd graph is recorded (training), as oneDNN's Winograd F(4x4, 3x3) forward,
+/// backward-data and backward-weights passes: one autograd node with LibTorch's values and
+/// gradients up to Winograd's rounding. Only when input and output channels reach the
+/// Winograd floor (64; CDK_ONEDNN_WINOGRAD) and the weight is dense; not under autocast.
+/// Undefined otherwise, or when oneDNN has no Winograd kernel on this CPU (it needs
+/// AVX-512): the caller runs LibTorch.
+torch::Tensor onednn_train_conv3x3(const torch::Tensor& x, const torch::Tensor& weight);
+
 /// A fixed-weight 2-D convolution (+ bias, + optional ReLU) for evaluation. forward() runs
 /// it through oneDNN when the input qualifies: CPU, 4-D, channels-last contiguous, no
 /// autograd graph recorded, float32 (or bfloat16 under CPU bfloat16 autocast, which it

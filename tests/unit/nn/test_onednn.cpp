@@ -251,3 +251,50 @@ TEST_CASE("the concatenation workspace is reused only when nobody holds it", "[n
     CHECK(third.data_ptr() == reused);  // nobody held the second: its buffer served again
     CHECK(max_diff(third.narrow(1, 2, 5), skip) == 0.0);
 }
+
+TEST_CASE("training Winograd convolutions give LibTorch's values and gradients", "[nn][onednn]") {
+    EnabledGuard on;
+    if (!have_onednn()) return;
+    torch::manual_seed(5);
+    struct Case {
+        int64_t in, out, h, w;
+        bool weight_channels_last;
+    };
+    for (const Case k : {Case{64, 64, 12, 10, true}, Case{96, 64, 9, 16, false}, Case{64, 128, 7, 7, true}}) {
+        INFO("in " << k.in << ", out " << k.out << ", " << k.h << "x" << k.w);
+        const auto x0 = nhwc(torch::randn({2, k.in, k.h, k.w}));
+        auto w0 = torch::randn({k.out, k.in, 3, 3}) / 24;
+        if (k.weight_channels_last) w0 = nhwc(w0);
+        const auto probe = torch::randn({2, k.out, k.h, k.w});
+        auto x = x0.clone(torch::MemoryFormat::ChannelsLast).requires_grad_(true);
+        auto w = w0.clone(w0.suggest_memory_format()).requires_grad_(true);
+        const auto y = cdk::nn::detail::onednn_train_conv3x3(x, w);
+        if (!y.defined()) {
+            WARN("no Winograd kernel on this CPU (it needs AVX-512): nothing to compare");
+            return;
+        }
+        REQUIRE(y.grad_fn());
+        CHECK(y.grad_fn()->name().find("WinogradConv") != std::string::npos);
+        CHECK(y.is_contiguous(torch::MemoryFormat::ChannelsLast));
+        (y * probe).sum().backward();
+        auto xr = x0.clone(torch::MemoryFormat::ChannelsLast).requires_grad_(true);
+        auto wr = w0.clone(w0.suggest_memory_format()).requires_grad_(true);
+        const auto yr = torch::conv2d(xr, wr, {}, 1, 1);
+        (yr * probe).sum().backward();
+        // Winograd's rounding: relative to each tensor's largest magnitude
+        CHECK(max_diff(y, yr) < 1e-4 * yr.abs().max().item<double>());
+        CHECK(max_diff(x.grad(), xr.grad()) < 1e-4 * xr.grad().abs().max().item<double>());
+        CHECK(max_diff(w.grad(), wr.grad()) < 1e-4 * wr.grad().abs().max().item<double>());
+        CHECK(w.grad().sizes() == w.sizes());
+    }
+    // not taken: fewer channels than the floor, no autograd graph, switched off
+    const auto small = nhwc(torch::randn({1, 32, 8, 8})).requires_grad_(true);
+    CHECK_FALSE(cdk::nn::detail::onednn_train_conv3x3(small, torch::randn({32, 32, 3, 3})).defined());
+    const auto big = nhwc(torch::randn({1, 64, 8, 8}));
+    {
+        torch::NoGradGuard no_grad;
+        CHECK_FALSE(cdk::nn::detail::onednn_train_conv3x3(big, torch::randn({64, 64, 3, 3})).defined());
+    }
+    cdk::nn::detail::set_onednn_enabled(false);
+    CHECK_FALSE(cdk::nn::detail::onednn_train_conv3x3(big, torch::randn({64, 64, 3, 3})).defined());
+}
