@@ -40,15 +40,17 @@ dnnl::engine& cpu_engine() {
 bool reference_kernel(const char* impl_info) { return std::string(impl_info).rfind("ref", 0) == 0; }
 
 // Float32 3x3 convolutions with at least 64 input and output channels run as Winograd
-// F(4x4, 3x3) (fewer multiplications; measured faster from 64 channels on, slower at 16
-// to 32: docs/benchmarks.md), in the inference form and in training.
-// CDK_ONEDNN_WINOGRAD=0 switches it off, =N sets the channel floor.
-int64_t winograd_min_channels() {
+// F(4x4, 3x3) in the inference form (fewer multiplications; measured faster from 64
+// channels on, slower at 16 to 32), and from 32 channels on in training, where the
+// backward passes gain as much (docs/benchmarks.md). CDK_ONEDNN_WINOGRAD=0 switches it
+// off, =N sets both floors to N.
+int64_t winograd_min_channels(bool training = false) {
     static const int64_t floor = [] {
         const char* e = std::getenv("CDK_ONEDNN_WINOGRAD");
-        return e != nullptr ? int64_t(std::max(0, std::atoi(e))) : int64_t(64);
+        return e != nullptr ? int64_t(std::max(0, std::atoi(e))) : int64_t(-1);
     }();
-    return floor;
+    if (floor >= 0) return floor;
+    return training ? 32 : 64;
 }
 
 }  // namespace
@@ -364,7 +366,7 @@ struct WinogradConvFunction : torch::autograd::Function<WinogradConvFunction> {
 }  // namespace
 
 torch::Tensor onednn_train_conv3x3(const torch::Tensor& x, const torch::Tensor& weight) {
-    const int64_t floor = winograd_min_channels();
+    const int64_t floor = winograd_min_channels(/*training=*/true);
     if (!onednn_enabled() || floor <= 0 || !torch::GradMode::is_enabled() || at::autocast::is_cpu_enabled())
         return {};
     if (!x.is_cpu() || x.scalar_type() != torch::kFloat || x.dim() != 4 || !x.is_contiguous(kChannelsLast))

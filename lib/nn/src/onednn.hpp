@@ -35,7 +35,8 @@ torch::Tensor onednn_max_pool2(const torch::Tensor& x);
 /// an autograd graph is recorded (training), as oneDNN's Winograd F(4x4, 3x3) forward,
 /// backward-data and backward-weights passes: one autograd node with LibTorch's values and
 /// gradients up to Winograd's rounding. Only when input and output channels reach the
-/// Winograd floor (64; CDK_ONEDNN_WINOGRAD) and the weight is dense; not under autocast.
+/// training Winograd floor (32; CDK_ONEDNN_WINOGRAD) and the weight is dense; not under
+/// autocast.
 /// Undefined otherwise, or when oneDNN has no Winograd kernel on this CPU (it needs
 /// AVX-512): the caller runs LibTorch.
 torch::Tensor onednn_train_conv3x3(const torch::Tensor& x, const torch::Tensor& weight);
