@@ -113,6 +113,21 @@ TEST_CASE("the same seed gives the same weights whatever the worker count", "[pi
     CHECK_FALSE(cdk::test::same_weights(tmp / "w1.cdm", tmp / "s4.cdm"));
 }
 
+TEST_CASE("the same seed gives the same weights through the CPU's fused and Winograd paths", "[pipeline][train]") {
+    // Width 16 trains channels-last: batch norm, ReLU and dropout run fused, and the layers
+    // of 32+ channels as Winograd convolutions where the CPU has them (AVX-512). Two
+    // threads, so that the parallel reductions would show any dependence on scheduling.
+    TempDir tmp;
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);
+    auto o = cdk::test::tiny_train_options(train, "", tmp / "a.cdm");
+    o.model.width = 16;
+    o.threads = 2;
+    train_model(o);
+    o.out = tmp / "b.cdm";
+    train_model(o);
+    CHECK(cdk::test::same_weights(tmp / "a.cdm", tmp / "b.cdm"));
+}
+
 TEST_CASE("a stopped run resumes to the same weights as an uninterrupted one", "[pipeline][train]") {
     TempDir tmp;
     const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);  // 4 tiles
