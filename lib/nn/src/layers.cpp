@@ -72,7 +72,7 @@ torch::Tensor ConvBnReluImpl::forward(const torch::Tensor& x) {
         return y;
     }
     torch::Tensor y;
-    if (o_.kernel == 3 && o_.stride == 1) y = onednn_train_conv3x3(x, conv_->weight);  // training, 64+ channels
+    if (o_.kernel == 3 && o_.stride == 1) y = onednn_train_conv3x3(x, conv_->weight);  // training, 32+ channels
     if (y.defined())
         add_macs(y.numel() * conv_->weight[0].numel());
     else
