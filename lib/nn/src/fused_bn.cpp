@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace cdk::nn::detail {
@@ -150,29 +151,17 @@ std::vector<double> reduce_rows(int64_t rows, int64_t C, const F& f) {
 
 constexpr int64_t kGrain = 256;  // rows per parallel task in the element-wise passes
 
-// Dispatch a templated row kernel on the two flags.
-template <template <bool, bool> class K, class... A>
-void dispatch(bool relu, bool mask, A&&... a) {
-    if (relu && mask) K<true, true>::run(a...);
-    else if (relu) K<true, false>::run(a...);
-    else if (mask) K<false, true>::run(a...);
-    else K<false, false>::run(a...);
+// Call f(relu, mask) with the two flags as std::integral_constant, so that f can pick the
+// row kernel's instantiation: f(r, m) { kernel<r(), m()>(...); }.
+template <class F>
+void with_flags(bool relu, bool mask, const F& f) {
+    using T = std::true_type;
+    using N = std::false_type;
+    if (relu && mask) f(T{}, T{});
+    else if (relu) f(T{}, N{});
+    else if (mask) f(N{}, T{});
+    else f(N{}, N{});
 }
-template <bool R, bool M>
-struct ApplyK {
-    template <class... A>
-    static void run(A... a) { apply_rows<R, M>(a...); }
-};
-template <bool R, bool M>
-struct GradStatsK {
-    template <class... A>
-    static void run(A... a) { grad_stats_rows<R, M>(a...); }
-};
-template <bool R, bool M>
-struct GradApplyK {
-    template <class... A>
-    static void run(A... a) { grad_apply_rows<R, M>(a...); }
-};
 
 const auto kCl = torch::MemoryFormat::ChannelsLast;
 
@@ -193,7 +182,8 @@ struct FusedBnFunction : torch::autograd::Function<FusedBnFunction> {
         const float* hp = shift.data_ptr<float>();
         const float* mp = mask.numel() > 0 ? mask.data_ptr<float>() : nullptr;
         at::parallel_for(0, rows, kGrain, [&](int64_t r0, int64_t r1) {
-            dispatch<ApplyK>(relu, mp != nullptr, xp, yp, r0, r1, C, hw, sp, hp, mp);
+            with_flags(relu, mp != nullptr,
+                       [&](auto r, auto m) { apply_rows<r(), m()>(xp, yp, r0, r1, C, hw, sp, hp, mp); });
         });
         ctx->save_for_backward({x, weight, mean, invstd, scale, shift});
         ctx->saved_data["relu"] = relu;
@@ -219,7 +209,9 @@ struct FusedBnFunction : torch::autograd::Function<FusedBnFunction> {
         const float* mp = mask.defined() ? mask.data_ptr<float>() : nullptr;
         const float* mu = mean.data_ptr<float>();
         const auto acc = reduce_rows(rows, C, [&](int64_t r0, int64_t r1, double* sg, double* sgx) {
-            dispatch<GradStatsK>(relu, mp != nullptr, dp, xp, r0, r1, C, hw, sp, hp, mp, mu, sg, sgx);
+            with_flags(relu, mp != nullptr, [&](auto r, auto m) {
+                grad_stats_rows<r(), m()>(dp, xp, r0, r1, C, hw, sp, hp, mp, mu, sg, sgx);
+            });
         });
         // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)), xhat = (x - mean) * invstd
         auto k1 = torch::empty({C}, x.options()), k2 = torch::empty({C}, x.options()),
@@ -228,19 +220,22 @@ struct FusedBnFunction : torch::autograd::Function<FusedBnFunction> {
         const auto w = weight.contiguous();
         const float* wp = w.data_ptr<float>();
         const float* ip = invstd.data_ptr<float>();
+        float *k1p = k1.data_ptr<float>(), *k2p = k2.data_ptr<float>(), *k3p = k3.data_ptr<float>();
+        float *dwp = dweight.data_ptr<float>(), *dbp = dbias.data_ptr<float>();
         for (int64_t c = 0; c < C; ++c) {
             const double sg = acc[c], sgx = acc[C + c], is = ip[c], a = double(wp[c]) * is;
-            k1.data_ptr<float>()[c] = float(a);
-            k2.data_ptr<float>()[c] = float(-a * is * is * sgx / double(rows));
-            k3.data_ptr<float>()[c] = float(-a * sg / double(rows));
-            dweight.data_ptr<float>()[c] = float(sgx * is);
-            dbias.data_ptr<float>()[c] = float(sg);
+            k1p[c] = float(a);
+            k2p[c] = float(-a * is * is * sgx / double(rows));
+            k3p[c] = float(-a * sg / double(rows));
+            dwp[c] = float(sgx * is);
+            dbp[c] = float(sg);
         }
         auto dx = torch::empty_like(x, x.options().memory_format(kCl));
         float* op = dx.data_ptr<float>();
-        const float *k1p = k1.data_ptr<float>(), *k2p = k2.data_ptr<float>(), *k3p = k3.data_ptr<float>();
         at::parallel_for(0, rows, kGrain, [&](int64_t r0, int64_t r1) {
-            dispatch<GradApplyK>(relu, mp != nullptr, dp, xp, op, r0, r1, C, hw, sp, hp, mp, mu, k1p, k2p, k3p);
+            with_flags(relu, mp != nullptr, [&](auto r, auto m) {
+                grad_apply_rows<r(), m()>(dp, xp, op, r0, r1, C, hw, sp, hp, mp, mu, k1p, k2p, k3p);
+            });
         });
         return {dx, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
     }
@@ -271,23 +266,21 @@ torch::Tensor fused_bn_relu_dropout(const torch::Tensor& x, torch::nn::BatchNorm
             stats_rows(xp, r0, r1, C, s, q);
         });
         torch::NoGradGuard no_grad;
-        auto var = torch::empty({C}, torch::dtype(torch::kDouble));
-        auto m64 = torch::empty({C}, torch::dtype(torch::kDouble));
+        auto unbiased = torch::empty({C}, x.options());  // for the running variance
+        float *mp = mean.data_ptr<float>(), *ip = invstd.data_ptr<float>(), *up = unbiased.data_ptr<float>();
         for (int64_t c = 0; c < C; ++c) {
-            const double m = acc[c] / double(rows);
-            m64.data_ptr<double>()[c] = m;
-            var.data_ptr<double>()[c] = std::max(0.0, acc[C + c] / double(rows) - m * m);
+            const double m = acc[c] / double(rows), var = std::max(0.0, acc[C + c] / double(rows) - m * m);
+            mp[c] = float(m);
+            ip[c] = float(1.0 / std::sqrt(var + o.eps()));
+            up[c] = float(var * (double(rows) / double(rows - 1)));
         }
-        mean.copy_(m64);
-        invstd.copy_((var + o.eps()).rsqrt());
         // The running statistics, as BatchNorm2d's forward updates them (unbiased variance).
         if (bn.num_batches_tracked.defined()) {
             bn.num_batches_tracked += 1;
             if (!o.momentum()) momentum = 1.0 / bn.num_batches_tracked.item<double>();
         }
         bn.running_mean.mul_(1 - momentum).add_(mean.to(bn.running_mean.scalar_type()), momentum);
-        bn.running_var.mul_(1 - momentum)
-            .add_((var * (double(rows) / double(rows - 1))).to(bn.running_var.scalar_type()), momentum);
+        bn.running_var.mul_(1 - momentum).add_(unbiased.to(bn.running_var.scalar_type()), momentum);
     }
     // Dropout2d's factors, drawn as LibTorch's feature dropout draws them.
     torch::Tensor mask = torch::empty({0}, x.options());

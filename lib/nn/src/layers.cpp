@@ -25,8 +25,23 @@ MacCounterGuard::MacCounterGuard(int64_t& target) : previous_(mac_counter()) {
 
 MacCounterGuard::~MacCounterGuard() { mac_counter() = previous_; }
 
+namespace {
+
+// A 3x3 convolution with stride 1, padding 1 (zeros), no dilation, groups or bias: the
+// shape onednn_train_conv3x3() runs.
+bool plain_3x3(const torch::nn::detail::ConvNdOptions<2>& o) {
+    const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+    const auto ones = [](const torch::ExpandingArray<2>& a) { return (*a)[0] == 1 && (*a)[1] == 1; };
+    return (*o.kernel_size())[0] == 3 && (*o.kernel_size())[1] == 3 && ones(o.stride()) && pad && ones(*pad) &&
+           ones(o.dilation()) && o.groups() == 1 && !o.bias() &&
+           c10::get_if<torch::enumtype::kZeros>(&o.padding_mode()) != nullptr;
+}
+
+}  // namespace
+
 torch::Tensor conv(torch::nn::Conv2d& c, const torch::Tensor& x, const OneDnnConv* fast) {
     auto y = fast ? fast->forward(x) : torch::Tensor();
+    if (!y.defined() && plain_3x3(c->options)) y = onednn_train_conv3x3(x, c->weight);  // training, 32+ channels
     if (!y.defined()) y = c->forward(x);
     // weight [out, in/groups, kh, kw]: each output element costs in/groups x kh x kw MACs
     if (mac_counter()) add_macs(y.numel() * c->weight[0].numel());
@@ -71,12 +86,7 @@ torch::Tensor ConvBnReluImpl::forward(const torch::Tensor& x) {
         add_macs(y.numel() * folded_weight_[0].numel());
         return y;
     }
-    torch::Tensor y;
-    if (o_.kernel == 3 && o_.stride == 1) y = onednn_train_conv3x3(x, conv_->weight);  // training, 32+ channels
-    if (y.defined())
-        add_macs(y.numel() * conv_->weight[0].numel());
-    else
-        y = conv(conv_, x);
+    auto y = conv(conv_, x);
     if (auto z = fused_bn_relu_dropout(y, *bn_, o_.relu, o_.dropout); z.defined()) return z;
     y = bn_->forward(y);
     if (o_.relu) y = torch::relu(y);

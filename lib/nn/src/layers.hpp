@@ -32,7 +32,8 @@ private:
 };
 
 /// Convolution forward that also counts its multiply-accumulates. `fast`, when given, is the
-/// same convolution as a OneDnnConv, tried first.
+/// same convolution as a OneDnnConv, tried first; a 3x3, stride-1, bias-free convolution in
+/// training tries onednn_train_conv3x3() (Winograd) next.
 torch::Tensor conv(torch::nn::Conv2d& c, const torch::Tensor& x, const OneDnnConv* fast = nullptr);
 /// Transposed-convolution forward that also counts its multiply-accumulates.
 torch::Tensor conv_t(torch::nn::ConvTranspose2d& c, const torch::Tensor& x);

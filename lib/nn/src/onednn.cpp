@@ -53,6 +53,33 @@ int64_t winograd_min_channels(bool training = false) {
     return training ? 32 : 64;
 }
 
+// A descriptor for a float32 tensor's own sizes and strides (any dense layout).
+dnnl::memory::desc strided_md(const torch::Tensor& t) {
+    return dnnl::memory::desc(dnnl::memory::dims(t.sizes().begin(), t.sizes().end()), dnnl::memory::data_type::f32,
+                              dnnl::memory::dims(t.strides().begin(), t.strides().end()));
+}
+
+// A fresh buffer in layout `md`, and the memory over it.
+std::pair<torch::Tensor, dnnl::memory> blocked(const dnnl::memory::desc& md) {
+    auto buf = torch::empty({int64_t(md.get_size())}, torch::kByte);
+    return {buf, dnnl::memory(md, cpu_engine(), buf.data_ptr())};
+}
+
+// `t` reordered into layout `md` (a fresh buffer, kept alive by the returned tensor).
+std::pair<torch::Tensor, dnnl::memory> to_blocked(const torch::Tensor& t, const dnnl::memory::desc& md,
+                                                  dnnl::stream& s) {
+    auto [buf, m] = blocked(md);
+    dnnl::memory u(strided_md(t), cpu_engine(), t.data_ptr());
+    dnnl::reorder(u, m).execute(s, u, m);
+    return {buf, m};
+}
+
+// Reorder `m` into the tensor `t` (its own strides).
+void from_blocked(dnnl::memory m, const torch::Tensor& t, dnnl::stream& s) {  // (a handle: cheap to copy)
+    dnnl::memory u(strided_md(t), cpu_engine(), t.data_ptr());
+    dnnl::reorder(m, u).execute(s, m, u);
+}
+
 }  // namespace
 
 bool onednn_enabled() { return enabled_flag().load(); }
@@ -184,18 +211,13 @@ torch::Tensor OneDnnConv::forward(const torch::Tensor& x) const {
         {DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, e.weights}, {DNNL_ARG_DST, dst_m}};
     if (impl_->bias.defined()) args.emplace(DNNL_ARG_BIAS, e.bias);
     dnnl::stream s(cpu_engine());
-    if (e.winograd) {
-        const auto buffer = [&](const dnnl::memory::desc& md) {
-            return torch::empty({int64_t(md.get_size())}, torch::kByte);
-        };
-        const auto src_buf = buffer(e.blocked_src), dst_buf = buffer(e.blocked_dst);
-        dnnl::memory bsrc(e.blocked_src, cpu_engine(), src_buf.data_ptr());
-        dnnl::memory bdst(e.blocked_dst, cpu_engine(), dst_buf.data_ptr());
-        dnnl::reorder(src_m, bsrc).execute(s, src_m, bsrc);
-        args[DNNL_ARG_SRC] = bsrc;
-        args[DNNL_ARG_DST] = bdst;
+    if (e.winograd) {  // float32 only
+        const auto bsrc = to_blocked(src, e.blocked_src, s);
+        const auto bdst = blocked(e.blocked_dst);
+        args[DNNL_ARG_SRC] = bsrc.second;
+        args[DNNL_ARG_DST] = bdst.second;
         e.conv.execute(s, args);
-        dnnl::reorder(bdst, dst_m).execute(s, bdst, dst_m);
+        from_blocked(bdst.second, y, s);
     } else {
         e.conv.execute(s, args);
     }
@@ -230,12 +252,6 @@ torch::Tensor onednn_max_pool2(const torch::Tensor& x) {
 // ---- Training: Winograd convolutions with their backward passes ----
 
 namespace {
-
-// A descriptor for a float32 tensor's own sizes and strides (any dense layout).
-dnnl::memory::desc strided_md(const torch::Tensor& t) {
-    return dnnl::memory::desc(dnnl::memory::dims(t.sizes().begin(), t.sizes().end()), dnnl::memory::data_type::f32,
-                              dnnl::memory::dims(t.strides().begin(), t.strides().end()));
-}
 
 // The Winograd primitives of one training shape (N, in, out, H, W; 3x3, stride 1, padding
 // 1), shared by every layer of that shape: none of them depends on the weights.
@@ -283,27 +299,6 @@ const TrainWinograd& train_winograd(int64_t n, int64_t in, int64_t out, int64_t 
         t.ok = false;
     }
     return cache.emplace(key, std::move(t)).first->second;
-}
-
-// A fresh buffer in layout `md`, and the memory over it.
-std::pair<torch::Tensor, dnnl::memory> blocked(const dnnl::memory::desc& md) {
-    auto buf = torch::empty({int64_t(md.get_size())}, torch::kByte);
-    return {buf, dnnl::memory(md, cpu_engine(), buf.data_ptr())};
-}
-
-// `t` reordered into layout `md` (a fresh buffer, kept alive by the returned tensor).
-std::pair<torch::Tensor, dnnl::memory> to_blocked(const torch::Tensor& t, const dnnl::memory::desc& md,
-                                                  dnnl::stream& s) {
-    auto [buf, m] = blocked(md);
-    dnnl::memory u(strided_md(t), cpu_engine(), t.data_ptr());
-    dnnl::reorder(u, m).execute(s, u, m);
-    return {buf, m};
-}
-
-// Reorder `m` into the tensor `t` (its own strides).
-void from_blocked(dnnl::memory m, const torch::Tensor& t, dnnl::stream& s) {  // (a handle: cheap to copy)
-    dnnl::memory u(strided_md(t), cpu_engine(), t.data_ptr());
-    dnnl::reorder(m, u).execute(s, m, u);
 }
 
 const auto kChannelsLast = torch::MemoryFormat::ChannelsLast;
