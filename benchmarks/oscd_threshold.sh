@@ -5,18 +5,23 @@
 # change F1 there (cd-train-teacher's grid), then map and score the 10 test cities with it.
 # The test cities are not looked at before the threshold is fixed.
 #
-#   usage: benchmarks/oscd_threshold.sh RUN DATA BANDSET
+#   usage: benchmarks/oscd_threshold.sh RUN DATA BANDSET [-- CD-INFER-OPTIONS]
 #     RUN      a bench_oscd_train.sh run folder (holds model.cdm)
 #     DATA     its tile folder (holds parts/val.csv), e.g. $CDK_BENCH_DIR/all-t96-o32
 #     BANDSET  rgb | all
-# Maps go in RUN/val-probs and RUN/threshold-T.
+#     CD-INFER-OPTIONS  used for the validation tiles and the test cities alike, e.g. --tta
+# Maps go in RUN/val-probs and RUN/threshold-T (RUN/val-probs-tta and RUN/threshold-T-tta
+# with --tta: the options, dashes and spaces dropped, name the folders).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/oscd_common.sh
 [ -d "$OSCD" ] || { echo "skipped: $OSCD is absent" >&2; exit 0; }
 RUN=$1 DATA=$2 BANDSET=$3
+shift 3
+[ "${1:-}" = "--" ] && shift
+TAG=$(echo "$*" | tr -d ' -')
 BANDS=$(oscd_bands "$BANDSET")
-VAL=$RUN/val-probs
+VAL=$RUN/val-probs${TAG:+-$TAG}
 mkdir -p "$VAL"
 
 /usr/bin/python3 - "$DATA/parts/val.csv" > "$VAL/pairs.csv" <<'PY'
@@ -26,7 +31,7 @@ print("scene,pre,post")
 for r in csv.DictReader(open(sys.argv[1])):
     print(f"{r['id']},{os.path.join(base, r['a'])},{os.path.join(base, r['b'])}")
 PY
-"$BIN/cd-infer" -q --model "$RUN/model.cdm" --pairs "$VAL/pairs.csv" --out "$VAL" --with-prob --resume > /dev/null
+"$BIN/cd-infer" -q --model "$RUN/model.cdm" --pairs "$VAL/pairs.csv" --out "$VAL" --with-prob --resume "$@" > /dev/null
 
 T=$(/usr/bin/python3 - "$DATA/parts/val.csv" "$VAL" "$RUN/model.cdm" <<'PY'
 import csv, json, os, struct, sys
@@ -57,8 +62,8 @@ sys.stdout.flush(); sys.stderr.flush()
 os._exit(0)  # GDAL's Python bindings can crash at interpreter exit
 PY
 )
-OUT=$RUN/threshold-$T
+OUT=$RUN/threshold-$T${TAG:+-$TAG}
 mkdir -p "$OUT"
-oscd_map_test "$OUT" "$BANDS" --model "$RUN/model.cdm" --threshold "$T"
-echo "test cities, threshold $T chosen on the validation tiles:"
+oscd_map_test "$OUT" "$BANDS" --model "$RUN/model.cdm" --threshold "$T" "$@"
+echo "test cities, threshold $T chosen on the validation tiles${*:+ (cd-infer $*)}:"
 oscd_city_table "$OUT/eval.json"

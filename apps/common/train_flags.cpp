@@ -51,6 +51,8 @@ void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags&
         ->capture_default_str()
         ->check(CLI::Range(0, 65536));
     app.add_flag("--no-augment", flags.no_augment, "No flips, rotations or date swaps (a --crop stays random)");
+    app.add_flag("--no-date-swap", flags.no_date_swap,
+                 "Flips and rotations but no date swaps: keep date 1 first, for changes with a direction");
     app.add_option("--dice-weight", options.loss.dice_weight, "Weight of the Dice term added to cross-entropy")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
@@ -87,6 +89,7 @@ void finish_train_flags(pipeline::TrainOptions& options, const TrainFlags& flags
     if (!options.model.arch.empty() && std::find(names.begin(), names.end(), options.model.arch) == names.end())
         throw ConfigError("unknown architecture " + quote(options.model.arch) + " (known: " + known_architectures() + ")");
     if (flags.no_augment) options.augment.flips = options.augment.rot90 = options.augment.swap_dates = false;
+    if (flags.no_date_swap) options.augment.swap_dates = false;
     options.threads = common.threads;
 }
 

@@ -9,7 +9,8 @@ namespace cdk::apps {
 
 /// What the training flags set besides TrainOptions itself.
 struct TrainFlags {
-    bool no_augment = false;  ///< --no-augment
+    bool no_augment = false;    ///< --no-augment
+    bool no_date_swap = false;  ///< --no-date-swap
 };
 
 /// Add the flags every training program shares (cd-train-teacher, cd-distill): manifests,
@@ -18,7 +19,7 @@ struct TrainFlags {
 void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags& flags,
                      const std::string& init_flag = "--init");
 
-/// After parsing: apply --no-augment and --threads, and check --arch against the registry.
+/// After parsing: apply --no-augment, --no-date-swap and --threads, and check --arch against the registry.
 void finish_train_flags(pipeline::TrainOptions& options, const TrainFlags& flags, const CommonFlags& common);
 
 }  // namespace cdk::apps

@@ -84,6 +84,8 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     CHECK(h["training"]["complete"] == true);
     CHECK(h["training"]["resumed_after_epochs"] == nlohmann::json{1});
     CHECK(h["training"]["train"]["tiles"] == j["train_tiles"]);
+    CHECK(h["training"]["augment"]["swap_dates"] == true);  // the default
+    CHECK(h["training"]["augment"]["flips"] == true);
     CHECK(h["metrics"]["change"].contains("f1"));
     // The validation-chosen threshold: a grid value whose F1 is at least argmax's.
     const auto& bt = h["metrics"]["best_threshold"];
@@ -101,6 +103,22 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     r = run_tool("cd-train-teacher", tiny_args(tiles, out));
     check_one_error_line(r, out);
     CHECK(std::filesystem::last_write_time(out) == before);
+}
+
+TEST_CASE("cd-train-teacher --no-date-swap keeps flips and rotations", "[cli][train]") {
+    TempDir tmp;
+    const auto tiles = synthetic_tiles(tmp);
+    const std::string out = tmp / "m.cdm";
+    auto args = tiny_args(tiles, out, 1);
+    args.push_back("--no-date-swap");
+    auto r = run_tool("cd-train-teacher", args);
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const auto bundle = cdk::nn::load_bundle(out);
+    const auto& augment = bundle.header["training"]["augment"];
+    CHECK(augment["swap_dates"] == false);
+    CHECK(augment["flips"] == true);
+    CHECK(augment["rot90"] == true);
 }
 
 TEST_CASE("cd-train-teacher rejects bad inputs with one line", "[cli][train]") {
