@@ -10,15 +10,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "env_switch.hpp"
+
 namespace cdk::nn::detail {
 
 namespace {
 
 std::atomic<bool>& enabled_flag() {
-    static std::atomic<bool> on{[] {
-        const char* e = std::getenv("CDK_FUSED_BN");
-        return !(e != nullptr && std::string(e) == "0");
-    }()};
+    static std::atomic<bool> on{env_switch_on("CDK_FUSED_BN")};
     return on;
 }
 

@@ -16,6 +16,8 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
+#include "env_switch.hpp"
+
 namespace cdk::nn::detail {
 
 #ifdef CDK_HAVE_ONEDNN
@@ -23,10 +25,7 @@ namespace cdk::nn::detail {
 namespace {
 
 std::atomic<bool>& enabled_flag() {
-    static std::atomic<bool> on{[] {
-        const char* e = std::getenv("CDK_ONEDNN");
-        return !(e != nullptr && std::string(e) == "0");
-    }()};
+    static std::atomic<bool> on{env_switch_on("CDK_ONEDNN")};
     return on;
 }
 
