@@ -1,6 +1,10 @@
 #include "common/train_flags.hpp"
 
 #include <algorithm>
+#include <exception>
+#include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "cdk/core/error.hpp"
 #include "cdk/nn/models.hpp"
@@ -13,6 +17,21 @@ std::string known_architectures() {
     std::string known;
     for (const auto& n : nn::model_names()) known += (known.empty() ? "" : ", ") + n;
     return known;
+}
+
+// VALUE of --model-option KEY=VALUE as JSON: true/false, an integer, a number, else a string.
+nlohmann::json option_value(const std::string& v) {
+    if (v == "true") return true;
+    if (v == "false") return false;
+    try {
+        size_t used = 0;
+        const long long i = std::stoll(v, &used);
+        if (used == v.size()) return i;
+        const double d = std::stod(v, &used);
+        if (used == v.size()) return d;
+    } catch (const std::exception&) {
+    }
+    return v;
 }
 
 }  // namespace
@@ -66,6 +85,10 @@ void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags&
                    "deviation over all bands, as Daudt et al. 2018 on OSCD) or band (per band); default: the --init "
                    "bundle's, else none. Recorded in the bundle; cd-infer applies it")
         ->check(CLI::IsMember({"none", "image", "band"}));
+    app.add_option("--model-option", flags.model_options,
+                   "Family-specific model option KEY=VALUE, repeatable (docs/models.md), e.g. blocks=3 for resnet-fpn")
+        ->take_all()
+        ->allow_extra_args(false);
     app.add_option(init_flag, options.init, "Start from this bundle's weights (same architecture and band count)");
     app.add_option("--device", options.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
     app.add_option("--workers", options.workers, "Data-loading threads")
@@ -90,6 +113,15 @@ void finish_train_flags(pipeline::TrainOptions& options, const TrainFlags& flags
         throw ConfigError("unknown architecture " + quote(options.model.arch) + " (known: " + known_architectures() + ")");
     if (flags.no_augment) options.augment.flips = options.augment.rot90 = options.augment.swap_dates = false;
     if (flags.no_date_swap) options.augment.swap_dates = false;
+    if (!flags.model_options.empty() && !options.init.empty())
+        throw ConfigError("--model-option cannot be combined with a start bundle (" + quote(options.init) +
+                          "): its model options are kept");
+    for (const auto& kv : flags.model_options) {
+        const auto eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0)
+            throw ConfigError("--model-option " + quote(kv) + " is not KEY=VALUE");
+        options.model.extra[kv.substr(0, eq)] = option_value(kv.substr(eq + 1));
+    }
     options.threads = common.threads;
 }
 

@@ -2,6 +2,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <string>
+#include <vector>
+
 #include "cdk/pipeline/train.hpp"
 #include "common/common.hpp"
 
@@ -11,6 +14,7 @@ namespace cdk::apps {
 struct TrainFlags {
     bool no_augment = false;    ///< --no-augment
     bool no_date_swap = false;  ///< --no-date-swap
+    std::vector<std::string> model_options;  ///< --model-option KEY=VALUE, repeatable
 };
 
 /// Add the flags every training program shares (cd-train-teacher, cd-distill): manifests,
@@ -19,7 +23,7 @@ struct TrainFlags {
 void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags& flags,
                      const std::string& init_flag = "--init");
 
-/// After parsing: apply --no-augment, --no-date-swap and --threads, and check --arch against the registry.
+/// After parsing: apply --no-augment, --no-date-swap, --model-option and --threads, and check --arch against the registry.
 void finish_train_flags(pipeline::TrainOptions& options, const TrainFlags& flags, const CommonFlags& common);
 
 }  // namespace cdk::apps

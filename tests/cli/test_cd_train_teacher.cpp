@@ -98,6 +98,28 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     auto logits = bundle.model->forward(torch::zeros({1, 3, 32, 32}), torch::zeros({1, 3, 32, 32})).logits;
     CHECK(logits.sizes() == torch::IntArrayRef({1, 2, 32, 32}));
 
+    // Stopped inside its first epoch there is no checkpoint yet: --resume starts again
+    // (rather than taking the one-step bundle for a finished run).
+    const std::string early = tmp / "early.cdm";
+    args = tiny_args(tiles, early, 2);
+    args.insert(args.end(), {"--max-steps", "1"});
+    r = run_tool("cd-train-teacher", args);
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    j = nlohmann::json::parse(r.out);
+    CHECK(j["complete"] == false);
+    CHECK(j["checkpoint"].is_null());
+    CHECK_FALSE(exists(early + ".ckpt"));
+    args = tiny_args(tiles, early, 2);
+    args.insert(args.end(), {"--resume"});
+    r = run_tool("cd-train-teacher", args);
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    j = nlohmann::json::parse(r.out);
+    CHECK_FALSE(j.contains("skipped"));
+    CHECK(j["complete"] == true);
+    CHECK(j["epochs_completed"] == 2);
+
     // An existing output is refused without --overwrite, and left as it was.
     const auto before = std::filesystem::last_write_time(out);
     r = run_tool("cd-train-teacher", tiny_args(tiles, out));
@@ -105,12 +127,12 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     CHECK(std::filesystem::last_write_time(out) == before);
 }
 
-TEST_CASE("cd-train-teacher --no-date-swap keeps flips and rotations", "[cli][train]") {
+TEST_CASE("cd-train-teacher --no-date-swap and --model-option", "[cli][train]") {
     TempDir tmp;
     const auto tiles = synthetic_tiles(tmp);
     const std::string out = tmp / "m.cdm";
     auto args = tiny_args(tiles, out, 1);
-    args.push_back("--no-date-swap");
+    args.insert(args.end(), {"--no-date-swap", "--model-option", "shared_dropout=true"});
     auto r = run_tool("cd-train-teacher", args);
     INFO(r.err);
     REQUIRE(r.rc == 0);
@@ -119,6 +141,7 @@ TEST_CASE("cd-train-teacher --no-date-swap keeps flips and rotations", "[cli][tr
     CHECK(augment["swap_dates"] == false);
     CHECK(augment["flips"] == true);
     CHECK(augment["rot90"] == true);
+    CHECK(bundle.model->options().extra == nlohmann::json{{"shared_dropout", true}});
 }
 
 TEST_CASE("cd-train-teacher rejects bad inputs with one line", "[cli][train]") {
@@ -148,6 +171,19 @@ TEST_CASE("cd-train-teacher rejects bad inputs with one line", "[cli][train]") {
     CHECK(r.err.find("four/tiles.csv") != std::string::npos);
     CHECK_FALSE(exists(tmp / "four.cdm"));
     CHECK_FALSE(exists(tmp / "four.cdm.log.jsonl"));
+
+    // Model options: an unknown key names itself and the known ones, a malformed one itself.
+    args = tiny_args(tiles, tmp / "y.cdm");
+    args.insert(args.end(), {"--model-option", "depth=5"});
+    r = run_tool("cd-train-teacher", args);
+    check_one_error_line(r, "'depth'");
+    CHECK(r.err.find("shared_dropout") != std::string::npos);
+    CHECK_FALSE(exists(tmp / "y.cdm"));
+    args = tiny_args(tiles, tmp / "y.cdm");
+    args.insert(args.end(), {"--model-option", "shared_dropout"});
+    r = run_tool("cd-train-teacher", args);
+    check_one_error_line(r, "'shared_dropout' is not KEY=VALUE");
+    CHECK_FALSE(exists(tmp / "y.cdm"));
 
     // Usage errors are CLI11's.
     r = run_tool("cd-train-teacher", {"--train", tiles, "--arch", "fc-ef"});

@@ -221,6 +221,15 @@ int extra_int(const ModelOptions& o, const std::string& key, int fallback, int m
     return v.get<int>();
 }
 
+bool extra_bool(const ModelOptions& o, const std::string& key, bool fallback) {
+    if (!o.extra.is_object() || !o.extra.contains(key)) return fallback;
+    const auto& v = o.extra.at(key);
+    if (!v.is_boolean())
+        throw ConfigError("model option " + quote(key) + " of " + quote(o.arch) + " must be true or false, got " +
+                          v.dump());
+    return v.get<bool>();
+}
+
 std::string extra_string(const ModelOptions& o, const std::string& key, const std::string& fallback) {
     if (!o.extra.is_object() || !o.extra.contains(key)) return fallback;
     const auto& v = o.extra.at(key);

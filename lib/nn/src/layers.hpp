@@ -133,6 +133,8 @@ void check_pair(const torch::Tensor& pre, const torch::Tensor& post, int bands,
 
 /// Read an integer from options.extra with a default; throws ConfigError when ill-typed or < min.
 int extra_int(const ModelOptions& o, const std::string& key, int fallback, int min_value = 1);
+/// Read a boolean from options.extra with a default; throws ConfigError when ill-typed.
+bool extra_bool(const ModelOptions& o, const std::string& key, bool fallback);
 /// Read a string from options.extra with a default; throws ConfigError when ill-typed.
 std::string extra_string(const ModelOptions& o, const std::string& key, const std::string& fallback);
 

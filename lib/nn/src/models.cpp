@@ -2,11 +2,13 @@
 // FC-Siam-conc and FC-Siam-diff.
 #include "cdk/nn/models.hpp"
 
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "cdk/core/error.hpp"
 #include "layers.hpp"
@@ -184,7 +186,12 @@ TORCH_MODULE(FcDecoder);
 class FcModelImpl : public ChangeModelImpl {
 public:
     FcModelImpl(const ModelOptions& o, FcFusion fusion) : ChangeModelImpl(o), fusion_(fusion) {
-        detail::check_extra_keys(o, {});
+        if (fusion == FcFusion::kEarly) {
+            detail::check_extra_keys(o, {});
+        } else {
+            detail::check_extra_keys(o, {"shared_dropout"});
+            shared_dropout_ = detail::extra_bool(o, "shared_dropout", false);
+        }
         const int64_t in = fusion == FcFusion::kEarly ? 2 * o.in_bands : o.in_bands;
         encoder_ = register_module("encoder", FcEncoder(in, o.width));
         decoder_ = register_module("decoder", FcDecoder(o.width, fusion == FcFusion::kConcat ? 2 : 1));
@@ -205,7 +212,21 @@ public:
             skips = encoder_->forward(torch::cat({a, b}, 1), bottom);
         } else {
             torch::Tensor bottom_pre;
+            // shared_dropout: the post date's encoder draws the same Dropout2d masks as the
+            // pre date's (the generator is rewound), so a channel is dropped in both or
+            // neither and |f1 - f2| sees no difference the masks made up.
+            std::optional<at::Generator> gen;
+            torch::Tensor rng_state;
+            if (shared_dropout_ && is_training()) {
+                gen = at::globalContext().defaultGenerator(a.device());
+                std::lock_guard<std::mutex> lock(gen->mutex());
+                rng_state = gen->get_state();
+            }
             const auto fa = encoder_->forward(a, bottom_pre);
+            if (gen) {
+                std::lock_guard<std::mutex> lock(gen->mutex());
+                gen->set_state(rng_state);
+            }
             const auto fb = encoder_->forward(b, bottom);  // the post-date bottom, as published
             for (size_t l = 0; l < fa.size(); ++l) {
                 skips.push_back(fusion_ == FcFusion::kDiff ? detail::abs_diff(fa[l], fb[l])
@@ -222,6 +243,7 @@ public:
 
 private:
     FcFusion fusion_;
+    bool shared_dropout_ = false;  // Siamese: both dates' encoders drop the same channels
     FcEncoder encoder_{nullptr};
     FcDecoder decoder_{nullptr};
 };

@@ -312,11 +312,17 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     if (!fs::is_directory(out_dir)) throw IoError("output folder " + quote(out_dir) + " does not exist");
     const bool have_ckpt = fs::exists(ckpt);
     if (o.resume && !have_ckpt && fs::exists(o.out)) {
-        // Nothing left to do: the run finished earlier (how --resume skips finished jobs).
-        ctx.info("training of " + quote(o.out) + " already finished; nothing to resume");
         nlohmann::json h = nn::read_bundle_header(o.out);
-        return {{"out", o.out}, {"skipped", true}, {"complete", true}, {"training", h.value("training", nlohmann::json())},
-                {"metrics", h.value("metrics", nlohmann::json())}};
+        const nlohmann::json training = h.value("training", nlohmann::json());
+        // A bundle without a checkpoint is a finished run, unless --max-steps stopped it
+        // inside its first epoch (checkpoints are written at epoch ends): that one restarts.
+        if (!training.is_object() || training.value("complete", true)) {
+            // Nothing left to do: the run finished earlier (how --resume skips finished jobs).
+            ctx.info("training of " + quote(o.out) + " already finished; nothing to resume");
+            return {{"out", o.out}, {"skipped", true}, {"complete", true}, {"training", training},
+                    {"metrics", h.value("metrics", nlohmann::json())}};
+        }
+        ctx.info("training of " + quote(o.out) + " stopped inside its first epoch, before any checkpoint; starting afresh");
     }
     if (!o.resume && !o.overwrite) {
         if (fs::exists(o.out))
@@ -603,13 +609,16 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         best_metrics = metrics;
     }
     if (complete) fs::remove(ckpt);
-    else
-        ctx.info("stopped after " + std::to_string(prog.step) + " steps (--max-steps); continue with --resume");
+    const bool have_ckpt_now = fs::exists(ckpt);
+    if (!complete)
+        ctx.info("stopped after " + std::to_string(prog.step) + " steps (--max-steps); " +
+                 (have_ckpt_now ? std::string("continue with --resume")
+                                : std::string("inside the first epoch, before any checkpoint: --resume starts again")));
 
     const double sps = prog.train_seconds > 0 ? double(prog.samples) / prog.train_seconds : 0;
     return {{"out", o.out},
             {"log", log},
-            {"checkpoint", complete ? nlohmann::json(nullptr) : nlohmann::json(ckpt)},
+            {"checkpoint", have_ckpt_now ? nlohmann::json(ckpt) : nlohmann::json(nullptr)},
             {"complete", complete},
             {"arch", mo.arch},
             {"width", mo.width},

@@ -190,6 +190,40 @@ TEST_CASE("bad family options are rejected", "[nn][models]") {
           cdk::nn::parameter_count(*cdk::nn::create_model(opts("resnet-fpn", 3, 8))));
 }
 
+TEST_CASE("shared_dropout makes the Siamese FC encoders drop the same channels on both dates", "[nn][models]") {
+    // Identical dates in training mode: with independent Dropout2d masks (as published)
+    // |f1 - f2| is non-zero wherever one date's mask dropped a channel and the other's did
+    // not; with shared masks it is exactly zero. Both layouts: channels-last takes the fused
+    // batch norm + ReLU + dropout path.
+    for (const auto layout : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+        for (const bool shared : {false, true}) {
+            torch::manual_seed(3);
+            auto o = opts("fc-siam-diff", 3, 16);
+            if (shared) o.extra = {{"shared_dropout", true}};
+            auto m = cdk::nn::create_model(o);
+            m->train();
+            const auto x = torch::randn({2, 3, 32, 32}).contiguous(layout);
+            const auto out = m->forward(x, x.clone());
+            double diff = 0;
+            for (const auto& f : out.features_fused) diff += f.abs().sum().item<double>();
+            INFO("shared " << shared << ", channels-last " << (layout == torch::MemoryFormat::ChannelsLast));
+            if (shared)
+                CHECK(diff == 0.0);
+            else
+                CHECK(diff > 0.0);
+        }
+    }
+    auto conc = opts("fc-siam-conc", 3, 4);
+    conc.extra = {{"shared_dropout", true}};
+    CHECK_NOTHROW(cdk::nn::create_model(conc));
+    auto ef = opts("fc-ef", 3, 4);  // one encoder: nothing to share
+    ef.extra = {{"shared_dropout", true}};
+    CHECK_THROWS_WITH(cdk::nn::create_model(ef), Catch::Contains("'shared_dropout'"));
+    auto bad = opts("fc-siam-diff", 3, 4);
+    bad.extra = {{"shared_dropout", "yes"}};
+    CHECK_THROWS_WITH(cdk::nn::create_model(bad), Catch::Contains("true or false"));
+}
+
 // Prints the table of docs/models.md (run: cdk_nn_tests "[model-table]").
 TEST_CASE("model table for docs/models.md", "[.][model-table]") {
     struct Row {
