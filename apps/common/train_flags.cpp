@@ -1,7 +1,6 @@
 #include "common/train_flags.hpp"
 
 #include <algorithm>
-#include <exception>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -19,19 +18,11 @@ std::string known_architectures() {
     return known;
 }
 
-// VALUE of --model-option KEY=VALUE as JSON: true/false, an integer, a number, else a string.
+// VALUE of --model-option KEY=VALUE as JSON: a JSON literal (true, false, a number) as
+// such, anything else as a string.
 nlohmann::json option_value(const std::string& v) {
-    if (v == "true") return true;
-    if (v == "false") return false;
-    try {
-        size_t used = 0;
-        const long long i = std::stoll(v, &used);
-        if (used == v.size()) return i;
-        const double d = std::stod(v, &used);
-        if (used == v.size()) return d;
-    } catch (const std::exception&) {
-    }
-    return v;
+    auto j = nlohmann::json::parse(v, nullptr, false);
+    return j.is_boolean() || j.is_number() ? j : nlohmann::json(v);
 }
 
 }  // namespace

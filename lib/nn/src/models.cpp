@@ -8,7 +8,6 @@
 #include <functional>
 #include <map>
 #include <mutex>
-#include <optional>
 
 #include "cdk/core/error.hpp"
 #include "layers.hpp"
@@ -215,17 +214,17 @@ public:
             // shared_dropout: the post date's encoder draws the same Dropout2d masks as the
             // pre date's (the generator is rewound), so a channel is dropped in both or
             // neither and |f1 - f2| sees no difference the masks made up.
-            std::optional<at::Generator> gen;
+            at::Generator gen;
             torch::Tensor rng_state;
             if (shared_dropout_ && is_training()) {
                 gen = at::globalContext().defaultGenerator(a.device());
-                std::lock_guard<std::mutex> lock(gen->mutex());
-                rng_state = gen->get_state();
+                std::lock_guard<std::mutex> lock(gen.mutex());
+                rng_state = gen.get_state();
             }
             const auto fa = encoder_->forward(a, bottom_pre);
-            if (gen) {
-                std::lock_guard<std::mutex> lock(gen->mutex());
-                gen->set_state(rng_state);
+            if (gen.defined()) {
+                std::lock_guard<std::mutex> lock(gen.mutex());
+                gen.set_state(rng_state);
             }
             const auto fb = encoder_->forward(b, bottom);  // the post-date bottom, as published
             for (size_t l = 0; l < fa.size(); ++l) {
