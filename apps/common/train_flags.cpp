@@ -57,6 +57,11 @@ void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags&
     app.add_option("--warmup-steps", options.warmup_steps, "Linear warm-up steps")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
+    app.add_option("--ema", options.ema,
+                   "Keep an exponential moving average of the weights with this decay per step (e.g. 0.999) and "
+                   "validate and save it instead of the latest weights; 0 = off")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 0.999999));
     app.add_option("--crop", options.augment.crop, "Random crop of this size for training, 0 = whole tiles")
         ->capture_default_str()
         ->check(CLI::Range(0, 65536));

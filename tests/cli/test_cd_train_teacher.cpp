@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cdk/nn/bundle.hpp"
@@ -127,12 +128,12 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     CHECK(std::filesystem::last_write_time(out) == before);
 }
 
-TEST_CASE("cd-train-teacher --no-date-swap and --model-option", "[cli][train]") {
+TEST_CASE("cd-train-teacher --no-date-swap, --model-option and --ema", "[cli][train]") {
     TempDir tmp;
     const auto tiles = synthetic_tiles(tmp);
     const std::string out = tmp / "m.cdm";
     auto args = tiny_args(tiles, out, 1);
-    args.insert(args.end(), {"--no-date-swap", "--model-option", "shared_dropout=true"});
+    args.insert(args.end(), {"--no-date-swap", "--model-option", "shared_dropout=true", "--ema", "0.99"});
     auto r = run_tool("cd-train-teacher", args);
     INFO(r.err);
     REQUIRE(r.rc == 0);
@@ -142,6 +143,14 @@ TEST_CASE("cd-train-teacher --no-date-swap and --model-option", "[cli][train]") 
     CHECK(augment["flips"] == true);
     CHECK(augment["rot90"] == true);
     CHECK(bundle.model->options().extra == nlohmann::json{{"shared_dropout", true}});
+    CHECK(bundle.header["training"]["ema"] == 0.99);
+    // The log scores both the average (val) and the latest weights (val_live).
+    std::ifstream log(out + ".log.jsonl");
+    std::string first;
+    REQUIRE(std::getline(log, first));
+    const auto line = nlohmann::json::parse(first);
+    CHECK(line["val"]["change"].contains("f1"));
+    CHECK(line["val_live"]["change"].contains("f1"));
 }
 
 TEST_CASE("cd-train-teacher rejects bad inputs with one line", "[cli][train]") {
@@ -193,5 +202,11 @@ TEST_CASE("cd-train-teacher rejects bad inputs with one line", "[cli][train]") {
     args.insert(args.end(), {"--optimizer", "lamb"});
     r = run_tool("cd-train-teacher", args);
     CHECK(r.rc != 0);
+    CHECK_FALSE(exists(tmp / "x.cdm"));
+    args = tiny_args(tiles, tmp / "x.cdm");
+    args.insert(args.end(), {"--ema", "1"});
+    r = run_tool("cd-train-teacher", args);
+    CHECK(r.rc != 0);
+    CHECK(r.err.find("--ema") != std::string::npos);
     CHECK_FALSE(exists(tmp / "x.cdm"));
 }

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <tuple>
+#include <utility>
 
 #include "cdk/core/csv.hpp"
 #include "cdk/core/error.hpp"
@@ -190,6 +192,27 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(nn::ChangeModelImpl& mod
         model.parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
 }
 
+// The decay of the weight average's update after `updates` earlier updates: the set decay,
+// but lower at first, so that the random initial weights fade out within the first steps.
+double ema_decay_at(double decay, int64_t updates) {
+    return std::min(decay, (1.0 + double(updates)) / (10.0 + double(updates)));
+}
+
+// avg = d * avg + (1 - d) * live over the parameters and floating-point buffers (batch-norm
+// running statistics); integer buffers (batch counts) are copied. d = 0 copies everything.
+void average_into(torch::nn::Module& avg, torch::nn::Module& live, double d) {
+    torch::NoGradGuard no_grad;
+    const auto ap = avg.parameters(), lp = live.parameters();
+    for (size_t i = 0; i < ap.size(); ++i) ap[i].mul_(d).add_(lp[i], 1.0 - d);
+    const auto ab = avg.buffers(), lb = live.buffers();
+    for (size_t i = 0; i < ab.size(); ++i) {
+        if (d > 0 && ab[i].is_floating_point())
+            ab[i].mul_(d).add_(lb[i], 1.0 - d);
+        else
+            ab[i].copy_(lb[i]);
+    }
+}
+
 // What a checkpoint holds besides weights and optimizer state.
 struct Progress {
     int epochs_done = 0;      // finished epochs
@@ -203,7 +226,7 @@ struct Progress {
 };
 
 void save_checkpoint(const std::string& path, nn::ChangeModelImpl& model,
-                     torch::optim::Optimizer& optimizer, const Progress& p,
+                     torch::optim::Optimizer& optimizer, nn::ChangeModelImpl* average, const Progress& p,
                      const nlohmann::json& meta) {
     torch::serialize::OutputArchive archive;
     torch::serialize::OutputArchive model_archive, optimizer_archive;
@@ -211,6 +234,11 @@ void save_checkpoint(const std::string& path, nn::ChangeModelImpl& model,
     optimizer.save(optimizer_archive);
     archive.write("model", model_archive);
     archive.write("optimizer", optimizer_archive);
+    if (average) {
+        torch::serialize::OutputArchive average_archive;
+        average->save(average_archive);
+        archive.write("ema", average_archive);
+    }
     nlohmann::json m = meta;
     m["format"] = kCheckpointFormat;
     m["epochs_done"] = p.epochs_done;
@@ -287,6 +315,8 @@ void validate(const TrainOptions& o) {
     if (o.schedule != "constant" && o.schedule != "poly" && o.schedule != "cosine" && o.schedule != "exp")
         throw ConfigError("unknown schedule " + quote(o.schedule) + " (known: constant, poly, cosine, exp)");
     if (o.warmup_steps < 0) throw ConfigError("warm-up steps must be >= 0");
+    if (!(o.ema >= 0 && o.ema < 1))
+        throw ConfigError("the weight average's decay (--ema) must be in [0, 1), not " + fmt(o.ema));
     nn::validate_memory_format(o.memory_format);
     if (o.augment.crop < 0) throw ConfigError("crop must be >= 0");
     if (o.workers < 0) throw ConfigError("workers must be >= 0");
@@ -412,12 +442,42 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     const bool nhwc = nn::use_channels_last(o.memory_format, device, mo.width);
     if (nhwc) nn::to_channels_last(*model);
     auto optimizer = make_optimizer(*model, o);
+    // The weight average (--ema): a second model of the same architecture. Building it must
+    // not draw from the generator, so that the training itself is the same with and without it.
+    nn::ChangeModel average;
+    if (o.ema > 0) {
+        auto gen = at::detail::getDefaultCPUGenerator();
+        torch::Tensor state;
+        {
+            std::lock_guard<std::mutex> lock(gen.mutex());
+            state = gen.get_state();
+        }
+        average = nn::create_model(mo);
+        {
+            std::lock_guard<std::mutex> lock(gen.mutex());
+            gen.set_state(state);
+        }
+        average->to(device);
+        if (nhwc) nn::to_channels_last(*average);
+        average_into(*average, *model, 0);
+        average->eval();
+    }
     if (resuming) {
+        const double ckpt_ema = meta.value("ema", 0.0);
+        if (ckpt_ema != o.ema)
+            throw ConfigError("checkpoint " + quote(ckpt) + " was written with --ema " + fmt(ckpt_ema, 6) +
+                              ", this run asks for --ema " + fmt(o.ema, 6) + "; resume with the same options");
         torch::serialize::InputArchive ma, oa;
         ckpt_archive->read("model", ma);
         ckpt_archive->read("optimizer", oa);
         model->load(ma);
         optimizer->load(oa);
+        if (average) {
+            torch::serialize::InputArchive ea;
+            if (!ckpt_archive->try_read("ema", ea))
+                throw ModelError("checkpoint " + quote(ckpt) + " has no weight average although it was written with --ema");
+            average->load(ea);
+        }
         torch::Tensor state;
         if (ckpt_archive->try_read("cpu_rng", state)) {
             auto gen = at::detail::getDefaultCPUGenerator();
@@ -440,7 +500,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         fs::remove(log);
         fs::remove(ckpt);
     }
-    meta = {{"model", nn::to_json(mo)}, {"train", o.train}, {"val", o.val}, {"seed", o.seed}};
+    meta = {{"model", nn::to_json(mo)}, {"train", o.train}, {"val", o.val}, {"seed", o.seed}, {"ema", o.ema}};
     ckpt_archive.reset();
 
     const size_t steps_per_epoch = (train.size() + size_t(o.batch_size) - 1) / size_t(o.batch_size);
@@ -468,6 +528,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         {"weight_decay", o.weight_decay},
         {"schedule", o.schedule},
         {"warmup_steps", o.warmup_steps},
+        {"ema", o.ema},
         {"augment",
          {{"flips", o.augment.flips}, {"rot90", o.augment.rot90}, {"swap_dates", o.augment.swap_dates},
           {"crop", o.augment.crop}}},
@@ -485,7 +546,8 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     ctx.info("training " + mo.arch + " (width " + std::to_string(mo.width) + ", " + std::to_string(params) +
              " parameters) on " + std::to_string(train.size()) + " tiles, " + std::to_string(bands) +
              " bands, " + device.str() + (o.amp ? " in bfloat16 mixed precision" : "") +
-             (val ? ", validating on " + std::to_string(val->size()) + " tiles" : ""));
+             (val ? ", validating on " + std::to_string(val->size()) + " tiles" : "") +
+             (average ? std::string(val ? ", " : ", keeping ") + "an average of the weights (decay " + fmt(o.ema, 6) + ")" : ""));
 
     auto header_for = [&](const nlohmann::json& metrics, bool complete) {
         nlohmann::json h = header;
@@ -533,6 +595,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
             optimizer->zero_grad();
             loss.backward();
             optimizer->step();
+            if (average) average_into(*average, *model, ema_decay_at(o.ema, prog.step));
             const double l = loss.item<double>();
             if (!std::isfinite(l))
                 throw Error("training diverged at step " + std::to_string(prog.step + 1) + " (loss " + fmt(l) +
@@ -553,15 +616,22 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         prog.samples += samples;
         prog.train_seconds += train_seconds;
 
-        nlohmann::json val_json = nullptr;
+        // With --ema the average is what is validated and kept; the live weights are
+        // validated too, for the log.
+        nn::ChangeModelImpl& kept = average ? *average : *model;
+        nlohmann::json val_json = nullptr, live_json = nullptr;
         double f1 = -1;
+        auto score = [&](nn::ChangeModelImpl& m) {
+            const ValidationResult v = validate_model(m, *val, o, device);
+            nlohmann::json j = to_json(v.metrics);
+            j["loss"] = v.loss;
+            j["confusion"] = to_json(v.confusion);
+            j["best_threshold"] = best_threshold(v);
+            return std::make_pair(v.metrics.change.f1, j);
+        };
         if (val) {
-            const ValidationResult v = validate_model(*model, *val, o, device);
-            f1 = v.metrics.change.f1;
-            val_json = to_json(v.metrics);
-            val_json["loss"] = v.loss;
-            val_json["confusion"] = to_json(v.confusion);
-            val_json["best_threshold"] = best_threshold(v);
+            std::tie(f1, val_json) = score(kept);
+            if (average) live_json = score(*model).second;
         }
         const double epoch_seconds = seconds_since(t_epoch);
         prog.seconds += epoch_seconds;
@@ -573,8 +643,8 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
             prog.best_epoch = epoch + 1;
             best_metrics = val_json;
             if (!best_metrics.is_null()) best_metrics["epoch"] = epoch + 1;
-            model->eval();
-            nn::save_bundle(o.out, *model, header_for(best_metrics, false), true);
+            kept.eval();
+            nn::save_bundle(o.out, kept, header_for(best_metrics, false), true);
         }
         const double train_loss = samples ? loss_sum / double(samples) : 0;
         const double sps = train_seconds > 0 ? double(samples) / train_seconds : 0;
@@ -589,15 +659,17 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
                                {"samples_per_s", sps},
                                {"best", is_best}};
         if (extra) line["extra_loss"] = samples ? extra_sum / double(samples) : 0.0;
+        if (!live_json.is_null()) line["val_live"] = live_json;
         if (partial) line["partial"] = true;
         append_line(log, line.dump());
         ctx.info("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs) + (partial ? " (partial)" : "") +
                  ": loss " + fmt(train_loss, 4) +
-                 (val ? ", val F1 " + fmt(f1, 4) + " (best " + fmt(prog.best_f1, 4) + " at epoch " +
-                            std::to_string(prog.best_epoch) + ")"
+                 (val ? ", val F1 " + fmt(f1, 4) +
+                            (average ? " averaged, " + fmt(live_json["change"]["f1"].get<double>(), 4) + " live" : "") +
+                            " (best " + fmt(prog.best_f1, 4) + " at epoch " + std::to_string(prog.best_epoch) + ")"
                       : std::string()) +
                  ", " + fmt(epoch_seconds, 3) + " s, " + fmt(sps, 3) + " samples/s");
-        if (!partial) save_checkpoint(ckpt, *model, *optimizer, prog, meta);
+        if (!partial) save_checkpoint(ckpt, *model, *optimizer, average.get(), prog, meta);
     }
 
     const bool complete = prog.epochs_done >= o.epochs;
@@ -630,6 +702,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
             {"epochs", o.epochs},
             {"epochs_completed", prog.epochs_done},
             {"steps", prog.step},
+            {"ema", o.ema},
             {"best_epoch", prog.best_epoch},
             {"metrics", best_metrics},
             {"resumed_after_epochs", prog.resumed},

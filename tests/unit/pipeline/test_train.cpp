@@ -325,3 +325,82 @@ TEST_CASE("an interrupted run keeps its last checkpoint and reports each epoch",
                         [](const std::string& l) { return l.rfind("epoch ", 0) == 0; }) == 3);
     CHECK_FALSE(fs::exists(tmp / "i.cdm.ckpt"));
 }
+
+TEST_CASE("a weight average (ema) is validated and kept, and the training itself is unchanged",
+          "[pipeline][train]") {
+    TempDir tmp;
+    const auto train = cdk::test::make_fixture_tiles(tmp, "train", 128, 32);  // 4 tiles
+    const auto val = cdk::test::make_fixture_tiles(tmp, "val", 64, 32, 3, 1);
+
+    // One step, no validation (the latest weights are kept): the average after one update
+    // is 0.1 x the initial weights + 0.9 x the trained ones (the decay starts at 1/10).
+    auto o = cdk::test::tiny_train_options(train, "", tmp / "plain1.cdm");
+    o.epochs = 1;
+    train_model(o);
+    o.out = tmp / "ema1.cdm";
+    o.ema = 0.5;
+    const auto s1 = train_model(o);
+    CHECK(s1["ema"] == 0.5);
+    CHECK(cdk::nn::read_bundle_header(tmp / "ema1.cdm")["training"]["ema"] == 0.5);
+    {
+        torch::manual_seed(o.seed);
+        auto mo = o.model;
+        mo.in_bands = 3;
+        auto init = cdk::nn::create_model(mo);
+        auto trained = cdk::nn::load_bundle(tmp / "plain1.cdm").model;
+        auto avg = cdk::nn::load_bundle(tmp / "ema1.cdm").model;
+        auto p0 = init->named_parameters(), p1 = trained->named_parameters(), pa = avg->named_parameters();
+        REQUIRE(pa.size() == p1.size());
+        for (const auto& p : pa) {
+            INFO(p.key());
+            const auto want = 0.1 * p0[p.key()] + 0.9 * p1[p.key()];
+            CHECK(torch::allclose(p.value(), want, 1e-5, 1e-6));
+            CHECK_FALSE(p.value().equal(p1[p.key()]));
+        }
+        auto b0 = init->named_buffers(), b1 = trained->named_buffers();
+        for (const auto& b : avg->named_buffers()) {
+            INFO(b.key());
+            if (b.value().is_floating_point())
+                CHECK(torch::allclose(b.value(), 0.1 * b0[b.key()] + 0.9 * b1[b.key()], 1e-5, 1e-6));
+            else
+                CHECK(b.value().equal(b1[b.key()]));
+        }
+    }
+
+    // With validation: the live weights follow the same path as without --ema (same
+    // confusion every epoch), and the average is what is scored and kept.
+    o = cdk::test::tiny_train_options(train, val, tmp / "plain.cdm");
+    o.epochs = 3;
+    o.batch_size = 2;  // 2 steps per epoch
+    train_model(o);
+    o.out = tmp / "full.cdm";
+    o.ema = 0.6;
+    train_model(o);
+    const auto plain_log = read_log(tmp / "plain.cdm.log.jsonl"), ema_log = read_log(tmp / "full.cdm.log.jsonl");
+    REQUIRE(ema_log.size() == 3);
+    for (size_t e = 0; e < 3; ++e) {
+        CHECK(ema_log[e]["val_live"]["confusion"] == plain_log[e]["val"]["confusion"]);
+        CHECK(ema_log[e]["train_loss"] == plain_log[e]["train_loss"]);
+        CHECK_FALSE(plain_log[e].contains("val_live"));
+    }
+    CHECK(ema_log[2]["val"]["loss"] != plain_log[2]["val"]["loss"]);
+    CHECK_FALSE(cdk::test::same_weights(tmp / "plain.cdm", tmp / "full.cdm"));
+
+    // Stopped and resumed, the average comes back from the checkpoint.
+    o.out = tmp / "part.cdm";
+    o.max_steps = 2;
+    train_model(o);
+    o.max_steps = 0;
+    o.resume = true;
+    auto other = o;
+    other.ema = 0.9;
+    CHECK_THROWS_WITH(train_model(other), Catch::Contains("part.cdm.ckpt") && Catch::Contains("--ema 0.6") &&
+                                              Catch::Contains("--ema 0.9"));
+    train_model(o);
+    CHECK(cdk::test::same_weights(tmp / "full.cdm", tmp / "part.cdm"));
+    CHECK(read_log(tmp / "part.cdm.log.jsonl").size() == 3);
+
+    auto bad = o;
+    bad.ema = 1;
+    CHECK_THROWS_WITH(validate(bad), Catch::Contains("--ema"));
+}

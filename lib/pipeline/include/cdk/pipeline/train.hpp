@@ -29,6 +29,8 @@ struct TrainOptions {
     std::string optimizer = "adamw";     ///< adamw | adam (L2 in the gradient) | sgd
     std::string schedule = "poly";       ///< constant | poly | cosine | exp (x0.95 per epoch)
     int warmup_steps = 0;                ///< linear warm-up steps
+    double ema = 0;                      ///< decay of an exponential moving average of the weights
+                                         ///< that is validated and kept instead of them; 0 = off
     AugmentOptions augment;              ///< training augmentations
     nn::LossOptions loss;                ///< task loss
     std::string device = "auto";         ///< auto | cpu | cuda[:N]
