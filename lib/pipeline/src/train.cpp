@@ -213,6 +213,19 @@ void average_into(torch::nn::Module& avg, torch::nn::Module& live, double d) {
     }
 }
 
+// State of the CPU generator (dropout, initialisation), and setting it back.
+torch::Tensor cpu_rng_state() {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return gen.get_state();
+}
+
+void set_cpu_rng_state(const torch::Tensor& state) {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state);
+}
+
 // What a checkpoint holds besides weights and optimizer state.
 struct Progress {
     int epochs_done = 0;      // finished epochs
@@ -252,13 +265,7 @@ void save_checkpoint(const std::string& path, nn::ChangeModelImpl& model,
     archive.write("meta", c10::IValue(m.dump()));
     // The CPU generator drives dropout and initialisation: restoring it makes a resumed run
     // match an uninterrupted one.
-    auto gen = at::detail::getDefaultCPUGenerator();
-    torch::Tensor state;
-    {
-        std::lock_guard<std::mutex> lock(gen.mutex());
-        state = gen.get_state();
-    }
-    archive.write("cpu_rng", state);
+    archive.write("cpu_rng", cpu_rng_state());
     AtomicPath out(path, true);
     try {
         archive.save_to(out.temp());
@@ -446,17 +453,9 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     // not draw from the generator, so that the training itself is the same with and without it.
     nn::ChangeModel average;
     if (o.ema > 0) {
-        auto gen = at::detail::getDefaultCPUGenerator();
-        torch::Tensor state;
-        {
-            std::lock_guard<std::mutex> lock(gen.mutex());
-            state = gen.get_state();
-        }
+        const torch::Tensor state = cpu_rng_state();
         average = nn::create_model(mo);
-        {
-            std::lock_guard<std::mutex> lock(gen.mutex());
-            gen.set_state(state);
-        }
+        set_cpu_rng_state(state);
         average->to(device);
         if (nhwc) nn::to_channels_last(*average);
         average_into(*average, *model, 0);
@@ -479,11 +478,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
             average->load(ea);
         }
         torch::Tensor state;
-        if (ckpt_archive->try_read("cpu_rng", state)) {
-            auto gen = at::detail::getDefaultCPUGenerator();
-            std::lock_guard<std::mutex> lock(gen.mutex());
-            gen.set_state(state);
-        }
+        if (ckpt_archive->try_read("cpu_rng", state)) set_cpu_rng_state(state);
         prog.epochs_done = meta.at("epochs_done").get<int>();
         prog.step = meta.at("step").get<int64_t>();
         prog.best_f1 = meta.at("best_f1").get<double>();
