@@ -28,10 +28,16 @@ int main(int argc, char** argv) {
     app.add_option("--quantiles", opt.quantiles, "K equal-count partitions instead of thresholds")
         ->check(CLI::Range(2, 1000))
         ->excludes(thresholds);
-    app.add_option("--val-fraction", opt.val_fraction,
-                   "Share of each partition kept for validation, in [0, 1)")
-        ->capture_default_str()
-        ->check(CLI::Range(0.0, 1.0));
+    auto* val_fraction = app.add_option("--val-fraction", opt.val_fraction,
+                                        "Share of each partition kept for validation, in [0, 1)")
+                             ->capture_default_str()
+                             ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--val-scenes", opt.val_scenes,
+                   "Hold out these scenes (the manifest's scene column), all their tiles, for "
+                   "validation instead of drawing tiles: with overlapping tiles a drawn "
+                   "validation tile is mostly training pixels")
+        ->delimiter(',')
+        ->excludes(val_fraction);
     app.add_option("--seed", opt.seed, "Seed of the train/validation draw")->capture_default_str();
     app.add_flag("--overwrite", opt.overwrite, "Replace an existing output folder");
     CLI11_PARSE(app, argc, argv);

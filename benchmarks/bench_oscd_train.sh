@@ -10,6 +10,9 @@
 #              | no60m (all but the 60 m bands B01, B09, B10)
 #   e.g.     benchmarks/bench_oscd_train.sh fc-siam-diff rgb 60
 #
+# CDK_VAL_SCENES=CITY,CITY validates on those training cities, held out whole
+# (cd-partition --val-scenes, into DATA/parts-CITY-CITY), instead of the default 10 % of
+# tiles drawn per CAR partition, whose pixels the overlapping training tiles mostly cover.
 # CDK_OSCD=DIR reads another copy of the dataset with the same layout (e.g. one made by
 # benchmarks/oscd_standardise.py); give it its own CDK_BENCH_DIR.
 # Resumable: tiles, a finished model and finished maps are kept in $CDK_BENCH_DIR
@@ -33,9 +36,15 @@ RUN=$ROOT/$ARCH-$BANDSET-e$EPOCHS${CDK_RUN_TAG:+-$CDK_RUN_TAG}
 mkdir -p "$ROOT" "$RUN"
 
 oscd_tiles "$DATA" "$BANDS" "$TILE" "$OVERLAP"
+PARTS=$DATA/parts
+if [ -n "${CDK_VAL_SCENES:-}" ]; then
+  PARTS=$DATA/parts-${CDK_VAL_SCENES//,/-}
+  [ -f "$PARTS/summary.json" ] || "$BIN/cd-partition" -q "$DATA/tiles/tiles.csv" --out "$PARTS" \
+      --val-scenes "$CDK_VAL_SCENES" > /dev/null
+fi
 
 start=$(date +%s)
-"$BIN/cd-train-teacher" --train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --arch "$ARCH" \
+"$BIN/cd-train-teacher" --train "$PARTS/origin.csv" --val "$PARTS/val.csv" --arch "$ARCH" \
     --out "$RUN/model.cdm" --epochs "$EPOCHS" --resume "$@" > "$RUN/train.json" 2> >(tee -a "$RUN/train.log" >&2)
 train_end=$(date +%s)
 

@@ -7,7 +7,8 @@
 #
 #   usage: benchmarks/oscd_threshold.sh RUN DATA BANDSET [-- CD-INFER-OPTIONS]
 #     RUN      a bench_oscd_train.sh run folder (holds model.cdm)
-#     DATA     its tile folder (holds parts/val.csv), e.g. $CDK_BENCH_DIR/all-t96-o32
+#     DATA     its tile folder (holds parts/val.csv), e.g. $CDK_BENCH_DIR/all-t96-o32, or
+#              the partition folder it validated on (holds val.csv), e.g. DATA/parts-mumbai-rennes
 #     BANDSET  rgb | all
 #     CD-INFER-OPTIONS  used for the validation tiles and the test cities alike, e.g. --tta
 # Maps go in RUN/val-probs and RUN/threshold-T (RUN/val-probs-tta and RUN/threshold-T-tta
@@ -22,9 +23,11 @@ shift 3
 TAG=$(echo "$*" | tr -d ' -')
 BANDS=$(oscd_bands "$BANDSET")
 VAL=$RUN/val-probs${TAG:+-$TAG}
+MANIFEST=$DATA/parts/val.csv
+[ -f "$DATA/val.csv" ] && MANIFEST=$DATA/val.csv
 mkdir -p "$VAL"
 
-/usr/bin/python3 - "$DATA/parts/val.csv" > "$VAL/pairs.csv" <<'PY'
+/usr/bin/python3 - "$MANIFEST" > "$VAL/pairs.csv" <<'PY'
 import csv, os, sys
 base = os.path.dirname(os.path.abspath(sys.argv[1]))
 print("scene,pre,post")
@@ -33,7 +36,7 @@ for r in csv.DictReader(open(sys.argv[1])):
 PY
 "$BIN/cd-infer" -q --model "$RUN/model.cdm" --pairs "$VAL/pairs.csv" --out "$VAL" --with-prob --resume "$@" > /dev/null
 
-T=$(/usr/bin/python3 - "$DATA/parts/val.csv" "$VAL" "$RUN/model.cdm" <<'PY'
+T=$(/usr/bin/python3 - "$MANIFEST" "$VAL" "$RUN/model.cdm" <<'PY'
 import csv, json, os, struct, sys
 import numpy as np
 from osgeo import gdal

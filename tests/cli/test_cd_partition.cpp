@@ -171,3 +171,44 @@ TEST_CASE("cd-partition refuses bad input with one clear line, exit 1, and nothi
     }
     CHECK(list_dir(tmp.path()) == inputs);
 }
+
+TEST_CASE("cd-partition --val-scenes holds out whole scenes and warns about overlapping draws",
+          "[cli][partition]") {
+    TempDir tmp;
+    // Two scenes of 16-px tiles at stride 8: neighbours share half their pixels.
+    std::vector<std::string> rows;
+    for (const char* scene : {"rome", "oslo"})
+        for (int i = 0; i < 10; ++i) {
+            const std::string id = std::string(scene) + std::to_string(i);
+            rows.push_back(id + "," + scene + "," + std::to_string(8 * i) + ",0,16,16," +
+                           (i % 2 ? "0.01" : "0.3") + ",1,A/" + id + ".tif,B/" + id +
+                           ".tif,label/" + id + ".tif");
+        }
+    const auto manifest = write_manifest(tmp, kHeader, rows);
+
+    auto drawn = run_tool("cd-partition", {manifest, "--out", tmp / "drawn", "--val-fraction", "0.2"});
+    REQUIRE(drawn.rc == 0);
+    CHECK(drawn.err.find("validation tiles overlap training tiles") != std::string::npos);
+    CHECK(nlohmann::json::parse(drawn.out)["val_overlap"]["tiles"].get<int>() > 0);
+
+    auto held = run_tool("cd-partition", {manifest, "--out", tmp / "held", "--val-scenes", "oslo"});
+    REQUIRE(held.rc == 0);
+    CHECK(held.err.find("overlap") == std::string::npos);
+    const auto j = nlohmann::json::parse(held.out);
+    CHECK(j["val_scenes"] == nlohmann::json{"oslo"});
+    CHECK(j["val_overlap"]["tiles"] == 0);
+    const auto val = cdk::read_csv(tmp / "held/val.csv");
+    REQUIRE(val.rows.size() == 10);
+    for (const auto& r : val.rows) CHECK(r[1] == "oslo");
+    CHECK(cdk::read_csv(tmp / "held/origin.csv").rows.size() == 10);
+
+    auto unknown = run_tool("cd-partition", {manifest, "--out", tmp / "u", "--val-scenes", "oslo,lima"});
+    check_one_error_line(unknown, "'lima'");
+    CHECK(unknown.err.find("oslo, rome") != std::string::npos);
+    CHECK(!fs::exists(tmp / "u"));
+    auto both = run_tool("cd-partition", {manifest, "--out", tmp / "b", "--val-scenes", "oslo",
+                                          "--val-fraction", "0.2"});
+    CHECK(both.rc != 0);
+    CHECK(both.rc != 1);  // a usage error
+    CHECK(!fs::exists(tmp / "b"));
+}

@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <random>
+#include <set>
 #include <unordered_set>
 
 #include "cdk/core/csv.hpp"
@@ -98,6 +100,104 @@ void write_csv(const std::string& path, const std::string& shown_name,
     if (!f) throw IoError("cannot write " + quote(shown_name));
 }
 
+struct Rect {
+    double x0, y0, x1, y1;
+};
+
+// Area of the union of a few rectangles, by coordinate compression.
+double union_area(const std::vector<Rect>& rects) {
+    std::vector<double> xs, ys;
+    for (const auto& r : rects) {
+        xs.insert(xs.end(), {r.x0, r.x1});
+        ys.insert(ys.end(), {r.y0, r.y1});
+    }
+    for (auto* v : {&xs, &ys}) {
+        std::sort(v->begin(), v->end());
+        v->erase(std::unique(v->begin(), v->end()), v->end());
+    }
+    double area = 0;
+    for (std::size_t i = 0; i + 1 < xs.size(); ++i)
+        for (std::size_t j = 0; j + 1 < ys.size(); ++j) {
+            const double cx = (xs[i] + xs[i + 1]) / 2, cy = (ys[j] + ys[j + 1]) / 2;
+            for (const auto& r : rects)
+                if (cx > r.x0 && cx < r.x1 && cy > r.y0 && cy < r.y1) {
+                    area += (xs[i + 1] - xs[i]) * (ys[j + 1] - ys[j]);
+                    break;
+                }
+        }
+    return area;
+}
+
+// How much the validation tiles overlap training tiles of their own scene (cd-tile's
+// --overlap makes neighbours share pixels, so a drawn validation tile is mostly training
+// pixels): the count of such tiles and the share of validation pixels that training tiles
+// cover. null when the manifest lacks scene, x, y, width or height, or one is not a number.
+nlohmann::json val_overlap(const CsvTable& t, const std::vector<char>& is_val) {
+    const int c_scene = t.column("scene");
+    const int c_num[4] = {t.column("x"), t.column("y"), t.column("width"), t.column("height")};
+    if (c_scene < 0 || std::find(std::begin(c_num), std::end(c_num), -1) != std::end(c_num))
+        return nullptr;
+    const std::size_t n = t.rows.size();
+    std::vector<Rect> rect(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        double v[4];
+        for (int k = 0; k < 4; ++k)
+            if (!parse_number(trim(t.rows[i][c_num[k]]), v[k])) return nullptr;
+        if (!(v[2] > 0 && v[3] > 0)) return nullptr;
+        rect[i] = {v[0], v[1], v[0] + v[2], v[1] + v[3]};
+    }
+    // Training tiles per scene sorted by left edge; a validation tile meets those whose left
+    // edge lies in (x0 - widest, x1).
+    struct SceneTiles {
+        std::vector<std::size_t> by_x;
+        double widest = 0;
+    };
+    std::map<std::string, SceneTiles> train;
+    for (std::size_t i = 0; i < n; ++i)
+        if (!is_val[i]) {
+            auto& s = train[t.rows[i][c_scene]];
+            s.by_x.push_back(i);
+            s.widest = std::max(s.widest, rect[i].x1 - rect[i].x0);
+        }
+    for (auto& [name, s] : train)
+        std::sort(s.by_x.begin(), s.by_x.end(),
+                  [&](std::size_t a, std::size_t b) { return rect[a].x0 < rect[b].x0; });
+    std::size_t n_val = 0, overlapping = 0;
+    double val_area = 0, covered = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!is_val[i]) continue;
+        ++n_val;
+        const Rect& v = rect[i];
+        val_area += (v.x1 - v.x0) * (v.y1 - v.y0);
+        const auto it = train.find(t.rows[i][c_scene]);
+        if (it == train.end()) continue;
+        const auto& s = it->second;
+        std::vector<Rect> clipped;
+        auto j = std::partition_point(s.by_x.begin(), s.by_x.end(), [&](std::size_t k) {
+            return rect[k].x0 <= v.x0 - s.widest;
+        });
+        for (; j != s.by_x.end() && rect[*j].x0 < v.x1; ++j) {
+            const Rect& r = rect[*j];
+            const Rect c{std::max(r.x0, v.x0), std::max(r.y0, v.y0), std::min(r.x1, v.x1),
+                         std::min(r.y1, v.y1)};
+            if (c.x0 < c.x1 && c.y0 < c.y1) clipped.push_back(c);
+        }
+        if (clipped.empty()) continue;
+        ++overlapping;
+        covered += union_area(clipped);
+    }
+    return {{"tiles", overlapping},
+            {"val_tiles", n_val},
+            {"pixel_fraction", n_val ? nlohmann::json(covered / val_area) : nlohmann::json(nullptr)}};
+}
+
+std::string join_names(const std::vector<std::string>& names, std::size_t at_most) {
+    std::string s;
+    for (std::size_t i = 0; i < names.size() && i < at_most; ++i) s += (i ? ", " : "") + names[i];
+    if (names.size() > at_most) s += ", … (" + std::to_string(names.size()) + " in all)";
+    return s;
+}
+
 }  // namespace
 
 void validate(const PartitionOptions& o) {
@@ -125,6 +225,13 @@ void validate(const PartitionOptions& o) {
     if (!(o.val_fraction >= 0 && o.val_fraction < 1))
         throw ConfigError("validation fraction " + quote(format_number(o.val_fraction)) +
                           " is not in [0, 1)");
+    for (const auto& scene : o.val_scenes)
+        if (trim(scene).empty()) throw ConfigError("an empty validation scene name was given");
+    if (!o.val_scenes.empty() && o.val_fraction != 0 &&
+        o.val_fraction != PartitionOptions{}.val_fraction)
+        throw ConfigError("validation scenes " + quote(join_names(o.val_scenes, 20)) +
+                          " and validation fraction " + quote(format_number(o.val_fraction)) +
+                          " are exclusive: give one or the other");
 }
 
 std::vector<double> quantile_thresholds(std::vector<double> cars, int quantiles,
@@ -208,13 +315,32 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
     std::vector<std::vector<std::size_t>> members(parts);
     for (std::size_t i = 0; i < n; ++i) members[partition_of(car[i], thresholds)].push_back(i);
 
-    // Drawn per partition so that every CAR range is represented in validation.
     std::vector<char> is_val(n, 0);
-    for (std::size_t k = 0; k < parts; ++k) {
-        const auto& m = members[k];
-        const std::size_t n_val = val_count(m.size(), o.val_fraction);
-        const auto perm = seeded_permutation(m.size(), mix(o.seed ^ mix(k)));
-        for (std::size_t j = 0; j < n_val; ++j) is_val[m[perm[j]]] = 1;
+    const bool by_scene = !o.val_scenes.empty();
+    if (by_scene) {
+        // Whole scenes held out: no validation pixel is a training pixel too.
+        const int c_scene = table.require_column("scene", o.manifest);
+        std::set<std::string> present;
+        for (const auto& row : table.rows) present.insert(row[c_scene]);
+        const std::set<std::string> wanted(o.val_scenes.begin(), o.val_scenes.end());
+        for (const auto& scene : wanted)
+            if (!present.count(scene))
+                throw ConfigError("validation scene " + quote(scene) + " is not in manifest " +
+                                  quote(o.manifest) + " (its scenes: " +
+                                  join_names({present.begin(), present.end()}, 20) + ")");
+        for (std::size_t i = 0; i < n; ++i) is_val[i] = wanted.count(table.rows[i][c_scene]);
+        if (std::count(is_val.begin(), is_val.end(), 1) == static_cast<long>(n))
+            throw ConfigError("validation scenes " + quote(join_names(o.val_scenes, 20)) +
+                              " hold every tile of manifest " + quote(o.manifest) +
+                              ": nothing is left to train on");
+    } else {
+        // Drawn per partition so that every CAR range is represented in validation.
+        for (std::size_t k = 0; k < parts; ++k) {
+            const auto& m = members[k];
+            const std::size_t n_val = val_count(m.size(), o.val_fraction);
+            const auto perm = seeded_permutation(m.size(), mix(o.seed ^ mix(k)));
+            for (std::size_t j = 0; j < n_val; ++j) is_val[m[perm[j]]] = 1;
+        }
     }
 
     // Tile paths move from the manifest's folder to the output folder.
@@ -297,6 +423,10 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         if (empty)
             ctx.warn("partition " + quote(names[k]) + " (CAR " + range_texts[k] +
                      ") has no tiles; its file holds only the header");
+        else if (train.empty())
+            ctx.warn("partition " + quote(names[k]) + " (CAR " + range_texts[k] +
+                     ") has no training tiles: all " + std::to_string(n_val) +
+                     " of its tiles are in the validation scenes");
         jparts.push_back({{"name", names[k]},
                           {"index", k},
                           {"file", file},
@@ -328,6 +458,15 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
     for (int b = 0; b <= kHistogramBins; ++b)
         edges.push_back(static_cast<double>(b) / kHistogramBins);
 
+    const nlohmann::json overlap = val_overlap(table, is_val);
+    if (overlap.is_object() && overlap["tiles"].get<std::size_t>() > 0)
+        ctx.warn(std::to_string(overlap["tiles"].get<std::size_t>()) + " of " +
+                 std::to_string(val_all.size()) +
+                 " validation tiles overlap training tiles of their scene (" +
+                 fixed(100 * overlap["pixel_fraction"].get<double>(), 1) +
+                 " % of their pixels are training pixels too): validation scores will flatter "
+                 "the model; --val-scenes holds out whole scenes instead");
+
     nlohmann::json summary = {
         {"format", "cdkit-partition/1"},
         {"created_by", std::string("cdkit ") + kVersion},
@@ -339,7 +478,9 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         {"thresholds", thresholds},
         {"rule", "partition k holds the tiles with thresholds[k-1] < car <= thresholds[k]"},
         {"seed", o.seed},
-        {"val_fraction", o.val_fraction},
+        {"val_fraction", by_scene ? nlohmann::json(nullptr) : nlohmann::json(o.val_fraction)},
+        {"val_scenes", o.val_scenes},
+        {"val_overlap", overlap},
         {"partitions", jparts},
         {"totals",
          {{"tiles", n},

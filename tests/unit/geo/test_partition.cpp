@@ -358,3 +358,131 @@ TEST_CASE("partition_tiles refuses bad manifests and leaves nothing behind", "[g
     CHECK(cdk::test::list_dir(tmp3 / "tiles") ==
           std::vector<std::string>{"A", "B", "label", "tiles.csv"});
 }
+
+namespace {
+
+struct Tile {
+    std::string id, scene;
+    int x, y, size;
+    double car;
+};
+
+// A manifest of explicit tiles (scene and position given), empty tile files.
+std::string make_placed_manifest(const TempDir& tmp, const std::vector<Tile>& tiles) {
+    const fs::path dir = fs::path(tmp.path()) / "tiles";
+    for (const char* sub : {"A", "B", "label"}) fs::create_directories(dir / sub);
+    std::ofstream csv(dir / "tiles.csv");
+    csv << "id,scene,x,y,width,height,car,valid_fraction,a,b,label\n";
+    for (const auto& t : tiles)
+        csv << t.id << "," << t.scene << "," << t.x << "," << t.y << "," << t.size << ","
+            << t.size << "," << cdk::format_number(t.car) << ",1,A/" << t.id << ".tif,B/" << t.id
+            << ".tif,label/" << t.id << ".tif\n";
+    return (dir / "tiles.csv").string();
+}
+
+}  // namespace
+
+TEST_CASE("the summary says how much drawn validation tiles overlap training tiles",
+          "[geo][partition]") {
+    // Two tiles of one partition: one is drawn for validation, the other covers a known
+    // share of it (or nothing, when they lie in different scenes or apart).
+    const auto overlap_of = [](std::vector<Tile> tiles) {
+        TempDir tmp;
+        PartitionOptions o;
+        o.manifest = make_placed_manifest(tmp, tiles);
+        o.out = tmp / "parts";
+        o.thresholds = {0.5};
+        const auto s = partition_tiles(o);
+        REQUIRE(s["totals"]["val"] == 1);
+        return s["val_overlap"];
+    };
+    auto half = overlap_of({{"a", "s", 0, 0, 16, 0.1}, {"b", "s", 8, 0, 16, 0.1}});
+    CHECK(half["tiles"] == 1);
+    CHECK(half["val_tiles"] == 1);
+    CHECK(half["pixel_fraction"].get<double>() == Approx(0.5));
+    auto quarter = overlap_of({{"a", "s", 0, 0, 16, 0.1}, {"b", "s", 8, 8, 16, 0.1}});
+    CHECK(quarter["pixel_fraction"].get<double>() == Approx(0.25));
+    auto other_scene = overlap_of({{"a", "s", 0, 0, 16, 0.1}, {"b", "t", 8, 0, 16, 0.1}});
+    CHECK(other_scene["tiles"] == 0);
+    CHECK(other_scene["pixel_fraction"].get<double>() == 0);
+    auto touching = overlap_of({{"a", "s", 0, 0, 16, 0.1}, {"b", "s", 16, 0, 16, 0.1}});
+    CHECK(touching["tiles"] == 0);
+
+    // A grid of 16-px tiles at stride 8, half of them drawn for validation: the share is the
+    // one a pixel-by-pixel count finds (pixels covered by several training tiles count once).
+    TempDir tmp;
+    std::vector<Tile> grid;
+    for (int y = 0; y <= 32; y += 8)
+        for (int x = 0; x <= 32; x += 8)
+            grid.push_back({"g_" + std::to_string(x) + "_" + std::to_string(y), "s", x, y, 16,
+                            x == 16 && y == 16 ? 0.9 : 0.0});
+    PartitionOptions o;
+    o.manifest = make_placed_manifest(tmp, grid);
+    o.out = tmp / "parts";
+    o.thresholds = {0.5};
+    o.val_fraction = 0.5;  // the large partition holds one tile: kept for training
+    const auto s = partition_tiles(o);
+    const auto val = cdk::read_csv(tmp / "parts/val.csv");
+    const auto train = cdk::read_csv(tmp / "parts/origin.csv");
+    REQUIRE(val.rows.size() == 12);  // round(0.5 * 24) of the small partition
+    long covered = 0, touched = 0;
+    for (const auto& v : val.rows) {
+        const int vx = std::stoi(v[2]), vy = std::stoi(v[3]);
+        bool any = false;
+        for (int py = vy; py < vy + 16; ++py)
+            for (int px = vx; px < vx + 16; ++px) {
+                bool in = false;
+                for (const auto& t : train.rows) {
+                    const int tx = std::stoi(t[2]), ty = std::stoi(t[3]);
+                    in = in || (px >= tx && px < tx + 16 && py >= ty && py < ty + 16);
+                }
+                covered += in;
+                any = any || in;
+            }
+        touched += any;
+    }
+    CHECK(s["val_overlap"]["tiles"] == touched);
+    CHECK(s["val_overlap"]["val_tiles"] == 12);
+    CHECK(s["val_overlap"]["pixel_fraction"].get<double>() == Approx(covered / (12.0 * 256)));
+    CHECK(covered > 0);
+}
+
+TEST_CASE("validation scenes hold out whole scenes", "[geo][partition]") {
+    TempDir tmp;
+    std::vector<Tile> tiles;
+    for (const char* scene : {"rome", "oslo", "lima"})
+        for (int i = 0; i < 6; ++i)
+            tiles.push_back({std::string(scene) + std::to_string(i), scene, 8 * i, 0, 16,
+                             i % 3 == 0 ? 0.3 : 0.01 * i});
+    PartitionOptions o;
+    o.manifest = make_placed_manifest(tmp, tiles);
+    o.out = tmp / "parts";
+    o.val_scenes = {"oslo", "lima", "oslo"};
+    const auto s = partition_tiles(o);
+    const auto val = cdk::read_csv(tmp / "parts/val.csv");
+    const auto origin = cdk::read_csv(tmp / "parts/origin.csv");
+    REQUIRE(val.rows.size() == 12);
+    for (const auto& r : val.rows) CHECK((r[1] == "oslo" || r[1] == "lima"));
+    REQUIRE(origin.rows.size() == 6);
+    for (const auto& r : origin.rows) CHECK(r[1] == "rome");
+    CHECK(s["val_scenes"] == nlohmann::json{"oslo", "lima", "oslo"});
+    CHECK(s["val_fraction"].is_null());
+    CHECK(s["val_overlap"]["tiles"] == 0);  // the tiles overlap, but only within a scene
+    CHECK(s["val_overlap"]["val_tiles"] == 12);
+    CHECK(s["totals"]["val"] == 12);
+
+    // A scene the manifest lacks is named, with the scenes it has.
+    o.out = tmp / "bad";
+    o.val_scenes = {"rome", "paris"};
+    CHECK_THROWS_WITH(partition_tiles(o), Catch::Contains("'paris'") &&
+                                              Catch::Contains("lima, oslo, rome"));
+    o.val_scenes = {"rome", "oslo", "lima"};
+    CHECK_THROWS_WITH(partition_tiles(o), Catch::Contains("nothing is left to train on"));
+    o.val_scenes = {"rome"};
+    o.val_fraction = 0.2;
+    CHECK_THROWS_WITH(partition_tiles(o), Catch::Contains("exclusive"));
+    o.val_fraction = 0;
+    o.val_scenes = {" "};
+    CHECK_THROWS_WITH(partition_tiles(o), Catch::Contains("empty validation scene"));
+    CHECK(cdk::test::list_dir(tmp.path()) == std::vector<std::string>{"parts", "tiles"});
+}

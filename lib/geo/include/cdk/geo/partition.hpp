@@ -21,13 +21,18 @@ struct PartitionOptions {
     std::vector<double> thresholds{0.05, 0.20};  ///< CAR upper bounds, increasing, in (0, 1)
     int quantiles = 0;                           ///< K equal-count partitions; 0 = use thresholds
     double val_fraction = 0.1;  ///< validation share drawn from each partition, in [0, 1)
+    /// Scenes (the manifest's `scene` column) whose tiles are all held out for validation,
+    /// instead of the per-partition draw: no validation pixel is then also a training pixel.
+    std::vector<std::string> val_scenes;
     std::uint64_t seed = 0;     ///< seed of the train/validation draw
     bool overwrite = false;     ///< replace an existing output folder
 };
 
 /// Cross-option checks: manifest and out given; thresholds strictly increasing in (0, 1);
 /// thresholds and quantiles exclusive (with quantiles > 0, thresholds must be empty or the
-/// untouched default, which is then ignored); quantiles 0 or >= 2; val_fraction in [0, 1).
+/// untouched default, which is then ignored); quantiles 0 or >= 2; val_fraction in [0, 1);
+/// val_scenes without empty names, and exclusive with a val_fraction other than the default
+/// (which is then ignored) or 0.
 void validate(const PartitionOptions& options);
 
 // The partition rule lives in lib/core so that lib/nn routes samples by the same code.
@@ -46,7 +51,9 @@ std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t seed);
 
 /// Split a tile manifest by CAR: OUT/origin.csv (all training tiles), OUT/<partition>.csv
 /// (its training tiles), OUT/val.csv (validation tiles drawn per partition) and
-/// OUT/summary.json. The folder appears only when complete. Returns the JSON summary.
+/// OUT/summary.json. The folder appears only when complete. Returns the JSON summary, which
+/// also says how many validation tiles overlap training tiles of their scene and what share
+/// of their pixels those cover (`val_overlap`; warned, since validation then flatters).
 nlohmann::json partition_tiles(const PartitionOptions& options, const RunContext& ctx = {});
 
 }  // namespace cdk::geo
