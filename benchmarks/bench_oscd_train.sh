@@ -45,8 +45,15 @@ fi
 
 start=$(date +%s)
 "$BIN/cd-train-teacher" --train "$PARTS/origin.csv" --val "$PARTS/val.csv" --arch "$ARCH" \
-    --out "$RUN/model.cdm" --epochs "$EPOCHS" --resume "$@" > "$RUN/train.json" 2> >(tee -a "$RUN/train.log" >&2)
+    --out "$RUN/model.cdm" --epochs "$EPOCHS" --resume "$@" > "$RUN/train.json.new" 2> >(tee -a "$RUN/train.log" >&2)
 train_end=$(date +%s)
+# Rerunning a finished run skips training, and its short "skipped" summary must not replace
+# the one the training wrote (best epoch, samples/s).
+if [ -f "$RUN/train.json" ] && grep -q '"skipped": true' "$RUN/train.json.new"; then
+  rm "$RUN/train.json.new"
+else
+  mv "$RUN/train.json.new" "$RUN/train.json"
+fi
 
 oscd_map_test "$RUN" "$BANDS" --model "$RUN/model.cdm"
 end=$(date +%s)
