@@ -51,10 +51,10 @@ std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t seed);
 
 /// Split a tile manifest by CAR: OUT/origin.csv (all training tiles), OUT/<partition>.csv
 /// (its training tiles), OUT/val.csv (validation tiles drawn per partition, or the tiles of
-/// val_scenes) and
-/// OUT/summary.json. The folder appears only when complete. Returns the JSON summary, which
-/// also says how many validation tiles overlap training tiles of their scene and what share
-/// of their pixels those cover (`val_overlap`; warned, since validation then flatters).
+/// val_scenes) and OUT/summary.json. The folder appears only when complete. Returns the JSON
+/// summary, which also says how many validation tiles overlap training tiles of their scene
+/// and what share of their pixels those cover (`val_overlap`; warned, since validation then
+/// flatters).
 nlohmann::json partition_tiles(const PartitionOptions& options, const RunContext& ctx = {});
 
 }  // namespace cdk::geo
