@@ -9,3 +9,10 @@ endif()
 function(cdk_target_defaults target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wno-unused-parameter)
 endfunction()
+
+# Reuse lib/nn's precompiled <torch/torch.h> (one ~0.6 GiB file for the whole build, not one
+# per target). GCC ignores a precompiled header whose flags do not fit; -Winvalid-pch says so.
+function(cdk_reuse_torch_pch target)
+  target_precompile_headers(${target} REUSE_FROM cdk_nn)
+  target_compile_options(${target} PRIVATE -Winvalid-pch)
+endfunction()
