@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cdk/core/csv.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "support/cli_checks.hpp"
 #include "support/support.hpp"
@@ -61,6 +62,9 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     CHECK(j["complete"] == false);
     CHECK(j["epochs_completed"] == 1);
     CHECK(exists(out + ".ckpt"));
+    // Validating on the training tiles themselves is warned (even with --quiet).
+    CHECK(r.err.find("6 of 6 validation tiles") != std::string::npos);
+    CHECK(r.err.find("100.0 % of their pixels are training pixels") != std::string::npos);
     CHECK(exists(out + ".log.jsonl"));
 
     // Continue where it stopped.
@@ -85,6 +89,8 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     CHECK(h["training"]["complete"] == true);
     CHECK(h["training"]["resumed_after_epochs"] == nlohmann::json{1});
     CHECK(h["training"]["train"]["tiles"] == j["train_tiles"]);
+    CHECK(h["training"]["val_overlap"]["tiles"] == 6);
+    CHECK(h["training"]["val_overlap"]["pixel_fraction"] == 1.0);
     CHECK(h["training"]["augment"]["swap_dates"] == true);  // the default
     CHECK(h["training"]["augment"]["flips"] == true);
     CHECK(h["metrics"]["change"].contains("f1"));
@@ -132,11 +138,25 @@ TEST_CASE("cd-train-teacher --no-date-swap, --model-option and --ema", "[cli][tr
     TempDir tmp;
     const auto tiles = synthetic_tiles(tmp);
     const std::string out = tmp / "m.cdm";
+    // Validation on the same tiles filed under another scene: no pixel is shared, no warning.
+    const std::string other = std::filesystem::path(tiles).parent_path() / "other_scene.csv";
+    {
+        auto t = cdk::read_csv(tiles);
+        const int scene = t.require_column("scene", tiles);
+        std::ofstream f(other);
+        f << cdk::csv_line(t.header) << '\n';
+        for (auto& row : t.rows) {
+            row[scene] = "elsewhere";
+            f << cdk::csv_line(row) << '\n';
+        }
+    }
     auto args = tiny_args(tiles, out, 1);
+    args[3] = other;  // --val
     args.insert(args.end(), {"--no-date-swap", "--model-option", "shared_dropout=true", "--ema", "0.99"});
     auto r = run_tool("cd-train-teacher", args);
     INFO(r.err);
     REQUIRE(r.rc == 0);
+    CHECK(r.err.find("overlap training tiles") == std::string::npos);
     const auto bundle = cdk::nn::load_bundle(out);
     const auto& augment = bundle.header["training"]["augment"];
     CHECK(augment["swap_dates"] == false);
@@ -144,6 +164,8 @@ TEST_CASE("cd-train-teacher --no-date-swap, --model-option and --ema", "[cli][tr
     CHECK(augment["rot90"] == true);
     CHECK(bundle.model->options().extra == nlohmann::json{{"shared_dropout", true}});
     CHECK(bundle.header["training"]["ema"] == 0.99);
+    CHECK(bundle.header["training"]["val_overlap"]["tiles"] == 0);
+    CHECK(bundle.header["training"]["val_overlap"]["val_tiles"] == 6);
     // The log scores both the average (val) and the latest weights (val_live).
     std::ifstream log(out + ".log.jsonl");
     std::string first;

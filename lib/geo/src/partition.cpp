@@ -128,24 +128,31 @@ double union_area(const std::vector<Rect>& rects) {
     return area;
 }
 
-// How much the validation tiles overlap training tiles of their own scene (cd-tile's
-// --overlap makes neighbours share pixels, so a drawn validation tile is mostly training
-// pixels): the count of such tiles and the share of validation pixels that training tiles
-// cover. null when the manifest lacks scene, x, y, width or height, or one is not a number.
-nlohmann::json val_overlap(const CsvTable& t, const std::vector<char>& is_val) {
+// Each row's rectangle in its scene's pixel grid (scene, x, y, width, height); false when a
+// column is missing, a value is not a number or a size is not positive.
+bool tile_rects(const CsvTable& t, std::vector<Rect>& rect, std::vector<std::string>& scene) {
     const int c_scene = t.column("scene");
     const int c_num[4] = {t.column("x"), t.column("y"), t.column("width"), t.column("height")};
     if (c_scene < 0 || std::find(std::begin(c_num), std::end(c_num), -1) != std::end(c_num))
-        return nullptr;
-    const std::size_t n = t.rows.size();
-    std::vector<Rect> rect(n);
-    for (std::size_t i = 0; i < n; ++i) {
+        return false;
+    rect.resize(t.rows.size());
+    scene.resize(t.rows.size());
+    for (std::size_t i = 0; i < t.rows.size(); ++i) {
         double v[4];
         for (int k = 0; k < 4; ++k)
-            if (!parse_number(trim(t.rows[i][c_num[k]]), v[k])) return nullptr;
-        if (!(v[2] > 0 && v[3] > 0)) return nullptr;
+            if (!parse_number(trim(t.rows[i][c_num[k]]), v[k])) return false;
+        if (!(v[2] > 0 && v[3] > 0)) return false;
         rect[i] = {v[0], v[1], v[0] + v[2], v[1] + v[3]};
+        scene[i] = t.rows[i][c_scene];
     }
+    return true;
+}
+
+// The overlap count and covered share of validation tiles `val` (indices into rect/scene)
+// against training tiles `train` of the same scene.
+nlohmann::json overlap_of(const std::vector<Rect>& rect, const std::vector<std::string>& scene,
+                          const std::vector<std::size_t>& train_rows,
+                          const std::vector<std::size_t>& val_rows) {
     // Training tiles per scene sorted by left edge; a validation tile meets those whose left
     // edge lies in (x0 - widest, x1).
     struct SceneTiles {
@@ -153,23 +160,20 @@ nlohmann::json val_overlap(const CsvTable& t, const std::vector<char>& is_val) {
         double widest = 0;
     };
     std::map<std::string, SceneTiles> train;
-    for (std::size_t i = 0; i < n; ++i)
-        if (!is_val[i]) {
-            auto& s = train[t.rows[i][c_scene]];
-            s.by_x.push_back(i);
-            s.widest = std::max(s.widest, rect[i].x1 - rect[i].x0);
-        }
+    for (std::size_t i : train_rows) {
+        auto& s = train[scene[i]];
+        s.by_x.push_back(i);
+        s.widest = std::max(s.widest, rect[i].x1 - rect[i].x0);
+    }
     for (auto& [name, s] : train)
         std::sort(s.by_x.begin(), s.by_x.end(),
                   [&](std::size_t a, std::size_t b) { return rect[a].x0 < rect[b].x0; });
-    std::size_t n_val = 0, overlapping = 0;
+    std::size_t overlapping = 0;
     double val_area = 0, covered = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        if (!is_val[i]) continue;
-        ++n_val;
+    for (std::size_t i : val_rows) {
         const Rect& v = rect[i];
         val_area += (v.x1 - v.x0) * (v.y1 - v.y0);
-        const auto it = train.find(t.rows[i][c_scene]);
+        const auto it = train.find(scene[i]);
         if (it == train.end()) continue;
         const auto& s = it->second;
         std::vector<Rect> clipped;
@@ -187,8 +191,21 @@ nlohmann::json val_overlap(const CsvTable& t, const std::vector<char>& is_val) {
         covered += union_area(clipped);
     }
     return {{"tiles", overlapping},
-            {"val_tiles", n_val},
-            {"pixel_fraction", n_val ? nlohmann::json(covered / val_area) : nlohmann::json(nullptr)}};
+            {"val_tiles", val_rows.size()},
+            {"pixel_fraction",
+             val_rows.empty() ? nlohmann::json(nullptr) : nlohmann::json(covered / val_area)}};
+}
+
+// How much the validation rows of one manifest overlap its training rows (cd-tile's
+// --overlap makes neighbours share pixels, so a drawn validation tile is mostly training
+// pixels); null when the manifest lacks scene, x, y, width or height, or one is not a number.
+nlohmann::json val_overlap(const CsvTable& t, const std::vector<char>& is_val) {
+    std::vector<Rect> rect;
+    std::vector<std::string> scene;
+    if (!tile_rects(t, rect, scene)) return nullptr;
+    std::vector<std::size_t> train_rows, val_rows;
+    for (std::size_t i = 0; i < t.rows.size(); ++i) (is_val[i] ? val_rows : train_rows).push_back(i);
+    return overlap_of(rect, scene, train_rows, val_rows);
 }
 
 std::string join_names(const std::vector<std::string>& names, std::size_t at_most) {
@@ -199,6 +216,18 @@ std::string join_names(const std::vector<std::string>& names, std::size_t at_mos
 }
 
 }  // namespace
+
+nlohmann::json tile_overlap(const CsvTable& train, const CsvTable& val) {
+    std::vector<Rect> rect, val_rect;
+    std::vector<std::string> scene, val_scene;
+    if (!tile_rects(train, rect, scene) || !tile_rects(val, val_rect, val_scene)) return nullptr;
+    std::vector<std::size_t> train_rows(rect.size()), val_rows(val_rect.size());
+    for (std::size_t i = 0; i < train_rows.size(); ++i) train_rows[i] = i;
+    for (std::size_t i = 0; i < val_rows.size(); ++i) val_rows[i] = rect.size() + i;
+    rect.insert(rect.end(), val_rect.begin(), val_rect.end());
+    scene.insert(scene.end(), val_scene.begin(), val_scene.end());
+    return overlap_of(rect, scene, train_rows, val_rows);
+}
 
 void validate(const PartitionOptions& o) {
     if (o.manifest.empty())

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "cdk/core/error.hpp"
 #include "cdk/core/fs.hpp"
 #include "cdk/core/metrics.hpp"
+#include "cdk/geo/partition.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
 
@@ -396,6 +398,11 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
                               std::to_string(train.bands()));
         if (val->size() == 0) throw ConfigError("validation manifest " + quote(o.val) + " has no tiles");
     }
+    // Validation tiles cut from the same pixels as training tiles (a drawn split of tiles
+    // with overlap) make the validation F1, the best epoch and the threshold flatter: warned
+    // once the inputs are known to be good, and recorded in the bundle.
+    const nlohmann::json val_overlap =
+        val ? geo::tile_overlap(read_csv(o.train), read_csv(o.val)) : nlohmann::json(nullptr);
     const int bands = train.bands();
     std::vector<std::string> band_names;
     if (dataset_json.contains("band_names") && dataset_json["band_names"].is_array())
@@ -516,6 +523,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     nlohmann::json training = {
         {"train", manifest_summary(o.train, train)},
         {"val", val ? manifest_summary(o.val, *val) : nlohmann::json(nullptr)},
+        {"val_overlap", val_overlap},
         {"epochs", o.epochs},
         {"batch_size", o.batch_size},
         {"optimizer", o.optimizer},
@@ -538,6 +546,15 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         {"max_steps", o.max_steps},
     };
     const int64_t params = nn::parameter_count(*model);
+    if (val_overlap.is_object() && val_overlap["tiles"].get<std::size_t>() > 0) {
+        char share[32];
+        std::snprintf(share, sizeof share, "%.1f", 100 * val_overlap["pixel_fraction"].get<double>());
+        ctx.warn(std::to_string(val_overlap["tiles"].get<std::size_t>()) + " of " +
+                 std::to_string(val_overlap["val_tiles"].get<std::size_t>()) + " validation tiles (" +
+                 quote(o.val) + ") overlap training tiles of their scene (" + share +
+                 " % of their pixels are training pixels too): validation scores will flatter "
+                 "the model; cd-partition --val-scenes holds out whole scenes");
+    }
     ctx.info("training " + mo.arch + " (width " + std::to_string(mo.width) + ", " + std::to_string(params) +
              " parameters) on " + std::to_string(train.size()) + " tiles, " + std::to_string(bands) +
              " bands, " + device.str() + (o.amp ? " in bfloat16 mixed precision" : "") +

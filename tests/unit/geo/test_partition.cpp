@@ -447,6 +447,54 @@ TEST_CASE("the summary says how much drawn validation tiles overlap training til
     CHECK(covered > 0);
 }
 
+TEST_CASE("tile_overlap compares two manifests as the partition summary does",
+          "[geo][partition]") {
+    const auto table = [](std::vector<std::vector<std::string>> rows) {
+        cdk::CsvTable t;
+        t.header = {"id", "scene", "x", "y", "width", "height"};
+        t.rows = std::move(rows);
+        return t;
+    };
+    const auto train = table({{"a", "s", "0", "0", "16", "16"}, {"b", "s", "8", "0", "16", "16"},
+                              {"c", "t", "0", "0", "16", "16"}});
+    // The same tile in both manifests is all training pixels; a tile half under "a" and half
+    // under "b" counts its shared pixels once; another scene's tile at the same place, none.
+    auto same = tile_overlap(train, table({{"a", "s", "0", "0", "16", "16"}}));
+    CHECK(same["tiles"] == 1);
+    CHECK(same["pixel_fraction"].get<double>() == Approx(1.0));
+    auto shifted = tile_overlap(train, table({{"v", "s", "16", "0", "16", "16"}}));
+    CHECK(shifted["pixel_fraction"].get<double>() == Approx(0.5));
+    auto two = tile_overlap(train, table({{"v", "s", "16", "0", "16", "16"},
+                                          {"w", "u", "0", "0", "16", "16"}}));
+    CHECK(two["tiles"] == 1);
+    CHECK(two["val_tiles"] == 2);
+    CHECK(two["pixel_fraction"].get<double>() == Approx(0.25));
+    CHECK(tile_overlap(train, table({}))["pixel_fraction"].is_null());
+    // Without the placement columns, or with a value that is not a number: null.
+    cdk::CsvTable bare;
+    bare.header = {"id", "a", "b"};
+    bare.rows = {{"x", "A/x.tif", "B/x.tif"}};
+    CHECK(tile_overlap(train, bare).is_null());
+    CHECK(tile_overlap(table({{"a", "s", "zero", "0", "16", "16"}}), train).is_null());
+
+    // On a drawn split, the two written manifests give the summary's own figures.
+    TempDir tmp;
+    std::vector<Tile> grid;
+    for (int y = 0; y <= 32; y += 8)
+        for (int x = 0; x <= 32; x += 8)
+            grid.push_back({"g_" + std::to_string(x) + "_" + std::to_string(y), "s", x, y, 16, 0.0});
+    PartitionOptions o;
+    o.manifest = make_placed_manifest(tmp, grid);
+    o.out = tmp / "parts";
+    o.thresholds = {0.5};
+    o.val_fraction = 0.4;
+    const auto s = partition_tiles(o);
+    const auto from_files =
+        tile_overlap(cdk::read_csv(tmp / "parts/origin.csv"), cdk::read_csv(tmp / "parts/val.csv"));
+    CHECK(from_files == s["val_overlap"]);
+    CHECK(from_files["tiles"].get<int>() > 0);
+}
+
 TEST_CASE("validation scenes hold out whole scenes", "[geo][partition]") {
     TempDir tmp;
     std::vector<Tile> tiles;

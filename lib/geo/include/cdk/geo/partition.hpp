@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cdk/core/car.hpp"
+#include "cdk/core/csv.hpp"
 #include "cdk/core/context.hpp"
 
 namespace cdk::geo {
@@ -56,5 +57,12 @@ std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t seed);
 /// and what share of their pixels those cover (`val_overlap`; warned, since validation then
 /// flatters).
 nlohmann::json partition_tiles(const PartitionOptions& options, const RunContext& ctx = {});
+
+/// How much the tiles of a validation manifest overlap tiles of a training manifest from the
+/// same scene (both need cd-tile's scene, x, y, width and height columns, in the scene's pixel
+/// grid): {"tiles": validation tiles meeting a training tile, "val_tiles": all of them,
+/// "pixel_fraction": share of validation pixels that training tiles cover, null without
+/// validation tiles}. null when either manifest lacks a column or a value is not a number.
+nlohmann::json tile_overlap(const CsvTable& train, const CsvTable& val);
 
 }  // namespace cdk::geo
