@@ -32,12 +32,19 @@ int main(int argc, char** argv) {
                                         "Share of each partition kept for validation, in [0, 1)")
                              ->capture_default_str()
                              ->check(CLI::Range(0.0, 1.0));
-    app.add_option("--val-scenes", opt.val_scenes,
+    auto* val_scenes = app.add_option("--val-scenes", opt.val_scenes,
                    "Hold out these scenes (the manifest's scene column), all their tiles, for "
                    "validation instead of drawing tiles: with overlapping tiles a drawn "
                    "validation tile is mostly training pixels")
         ->delimiter(',')
         ->excludes(val_fraction);
+    app.add_option("--val-blocks", opt.val_block,
+                   "Hold out square blocks of PX pixels of every scene, about --val-fraction of "
+                   "each scene's tiles, for validation, and leave out the training tiles that "
+                   "overlap them: every scene validated on, no pixel in both sets")
+        ->type_name("PX")
+        ->check(CLI::Range(1, 1 << 30))
+        ->excludes(val_scenes);
     app.add_option("--seed", opt.seed, "Seed of the train/validation draw")->capture_default_str();
     app.add_flag("--overwrite", opt.overwrite, "Replace an existing output folder");
     CLI11_PARSE(app, argc, argv);

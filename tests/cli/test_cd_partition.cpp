@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "cdk/core/csv.hpp"
 #include "support/cli_checks.hpp"
@@ -211,4 +212,28 @@ TEST_CASE("cd-partition --val-scenes holds out whole scenes and warns about over
     CHECK(both.rc != 0);
     CHECK(both.rc != 1);  // a usage error
     CHECK(!fs::exists(tmp / "b"));
+
+    // Blocks of 24 px (3 tile centres) from each scene, their neighbours in no file.
+    auto blocks = run_tool("cd-partition", {manifest, "--out", tmp / "blocks", "--val-fraction",
+                                            "0.3", "--val-blocks", "24"});
+    INFO(blocks.err);
+    REQUIRE(blocks.rc == 0);
+    CHECK(blocks.err.find("overlap training tiles") == std::string::npos);
+    CHECK(blocks.err.find("overlap validation blocks and are in no file (--val-blocks 24)") !=
+          std::string::npos);
+    const auto b = nlohmann::json::parse(blocks.out);
+    CHECK(b["val_block"] == 24);
+    CHECK(b["val_overlap"]["tiles"] == 0);
+    // Blocks hold 2 or 3 tiles; each scene's share is 3: one block of 3, or two of 2.
+    CHECK(b["totals"]["val"].get<int>() >= 6);
+    CHECK(b["totals"]["val"].get<int>() <= 8);
+    CHECK(b["totals"]["left_out"].get<int>() >= 2);
+    std::set<std::string> val_scenes_seen;
+    for (const auto& r : cdk::read_csv(tmp / "blocks/val.csv").rows) val_scenes_seen.insert(r[1]);
+    CHECK(val_scenes_seen == std::set<std::string>{"oslo", "rome"});
+    auto blocks_and_scenes = run_tool("cd-partition", {manifest, "--out", tmp / "bs", "--val-scenes",
+                                                       "oslo", "--val-blocks", "24"});
+    CHECK(blocks_and_scenes.rc != 0);
+    CHECK(blocks_and_scenes.rc != 1);  // a usage error
+    CHECK(!fs::exists(tmp / "bs"));
 }

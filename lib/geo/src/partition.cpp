@@ -199,13 +199,49 @@ nlohmann::json overlap_of(const std::vector<Rect>& rect, const std::vector<std::
 // How much the validation rows of one manifest overlap its training rows (cd-tile's
 // --overlap makes neighbours share pixels, so a drawn validation tile is mostly training
 // pixels); null when the manifest lacks scene, x, y, width or height, or one is not a number.
-nlohmann::json val_overlap(const CsvTable& t, const std::vector<char>& is_val) {
+// Tiles left out of every file (`left_out`) are neither.
+nlohmann::json val_overlap(const CsvTable& t, const std::vector<char>& is_val,
+                           const std::vector<char>& left_out) {
     std::vector<Rect> rect;
     std::vector<std::string> scene;
     if (!tile_rects(t, rect, scene)) return nullptr;
     std::vector<std::size_t> train_rows, val_rows;
-    for (std::size_t i = 0; i < t.rows.size(); ++i) (is_val[i] ? val_rows : train_rows).push_back(i);
+    for (std::size_t i = 0; i < t.rows.size(); ++i)
+        if (!left_out[i]) (is_val[i] ? val_rows : train_rows).push_back(i);
     return overlap_of(rect, scene, train_rows, val_rows);
+}
+
+// The tiles that are not validation tiles but overlap one of their scene.
+std::vector<char> bordering(const std::vector<Rect>& rect, const std::vector<std::string>& scene,
+                            const std::vector<char>& is_val) {
+    struct SceneTiles {
+        std::vector<std::size_t> by_x;
+        double widest = 0;
+    };
+    std::map<std::string, SceneTiles> val;
+    for (std::size_t i = 0; i < rect.size(); ++i)
+        if (is_val[i]) {
+            auto& s = val[scene[i]];
+            s.by_x.push_back(i);
+            s.widest = std::max(s.widest, rect[i].x1 - rect[i].x0);
+        }
+    for (auto& [name, s] : val)
+        std::sort(s.by_x.begin(), s.by_x.end(),
+                  [&](std::size_t a, std::size_t b) { return rect[a].x0 < rect[b].x0; });
+    std::vector<char> out(rect.size(), 0);
+    for (std::size_t i = 0; i < rect.size(); ++i) {
+        if (is_val[i]) continue;
+        const auto it = val.find(scene[i]);
+        if (it == val.end()) continue;
+        const Rect& t = rect[i];
+        auto j = std::partition_point(it->second.by_x.begin(), it->second.by_x.end(),
+                                      [&](std::size_t k) { return rect[k].x0 <= t.x0 - it->second.widest; });
+        for (; j != it->second.by_x.end() && rect[*j].x0 < t.x1 && !out[i]; ++j) {
+            const Rect& v = rect[*j];
+            out[i] = std::max(v.x0, t.x0) < std::min(v.x1, t.x1) && std::max(v.y0, t.y0) < std::min(v.y1, t.y1);
+        }
+    }
+    return out;
 }
 
 std::string join_names(const std::vector<std::string>& names, std::size_t at_most) {
@@ -261,6 +297,15 @@ void validate(const PartitionOptions& o) {
         throw ConfigError("validation scenes " + quote(join_names(o.val_scenes, 20)) +
                           " and validation fraction " + quote(format_number(o.val_fraction)) +
                           " are exclusive: give one or the other");
+    if (o.val_block < 0)
+        throw ConfigError("validation block size " + quote(std::to_string(o.val_block)) +
+                          " is negative");
+    if (o.val_block > 0 && !o.val_scenes.empty())
+        throw ConfigError("validation blocks and validation scenes " +
+                          quote(join_names(o.val_scenes, 20)) + " are exclusive: give one or the other");
+    if (o.val_block > 0 && o.val_fraction == 0)
+        throw ConfigError("validation blocks of " + std::to_string(o.val_block) +
+                          " px need a validation fraction above 0");
 }
 
 std::vector<double> quantile_thresholds(std::vector<double> cars, int quantiles,
@@ -345,6 +390,7 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
     for (std::size_t i = 0; i < n; ++i) members[partition_of(car[i], thresholds)].push_back(i);
 
     std::vector<char> is_val(n, 0);
+    std::vector<char> left_out(n, 0);  // training tiles that overlap validation blocks
     const bool by_scene = !o.val_scenes.empty();
     if (by_scene) {
         // Whole scenes held out: no validation pixel is a training pixel too.
@@ -362,6 +408,52 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
             throw ConfigError("validation scenes " + quote(join_names(o.val_scenes, 20)) +
                               " hold every tile of manifest " + quote(o.manifest) +
                               ": nothing is left to train on");
+    } else if (o.val_block > 0) {
+        // Whole blocks of every scene, about val_fraction of its tiles; the training tiles
+        // that overlap them are left out below.
+        std::vector<Rect> rect;
+        std::vector<std::string> scene;
+        if (!tile_rects(table, rect, scene))
+            throw ConfigError("validation blocks need the scene, x, y, width and height columns "
+                              "of manifest " + quote(o.manifest) +
+                              " (numbers, as cd-tile writes them)");
+        const double side = o.val_block;
+        std::map<std::string, std::map<std::pair<long long, long long>, std::vector<std::size_t>>>
+            blocks;  // scene -> block (column, row) -> tiles, all in a fixed order
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto bx = static_cast<long long>(std::floor((rect[i].x0 + rect[i].x1) / 2 / side));
+            const auto by = static_cast<long long>(std::floor((rect[i].y0 + rect[i].y1) / 2 / side));
+            blocks[scene[i]][{bx, by}].push_back(i);
+        }
+        std::uint64_t scene_index = 0;
+        std::vector<std::string> unvalidated;
+        for (const auto& [name, in_scene] : blocks) {
+            std::vector<const std::vector<std::size_t>*> list;
+            std::size_t scene_tiles = 0;
+            for (const auto& [key, tiles] : in_scene) {
+                list.push_back(&tiles);
+                scene_tiles += tiles.size();
+            }
+            const std::size_t target = val_count(scene_tiles, o.val_fraction);
+            const auto perm = seeded_permutation(list.size(), mix(o.seed ^ mix(~scene_index++)));
+            std::size_t taken = 0;
+            for (const std::size_t j : perm) {
+                const std::size_t b = list[j]->size();
+                if (taken >= target) break;
+                // A block that overshoots the target by more than it is short is skipped, as
+                // is one that would leave the scene nothing to train on.
+                if (taken + b > target && taken + b - target > target - taken) continue;
+                if (taken + b >= scene_tiles) continue;
+                for (const std::size_t i : *list[j]) is_val[i] = 1;
+                taken += b;
+            }
+            if (target > 0 && taken == 0) unvalidated.push_back(name);
+        }
+        if (!unvalidated.empty())
+            ctx.warn("no block of " + std::to_string(o.val_block) + " px fits the validation share of " +
+                     std::to_string(unvalidated.size()) + " scene(s) (" + join_names(unvalidated, 5) +
+                     "): they have no validation tiles; smaller blocks would give them some");
+        left_out = bordering(rect, scene, is_val);
     } else {
         // Drawn per partition so that every CAR range is represented in validation.
         for (std::size_t k = 0; k < parts; ++k) {
@@ -414,7 +506,13 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         write_csv(out.temp() + "/" + file, (fs::path(o.out) / file).string(), header, rows, which);
     };
     std::vector<std::size_t> train_all, val_all;
-    for (std::size_t i = 0; i < n; ++i) (is_val[i] ? val_all : train_all).push_back(i);
+    for (std::size_t i = 0; i < n; ++i)
+        if (!left_out[i]) (is_val[i] ? val_all : train_all).push_back(i);
+    const std::size_t n_left_out = n - train_all.size() - val_all.size();
+    if (train_all.empty() && o.val_block > 0)
+        throw ConfigError("validation blocks of " + std::to_string(o.val_block) + " px and the " +
+                          std::to_string(n_left_out) + " tiles beside them leave no training tile in manifest " +
+                          quote(o.manifest) + ": choose smaller blocks or a smaller validation fraction");
     write("origin.csv", train_all);
     write("val.csv", val_all);
 
@@ -434,12 +532,14 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
                           pad("mean CAR", 8, true));
     for (std::size_t k = 0; k < parts; ++k) {
         std::vector<std::size_t> train;
-        std::size_t n_val = 0;
+        std::size_t n_val = 0, n_out = 0;
         double sum = 0;
         for (auto i : members[k]) {
             sum += car[i];
             if (is_val[i])
                 ++n_val;
+            else if (left_out[i])
+                ++n_out;
             else
                 train.push_back(i);
         }
@@ -454,8 +554,10 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
                      ") has no tiles; its file holds only the header");
         else if (train.empty())
             ctx.warn("partition " + quote(names[k]) + " (CAR " + range_texts[k] +
-                     ") has no training tiles: all " + std::to_string(n_val) +
-                     " of its tiles are in the validation scenes");
+                     ") has no training tiles: " +
+                     (by_scene ? "all " + std::to_string(n_val) + " of its tiles are in the validation scenes"
+                               : std::to_string(n_val) + " of its tiles are in validation blocks, " +
+                                     std::to_string(n_out) + " overlap them"));
         jparts.push_back({{"name", names[k]},
                           {"index", k},
                           {"file", file},
@@ -464,6 +566,7 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
                           {"tiles", members[k].size()},
                           {"train", train.size()},
                           {"val", n_val},
+                          {"left_out", n_out},
                           {"mean_car", empty ? nlohmann::json(nullptr) : nlohmann::json(mean)}});
         table_lines.push_back(pad(names[k], name_w) + "  " + pad(range_texts[k], range_w) + "  " +
                               pad(std::to_string(train.size()), 7, true) + "  " +
@@ -487,14 +590,18 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
     for (int b = 0; b <= kHistogramBins; ++b)
         edges.push_back(static_cast<double>(b) / kHistogramBins);
 
-    const nlohmann::json overlap = val_overlap(table, is_val);
+    if (n_left_out > 0)
+        table_lines.push_back(std::to_string(n_left_out) +
+                              " tiles overlap validation blocks and are in no file (--val-blocks " +
+                              std::to_string(o.val_block) + ")");
+    const nlohmann::json overlap = val_overlap(table, is_val, left_out);
     if (overlap.is_object() && overlap["tiles"].get<std::size_t>() > 0)
         ctx.warn(std::to_string(overlap["tiles"].get<std::size_t>()) + " of " +
                  std::to_string(val_all.size()) +
                  " validation tiles overlap training tiles of their scene (" +
                  fixed(100 * overlap["pixel_fraction"].get<double>(), 1) +
                  " % of their pixels are training pixels too): validation scores will flatter "
-                 "the model; --val-scenes holds out whole scenes instead");
+                 "the model; --val-blocks PX holds out blocks of every scene instead");
 
     nlohmann::json summary = {
         {"format", "cdkit-partition/1"},
@@ -509,12 +616,14 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         {"seed", o.seed},
         {"val_fraction", by_scene ? nlohmann::json(nullptr) : nlohmann::json(o.val_fraction)},
         {"val_scenes", o.val_scenes},
+        {"val_block", o.val_block > 0 ? nlohmann::json(o.val_block) : nlohmann::json(nullptr)},
         {"val_overlap", overlap},
         {"partitions", jparts},
         {"totals",
          {{"tiles", n},
           {"train", train_all.size()},
           {"val", val_all.size()},
+          {"left_out", n_left_out},
           {"mean_car", sum_all / n}}},
         {"files", {{"origin", "origin.csv"}, {"val", "val.csv"}, {"summary", "summary.json"}}},
         {"car_histogram",

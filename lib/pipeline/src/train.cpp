@@ -553,7 +553,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
                  std::to_string(val_overlap["val_tiles"].get<std::size_t>()) + " validation tiles (" +
                  quote(o.val) + ") overlap training tiles of their scene (" + share +
                  " % of their pixels are training pixels too): validation scores will flatter "
-                 "the model; cd-partition --val-scenes holds out whole scenes");
+                 "the model; cd-partition --val-blocks PX holds out blocks of every scene");
     }
     ctx.info("training " + mo.arch + " (width " + std::to_string(mo.width) + ", " + std::to_string(params) +
              " parameters) on " + std::to_string(train.size()) + " tiles, " + std::to_string(bands) +

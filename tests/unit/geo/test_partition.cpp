@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <tuple>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -533,4 +534,139 @@ TEST_CASE("validation scenes hold out whole scenes", "[geo][partition]") {
     o.val_scenes = {" "};
     CHECK_THROWS_WITH(partition_tiles(o), Catch::Contains("empty validation scene"));
     CHECK(cdk::test::list_dir(tmp.path()) == std::vector<std::string>{"parts", "tiles"});
+}
+
+TEST_CASE("validation blocks take whole blocks of every scene and leave out their border",
+          "[geo][partition]") {
+    // Two scenes, each a 12 x 12 grid of 16-px tiles at stride 8 (neighbours share pixels),
+    // CARs spread over both partitions.
+    TempDir tmp;
+    std::vector<Tile> tiles;
+    for (const char* scene : {"s", "t"})
+        for (int y = 0; y < 96; y += 8)
+            for (int x = 0; x < 96; x += 8)
+                tiles.push_back({std::string(scene) + "_" + std::to_string(x) + "_" + std::to_string(y),
+                                 scene, x, y, 16, ((x + y) / 8 % 5) * 0.2});
+    PartitionOptions o;
+    o.manifest = make_placed_manifest(tmp, tiles);
+    o.out = tmp / "parts";
+    o.thresholds = {0.5};
+    o.val_fraction = 0.2;
+    o.val_block = 32;  // 4 x 4 tile centres per block
+    const auto s = partition_tiles(o);
+    CHECK(s["val_block"] == 32);
+    CHECK(s["val_overlap"]["tiles"] == 0);
+
+    std::map<std::string, const Tile*> by_id;
+    for (const auto& t : tiles) by_id[t.id] = &t;
+    std::set<std::string> val_ids, train_ids;
+    for (const auto& r : cdk::read_csv(tmp / "parts/val.csv").rows) val_ids.insert(r[0]);
+    for (const auto& r : cdk::read_csv(tmp / "parts/origin.csv").rows) train_ids.insert(r[0]);
+    const auto meets = [](const Tile& a, const Tile& b) {
+        return a.scene == b.scene && std::abs(a.x - b.x) < 16 && std::abs(a.y - b.y) < 16;
+    };
+    const auto block = [](const Tile& t) {
+        return std::make_tuple(t.scene, (t.x + 8) / 32, (t.y + 8) / 32);
+    };
+    std::map<std::string, std::size_t> val_per_scene;
+    for (const auto& id : val_ids) ++val_per_scene[by_id[id]->scene];
+    // Every scene is validated on, near its share (within one block of 16 tiles).
+    for (const char* scene : {"s", "t"}) {
+        CHECK(val_per_scene[scene] > 0);
+        CHECK(std::abs(static_cast<double>(val_per_scene[scene]) - 0.2 * 144) <= 16);
+    }
+    std::size_t left_out = 0;
+    for (const auto& t : tiles) {
+        const bool is_val = val_ids.count(t.id) > 0, is_train = train_ids.count(t.id) > 0;
+        CHECK_FALSE((is_val && is_train));
+        bool touches_val = false;
+        for (const auto& id : val_ids) touches_val = touches_val || (!is_val && meets(t, *by_id[id]));
+        // A training tile shares no pixel with a validation tile; a tile in no file does.
+        if (is_train) CHECK_FALSE(touches_val);
+        if (!is_val && !is_train) {
+            CHECK(touches_val);
+            ++left_out;
+        }
+        // Validation tiles come in whole blocks.
+        for (const auto& id : val_ids)
+            if (block(*by_id[id]) == block(t)) CHECK(is_val);
+    }
+    CHECK(left_out > 0);
+    CHECK(s["totals"]["left_out"] == left_out);
+    CHECK(s["totals"]["train"].get<std::size_t>() + s["totals"]["val"].get<std::size_t>() + left_out ==
+          tiles.size());
+    std::size_t parts_out = 0;
+    for (const auto& p : s["partitions"]) parts_out += p["left_out"].get<std::size_t>();
+    CHECK(parts_out == left_out);
+
+    // Seeded: the same seed draws the same blocks, another seed others.
+    o.out = tmp / "again";
+    CHECK(partition_tiles(o)["totals"] == s["totals"]);
+    CHECK(slurp(tmp / "again/val.csv") == slurp(tmp / "parts/val.csv"));
+    o.out = tmp / "other";
+    o.seed = 7;
+    partition_tiles(o);
+    CHECK(slurp(tmp / "other/val.csv") != slurp(tmp / "parts/val.csv"));
+
+    // Blocks larger than a scene fit no share: warned, no validation tiles.
+    std::vector<std::string> warnings;
+    cdk::RunContext ctx(
+        [&](cdk::LogLevel level, const std::string& m) {
+            if (level == cdk::LogLevel::Warning) warnings.push_back(m);
+        },
+        nullptr);
+    o.out = tmp / "huge";
+    o.val_block = 1000;
+    const auto huge = partition_tiles(o, ctx);
+    CHECK(huge["totals"]["val"] == 0);
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("2 scene(s) (s, t)") != std::string::npos);
+}
+
+TEST_CASE("validation blocks refuse what they cannot do", "[geo][partition]") {
+    TempDir tmp;
+    PartitionOptions o;
+    o.manifest = make_manifest(tmp, spread_cars(12));
+    o.out = tmp / "parts";
+    o.val_block = 32;
+    o.val_scenes = {"s"};
+    CHECK_THROWS_AS(validate(o), cdk::ConfigError);
+    o.val_scenes.clear();
+    o.val_fraction = 0;
+    CHECK_THROWS_AS(validate(o), cdk::ConfigError);
+    o.val_fraction = 0.1;
+    o.val_block = -1;
+    CHECK_THROWS_AS(validate(o), cdk::ConfigError);
+    o.val_block = 32;
+    CHECK_NOTHROW(validate(o));
+
+    // A manifest without tile positions: one error naming the columns, nothing written.
+    const fs::path bare = fs::path(tmp.path()) / "bare.csv";
+    {
+        std::ofstream f(bare);
+        f << "id,car,a,b,label\nx,0.1,A/x.tif,B/x.tif,label/x.tif\ny,0.2,A/y.tif,B/y.tif,label/y.tif\n";
+    }
+    o.manifest = bare.string();
+    try {
+        partition_tiles(o);
+        FAIL("no error");
+    } catch (const cdk::ConfigError& e) {
+        CHECK(std::string(e.what()).find("scene, x, y, width and height") != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(tmp / "parts"));
+
+    // Three overlapping tiles, one block each: two validate, the third borders them.
+    TempDir tmp2;
+    o.manifest = make_placed_manifest(
+        tmp2, {{"a", "s", 0, 0, 16, 0.1}, {"b", "s", 8, 0, 16, 0.1}, {"c", "s", 16, 0, 16, 0.1}});
+    o.out = tmp2 / "parts";
+    o.val_block = 8;
+    o.val_fraction = 0.5;
+    try {
+        partition_tiles(o);
+        FAIL("no error");
+    } catch (const cdk::ConfigError& e) {
+        CHECK(std::string(e.what()).find("leave no training tile") != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(tmp2 / "parts"));
 }

@@ -25,6 +25,12 @@ struct PartitionOptions {
     /// Scenes (the manifest's `scene` column) whose tiles are all held out for validation,
     /// instead of the per-partition draw: no validation pixel is then also a training pixel.
     std::vector<std::string> val_scenes;
+    /// Side in pixels of square blocks of each scene (by tile centre, from the manifest's
+    /// scene, x, y, width, height) drawn whole for validation, about val_fraction of each
+    /// scene's tiles; the training tiles that overlap a validation tile are left out of every
+    /// file. Every scene is then validated on and no validation pixel is a training pixel.
+    /// 0 = off (tiles drawn one by one per partition).
+    int val_block = 0;
     std::uint64_t seed = 0;     ///< seed of the train/validation draw
     bool overwrite = false;     ///< replace an existing output folder
 };
@@ -33,7 +39,8 @@ struct PartitionOptions {
 /// thresholds and quantiles exclusive (with quantiles > 0, thresholds must be empty or the
 /// untouched default, which is then ignored); quantiles 0 or >= 2; val_fraction in [0, 1);
 /// val_scenes without empty names, and exclusive with a val_fraction other than the default
-/// (which is then ignored) or 0.
+/// (which is then ignored) or 0; val_block >= 0, exclusive with val_scenes, and with a
+/// val_fraction above 0.
 void validate(const PartitionOptions& options);
 
 // The partition rule lives in lib/core so that lib/nn routes samples by the same code.
@@ -51,8 +58,8 @@ std::vector<double> quantile_thresholds(std::vector<double> cars, int quantiles,
 std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t seed);
 
 /// Split a tile manifest by CAR: OUT/origin.csv (all training tiles), OUT/<partition>.csv
-/// (its training tiles), OUT/val.csv (validation tiles drawn per partition, or the tiles of
-/// val_scenes) and OUT/summary.json. The folder appears only when complete. Returns the JSON
+/// (its training tiles), OUT/val.csv (validation tiles drawn per partition, the tiles of
+/// val_scenes, or blocks of val_block pixels) and OUT/summary.json. The folder appears only when complete. Returns the JSON
 /// summary, which also says how many validation tiles overlap training tiles of their scene
 /// and what share of their pixels those cover (`val_overlap`; warned, since validation then
 /// flatters).
