@@ -13,6 +13,8 @@
 # CDK_VAL_SCENES=CITY,CITY validates on those training cities, held out whole
 # (cd-partition --val-scenes, into DATA/parts-CITY-CITY), instead of the default 10 % of
 # tiles drawn per CAR partition, whose pixels the overlapping training tiles mostly cover.
+# CDK_VAL_BLOCKS=PX validates on PX-pixel blocks of every training city instead, the
+# training tiles beside them left out (cd-partition --val-blocks, into DATA/parts-blocksPX).
 # CDK_OSCD=DIR reads another copy of the dataset with the same layout (e.g. one made by
 # benchmarks/oscd_standardise.py); give it its own CDK_BENCH_DIR.
 # Resumable: tiles, a finished model and finished maps are kept in $CDK_BENCH_DIR
@@ -21,6 +23,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/oscd_common.sh
+if [ -n "${CDK_VAL_SCENES:-}" ] && [ -n "${CDK_VAL_BLOCKS:-}" ]; then
+  echo "CDK_VAL_SCENES and CDK_VAL_BLOCKS are exclusive: set one" >&2; exit 2
+fi
 [ -d "$OSCD" ] || { echo "skipped: $OSCD is absent" >&2; exit 0; }
 ARCH=${1:-fc-siam-diff}
 BANDSET=${2:-rgb}
@@ -41,6 +46,10 @@ if [ -n "${CDK_VAL_SCENES:-}" ]; then
   PARTS=$DATA/parts-${CDK_VAL_SCENES//,/-}
   [ -f "$PARTS/summary.json" ] || "$BIN/cd-partition" -q "$DATA/tiles/tiles.csv" --out "$PARTS" \
       --val-scenes "$CDK_VAL_SCENES" > /dev/null
+elif [ -n "${CDK_VAL_BLOCKS:-}" ]; then
+  PARTS=$DATA/parts-blocks$CDK_VAL_BLOCKS
+  [ -f "$PARTS/summary.json" ] || "$BIN/cd-partition" -q "$DATA/tiles/tiles.csv" --out "$PARTS" \
+      --val-blocks "$CDK_VAL_BLOCKS" > /dev/null
 fi
 
 start=$(date +%s)
