@@ -148,44 +148,62 @@ bool tile_rects(const CsvTable& t, std::vector<Rect>& rect, std::vector<std::str
     return true;
 }
 
-// The overlap count and covered share of validation tiles `val` (indices into rect/scene)
-// against training tiles `train` of the same scene.
-nlohmann::json overlap_of(const std::vector<Rect>& rect, const std::vector<std::string>& scene,
-                          const std::vector<std::size_t>& train_rows,
-                          const std::vector<std::size_t>& val_rows) {
-    // Training tiles per scene sorted by left edge; a validation tile meets those whose left
-    // edge lies in (x0 - widest, x1).
-    struct SceneTiles {
-        std::vector<std::size_t> by_x;
-        double widest = 0;
-    };
-    std::map<std::string, SceneTiles> train;
-    for (std::size_t i : train_rows) {
-        auto& s = train[scene[i]];
+// Tiles of a scene sorted by left edge, to find those meeting a rectangle without a scan.
+struct SceneIndex {
+    std::vector<std::size_t> by_x;
+    double widest = 0;
+};
+
+std::map<std::string, SceneIndex> index_by_scene(const std::vector<Rect>& rect,
+                                                 const std::vector<std::string>& scene,
+                                                 const std::vector<std::size_t>& rows) {
+    std::map<std::string, SceneIndex> index;
+    for (std::size_t i : rows) {
+        auto& s = index[scene[i]];
         s.by_x.push_back(i);
         s.widest = std::max(s.widest, rect[i].x1 - rect[i].x0);
     }
-    for (auto& [name, s] : train)
+    for (auto& [name, s] : index)
         std::sort(s.by_x.begin(), s.by_x.end(),
                   [&](std::size_t a, std::size_t b) { return rect[a].x0 < rect[b].x0; });
+    return index;
+}
+
+// The parts of the indexed tiles of `name` that overlap `t` (positive area), each clipped
+// to `t`; stops after the first when `first_only`.
+std::vector<Rect> overlaps(const std::map<std::string, SceneIndex>& index, const std::string& name,
+                           const std::vector<Rect>& rect, const Rect& t, bool first_only = false) {
+    std::vector<Rect> clipped;
+    const auto it = index.find(name);
+    if (it == index.end()) return clipped;
+    const auto& s = it->second;
+    // Only tiles whose left edge lies in (t.x0 - widest, t.x1) can meet t.
+    auto j = std::partition_point(s.by_x.begin(), s.by_x.end(),
+                                  [&](std::size_t k) { return rect[k].x0 <= t.x0 - s.widest; });
+    for (; j != s.by_x.end() && rect[*j].x0 < t.x1; ++j) {
+        const Rect& r = rect[*j];
+        const Rect c{std::max(r.x0, t.x0), std::max(r.y0, t.y0), std::min(r.x1, t.x1),
+                     std::min(r.y1, t.y1)};
+        if (c.x0 < c.x1 && c.y0 < c.y1) {
+            clipped.push_back(c);
+            if (first_only) break;
+        }
+    }
+    return clipped;
+}
+
+// The overlap count and covered share of validation tiles `val_rows` (indices into
+// rect/scene) against training tiles `train_rows` of the same scene.
+nlohmann::json overlap_of(const std::vector<Rect>& rect, const std::vector<std::string>& scene,
+                          const std::vector<std::size_t>& train_rows,
+                          const std::vector<std::size_t>& val_rows) {
+    const auto train = index_by_scene(rect, scene, train_rows);
     std::size_t overlapping = 0;
     double val_area = 0, covered = 0;
     for (std::size_t i : val_rows) {
         const Rect& v = rect[i];
         val_area += (v.x1 - v.x0) * (v.y1 - v.y0);
-        const auto it = train.find(scene[i]);
-        if (it == train.end()) continue;
-        const auto& s = it->second;
-        std::vector<Rect> clipped;
-        auto j = std::partition_point(s.by_x.begin(), s.by_x.end(), [&](std::size_t k) {
-            return rect[k].x0 <= v.x0 - s.widest;
-        });
-        for (; j != s.by_x.end() && rect[*j].x0 < v.x1; ++j) {
-            const Rect& r = rect[*j];
-            const Rect c{std::max(r.x0, v.x0), std::max(r.y0, v.y0), std::min(r.x1, v.x1),
-                         std::min(r.y1, v.y1)};
-            if (c.x0 < c.x1 && c.y0 < c.y1) clipped.push_back(c);
-        }
+        const auto clipped = overlaps(train, scene[i], rect, v);
         if (clipped.empty()) continue;
         ++overlapping;
         covered += union_area(clipped);
@@ -214,33 +232,13 @@ nlohmann::json val_overlap(const CsvTable& t, const std::vector<char>& is_val,
 // The tiles that are not validation tiles but overlap one of their scene.
 std::vector<char> bordering(const std::vector<Rect>& rect, const std::vector<std::string>& scene,
                             const std::vector<char>& is_val) {
-    struct SceneTiles {
-        std::vector<std::size_t> by_x;
-        double widest = 0;
-    };
-    std::map<std::string, SceneTiles> val;
+    std::vector<std::size_t> val_rows;
     for (std::size_t i = 0; i < rect.size(); ++i)
-        if (is_val[i]) {
-            auto& s = val[scene[i]];
-            s.by_x.push_back(i);
-            s.widest = std::max(s.widest, rect[i].x1 - rect[i].x0);
-        }
-    for (auto& [name, s] : val)
-        std::sort(s.by_x.begin(), s.by_x.end(),
-                  [&](std::size_t a, std::size_t b) { return rect[a].x0 < rect[b].x0; });
+        if (is_val[i]) val_rows.push_back(i);
+    const auto val = index_by_scene(rect, scene, val_rows);
     std::vector<char> out(rect.size(), 0);
-    for (std::size_t i = 0; i < rect.size(); ++i) {
-        if (is_val[i]) continue;
-        const auto it = val.find(scene[i]);
-        if (it == val.end()) continue;
-        const Rect& t = rect[i];
-        auto j = std::partition_point(it->second.by_x.begin(), it->second.by_x.end(),
-                                      [&](std::size_t k) { return rect[k].x0 <= t.x0 - it->second.widest; });
-        for (; j != it->second.by_x.end() && rect[*j].x0 < t.x1 && !out[i]; ++j) {
-            const Rect& v = rect[*j];
-            out[i] = std::max(v.x0, t.x0) < std::min(v.x1, t.x1) && std::max(v.y0, t.y0) < std::min(v.y1, t.y1);
-        }
-    }
+    for (std::size_t i = 0; i < rect.size(); ++i)
+        out[i] = !is_val[i] && !overlaps(val, scene[i], rect, rect[i], true).empty();
     return out;
 }
 
