@@ -647,12 +647,8 @@ TEST_CASE("validation blocks refuse what they cannot do", "[geo][partition]") {
         f << "id,car,a,b,label\nx,0.1,A/x.tif,B/x.tif,label/x.tif\ny,0.2,A/y.tif,B/y.tif,label/y.tif\n";
     }
     o.manifest = bare.string();
-    try {
-        partition_tiles(o);
-        FAIL("no error");
-    } catch (const cdk::ConfigError& e) {
-        CHECK(std::string(e.what()).find("scene, x, y, width and height") != std::string::npos);
-    }
+    CHECK_THROWS_AS(partition_tiles(o), cdk::ConfigError);
+    CHECK_THROWS_WITH(partition_tiles(o), Catch::Contains("scene, x, y, width and height"));
     CHECK_FALSE(fs::exists(tmp / "parts"));
 
     // Three overlapping tiles, one block each: two validate, the third borders them.
@@ -662,11 +658,7 @@ TEST_CASE("validation blocks refuse what they cannot do", "[geo][partition]") {
     o.out = tmp2 / "parts";
     o.val_block = 8;
     o.val_fraction = 0.5;
-    try {
-        partition_tiles(o);
-        FAIL("no error");
-    } catch (const cdk::ConfigError& e) {
-        CHECK(std::string(e.what()).find("leave no training tile") != std::string::npos);
-    }
+    CHECK_THROWS_AS(partition_tiles(o), cdk::ConfigError);
+    CHECK_THROWS_WITH(partition_tiles(o), Catch::Contains("leave no training tile"));
     CHECK_FALSE(fs::exists(tmp2 / "parts"));
 }
