@@ -214,17 +214,14 @@ nlohmann::json overlap_of(const std::vector<Rect>& rect, const std::vector<std::
              val_rows.empty() ? nlohmann::json(nullptr) : nlohmann::json(covered / val_area)}};
 }
 
-// How much the validation rows of one manifest overlap its training rows (cd-tile's
-// --overlap makes neighbours share pixels, so a drawn validation tile is mostly training
-// pixels); null when the manifest lacks scene, x, y, width or height, or one is not a number.
-// Tiles left out of every file (`left_out`) are neither.
-nlohmann::json val_overlap(const CsvTable& t, const std::vector<char>& is_val,
-                           const std::vector<char>& left_out) {
-    std::vector<Rect> rect;
-    std::vector<std::string> scene;
-    if (!tile_rects(t, rect, scene)) return nullptr;
+// How much the validation rows of one manifest (their rectangles and scenes from
+// tile_rects) overlap its training rows (cd-tile's --overlap makes neighbours share pixels,
+// so a drawn validation tile is mostly training pixels). Tiles left out of every file
+// (`left_out`) are neither.
+nlohmann::json val_overlap(const std::vector<Rect>& rect, const std::vector<std::string>& scene,
+                           const std::vector<char>& is_val, const std::vector<char>& left_out) {
     std::vector<std::size_t> train_rows, val_rows;
-    for (std::size_t i = 0; i < t.rows.size(); ++i)
+    for (std::size_t i = 0; i < rect.size(); ++i)
         if (!left_out[i]) (is_val[i] ? val_rows : train_rows).push_back(i);
     return overlap_of(rect, scene, train_rows, val_rows);
 }
@@ -261,6 +258,17 @@ nlohmann::json tile_overlap(const CsvTable& train, const CsvTable& val) {
     rect.insert(rect.end(), val_rect.begin(), val_rect.end());
     scene.insert(scene.end(), val_scene.begin(), val_scene.end());
     return overlap_of(rect, scene, train_rows, val_rows);
+}
+
+std::string overlap_warning(const nlohmann::json& overlap, const std::string& val_name) {
+    if (!overlap.is_object() || overlap.value("tiles", std::size_t{0}) == 0) return {};
+    return std::to_string(overlap["tiles"].get<std::size_t>()) + " of " +
+           std::to_string(overlap["val_tiles"].get<std::size_t>()) + " validation tiles" +
+           (val_name.empty() ? "" : " (" + quote(val_name) + ")") +
+           " overlap training tiles of their scene (" +
+           fixed(100 * overlap["pixel_fraction"].get<double>(), 1) +
+           " % of their pixels are training pixels too): validation scores will flatter the "
+           "model; cd-partition --val-blocks PX holds out blocks of every scene instead";
 }
 
 void validate(const PartitionOptions& o) {
@@ -389,6 +397,11 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
 
     std::vector<char> is_val(n, 0);
     std::vector<char> left_out(n, 0);  // training tiles that overlap validation blocks
+    // Where each tile lies in its scene; false when the manifest lacks scene, x, y, width or
+    // height, or one is not a number (no blocks then, and no overlap report).
+    std::vector<Rect> rect;
+    std::vector<std::string> scene;
+    const bool placed = tile_rects(table, rect, scene);
     const bool by_scene = !o.val_scenes.empty();
     if (by_scene) {
         // Whole scenes held out: no validation pixel is a training pixel too.
@@ -396,9 +409,9 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         std::set<std::string> present;
         for (const auto& row : table.rows) present.insert(row[c_scene]);
         const std::set<std::string> wanted(o.val_scenes.begin(), o.val_scenes.end());
-        for (const auto& scene : wanted)
-            if (!present.count(scene))
-                throw ConfigError("validation scene " + quote(scene) + " is not in manifest " +
+        for (const auto& name : wanted)
+            if (!present.count(name))
+                throw ConfigError("validation scene " + quote(name) + " is not in manifest " +
                                   quote(o.manifest) + " (its scenes: " +
                                   join_names({present.begin(), present.end()}, 20) + ")");
         for (std::size_t i = 0; i < n; ++i) is_val[i] = wanted.count(table.rows[i][c_scene]);
@@ -409,9 +422,7 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
     } else if (o.val_block > 0) {
         // Whole blocks of every scene, about val_fraction of its tiles; the training tiles
         // that overlap them are left out below.
-        std::vector<Rect> rect;
-        std::vector<std::string> scene;
-        if (!tile_rects(table, rect, scene))
+        if (!placed)
             throw ConfigError("validation blocks need the scene, x, y, width and height columns "
                               "of manifest " + quote(o.manifest) +
                               " (numbers, as cd-tile writes them)");
@@ -592,14 +603,9 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         table_lines.push_back(std::to_string(n_left_out) +
                               " tiles overlap validation blocks and are in no file (--val-blocks " +
                               std::to_string(o.val_block) + ")");
-    const nlohmann::json overlap = val_overlap(table, is_val, left_out);
-    if (overlap.is_object() && overlap["tiles"].get<std::size_t>() > 0)
-        ctx.warn(std::to_string(overlap["tiles"].get<std::size_t>()) + " of " +
-                 std::to_string(val_all.size()) +
-                 " validation tiles overlap training tiles of their scene (" +
-                 fixed(100 * overlap["pixel_fraction"].get<double>(), 1) +
-                 " % of their pixels are training pixels too): validation scores will flatter "
-                 "the model; --val-blocks PX holds out blocks of every scene instead");
+    const nlohmann::json overlap =
+        placed ? val_overlap(rect, scene, is_val, left_out) : nlohmann::json(nullptr);
+    if (const std::string w = overlap_warning(overlap); !w.empty()) ctx.warn(w);
 
     nlohmann::json summary = {
         {"format", "cdkit-partition/1"},

@@ -226,8 +226,8 @@ nlohmann::json find_dataset_json(const std::string& manifest) {
 // TileDataset
 
 TileDataset::TileDataset(const std::string& manifest, Normalization norm)
-    : manifest_(manifest), norm_(std::move(norm)) {
-    const CsvTable t = read_csv(manifest);
+    : manifest_(manifest), table_(read_csv(manifest)), norm_(std::move(norm)) {
+    const CsvTable& t = table_;
     const int id = t.require_column("id", manifest), a = t.require_column("a", manifest),
               b = t.require_column("b", manifest);
     const int label = t.column("label"), car = t.column("car"), scene = t.column("scene");

@@ -90,7 +90,7 @@ nlohmann::json manifest_summary(const std::string& manifest, const TileDataset& 
                         {"labelled_tiles", labelled},
                         {"mean_car", labelled ? nlohmann::json(car_sum / double(labelled)) : nlohmann::json(nullptr)},
                         {"partition", nullptr}};
-    const CsvTable t = read_csv(manifest);
+    const CsvTable& t = ds.table();
     const int col = t.column("partition");
     const std::string summary_path = (fs::path(folder_of(manifest)) / "summary.json").string();
     if (col < 0 && !fs::exists(summary_path)) return j;
@@ -402,7 +402,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     // with overlap) make the validation F1, the best epoch and the threshold flatter: warned
     // once the inputs are known to be good, and recorded in the bundle.
     const nlohmann::json val_overlap =
-        val ? geo::tile_overlap(read_csv(o.train), read_csv(o.val)) : nlohmann::json(nullptr);
+        val ? geo::tile_overlap(train.table(), val->table()) : nlohmann::json(nullptr);
     const int bands = train.bands();
     std::vector<std::string> band_names;
     if (dataset_json.contains("band_names") && dataset_json["band_names"].is_array())
@@ -546,15 +546,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         {"max_steps", o.max_steps},
     };
     const int64_t params = nn::parameter_count(*model);
-    if (val_overlap.is_object() && val_overlap["tiles"].get<std::size_t>() > 0) {
-        char share[32];
-        std::snprintf(share, sizeof share, "%.1f", 100 * val_overlap["pixel_fraction"].get<double>());
-        ctx.warn(std::to_string(val_overlap["tiles"].get<std::size_t>()) + " of " +
-                 std::to_string(val_overlap["val_tiles"].get<std::size_t>()) + " validation tiles (" +
-                 quote(o.val) + ") overlap training tiles of their scene (" + share +
-                 " % of their pixels are training pixels too): validation scores will flatter "
-                 "the model; cd-partition --val-blocks PX holds out blocks of every scene");
-    }
+    if (const std::string w = geo::overlap_warning(val_overlap, o.val); !w.empty()) ctx.warn(w);
     ctx.info("training " + mo.arch + " (width " + std::to_string(mo.width) + ", " + std::to_string(params) +
              " parameters) on " + std::to_string(train.size()) + " tiles, " + std::to_string(bands) +
              " bands, " + device.str() + (o.amp ? " in bfloat16 mixed precision" : "") +

@@ -477,6 +477,14 @@ TEST_CASE("tile_overlap compares two manifests as the partition summary does",
     bare.rows = {{"x", "A/x.tif", "B/x.tif"}};
     CHECK(tile_overlap(train, bare).is_null());
     CHECK(tile_overlap(table({{"a", "s", "zero", "0", "16", "16"}}), train).is_null());
+    // The warning both tools print: the counts, the share and the manifest named; nothing
+    // when no tile overlaps or the columns are missing.
+    CHECK(overlap_warning(two, "v.csv").rfind("1 of 2 validation tiles ('v.csv') overlap training "
+                                              "tiles of their scene (25.0 % of",
+                                              0) == 0);
+    CHECK(overlap_warning(two).rfind("1 of 2 validation tiles overlap", 0) == 0);
+    CHECK(overlap_warning(tile_overlap(train, table({{"w", "u", "0", "0", "16", "16"}}))).empty());
+    CHECK(overlap_warning(nullptr).empty());
 
     // On a drawn split, the two written manifests give the summary's own figures.
     TempDir tmp;

@@ -59,10 +59,10 @@ std::vector<std::size_t> seeded_permutation(std::size_t n, std::uint64_t seed);
 
 /// Split a tile manifest by CAR: OUT/origin.csv (all training tiles), OUT/<partition>.csv
 /// (its training tiles), OUT/val.csv (validation tiles drawn per partition, the tiles of
-/// val_scenes, or blocks of val_block pixels) and OUT/summary.json. The folder appears only when complete. Returns the JSON
-/// summary, which also says how many validation tiles overlap training tiles of their scene
-/// and what share of their pixels those cover (`val_overlap`; warned, since validation then
-/// flatters).
+/// val_scenes, or blocks of val_block pixels) and OUT/summary.json. The folder appears only
+/// when complete. Returns the JSON summary, which also says how many validation tiles overlap
+/// training tiles of their scene and what share of their pixels those cover (`val_overlap`;
+/// warned, since validation then flatters).
 nlohmann::json partition_tiles(const PartitionOptions& options, const RunContext& ctx = {});
 
 /// How much the tiles of a validation manifest overlap tiles of a training manifest from the
@@ -71,5 +71,10 @@ nlohmann::json partition_tiles(const PartitionOptions& options, const RunContext
 /// "pixel_fraction": share of validation pixels that training tiles cover, null without
 /// validation tiles}. null when either manifest lacks a column or a value is not a number.
 nlohmann::json tile_overlap(const CsvTable& train, const CsvTable& val);
+
+/// The warning for an overlap report of tile_overlap or partition_tiles (`val_overlap`):
+/// "N of M validation tiles[ (VAL_NAME)] overlap training tiles of their scene (X % of their
+/// pixels …)" and the remedy; empty when no validation tile overlaps (or overlap is null).
+std::string overlap_warning(const nlohmann::json& overlap, const std::string& val_name = "");
 
 }  // namespace cdk::geo

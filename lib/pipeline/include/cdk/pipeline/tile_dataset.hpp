@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "cdk/core/csv.hpp"
+
 namespace cdk::pipeline {
 
 /// Mean and standard deviation per band of one date of one scene, over the pixels valid in
@@ -110,11 +112,14 @@ public:
     int bands() const { return bands_; }
     /// The manifest's rows.
     const std::vector<TileRecord>& records() const { return records_; }
+    /// The manifest as read (all its columns, paths as written).
+    const CsvTable& table() const { return table_; }
     /// Read tile i; augment with `rng` when `augment` is given.
     Sample get(size_t i, const std::optional<AugmentOptions>& augment, std::mt19937_64& rng) const;
 
 private:
     std::string manifest_;
+    CsvTable table_;
     std::vector<TileRecord> records_;
     Normalization norm_;
     int bands_ = 0;
