@@ -98,6 +98,8 @@ void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags&
     app.add_option("--seed", options.seed, "Seed of weights, shuffling and augmentation")->capture_default_str();
     app.add_flag("--resume", options.resume, "Continue from OUT.ckpt after an interruption (a finished run is skipped)");
     app.add_flag("--overwrite", options.overwrite, "Replace an existing output bundle");
+    app.add_option("--save-last", options.save_last,
+                   "Also write the latest epoch's model to this bundle after every epoch (the best one goes to --out)");
     app.add_option("--max-steps", options.max_steps, "Stop after this many steps in all, resumable (0 = no limit)")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);

@@ -53,8 +53,9 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     const auto tiles = synthetic_tiles(tmp);
     const std::string out = tmp / "m.cdm";
 
+    const std::string last = tmp / "m.last.cdm";
     auto args = tiny_args(tiles, out, 3);
-    args.insert(args.end(), {"--max-steps", "2"});  // 6 tiles, batches of 4: 2 steps per epoch
+    args.insert(args.end(), {"--max-steps", "2", "--save-last", last});  // 6 tiles, batches of 4: 2 steps per epoch
     auto r = run_tool("cd-train-teacher", args);
     INFO(r.err);
     REQUIRE(r.rc == 0);
@@ -62,6 +63,10 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     CHECK(j["complete"] == false);
     CHECK(j["epochs_completed"] == 1);
     CHECK(exists(out + ".ckpt"));
+    // --save-last holds the latest full epoch, here the first.
+    CHECK(j["last"] == last);
+    CHECK(cdk::nn::read_bundle_header(last)["metrics"]["epoch"] == 1);
+    CHECK(cdk::nn::read_bundle_header(last)["training"]["complete"] == false);
     // Validating on the training tiles themselves is warned (even with --quiet).
     CHECK(r.err.find("6 of 6 validation tiles") != std::string::npos);
     CHECK(r.err.find("100.0 % of their pixels are training pixels") != std::string::npos);
@@ -69,7 +74,7 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
 
     // Continue where it stopped.
     args = tiny_args(tiles, out, 3);
-    args.insert(args.end(), {"--resume"});
+    args.insert(args.end(), {"--resume", "--save-last", last});
     r = run_tool("cd-train-teacher", args);
     INFO(r.err);
     REQUIRE(r.rc == 0);
@@ -90,6 +95,19 @@ TEST_CASE("cd-train-teacher trains a bundle end to end, stops and resumes", "[cl
     CHECK(h["training"]["resumed_after_epochs"] == nlohmann::json{1});
     CHECK(h["training"]["train"]["tiles"] == j["train_tiles"]);
     CHECK(h["training"]["val_overlap"]["tiles"] == 6);
+    // The last epoch's bundle: a complete, loadable bundle of epoch 3 with that epoch's
+    // validation scores (the best bundle's are those of its own epoch).
+    const auto last_bundle = cdk::nn::load_bundle(last);
+    CHECK(last_bundle.header["metrics"]["epoch"] == 3);
+    CHECK(last_bundle.header["training"]["complete"] == true);
+    CHECK(last_bundle.header["training"]["epochs_completed"] == 3);
+    std::vector<std::string> log_lines;
+    std::ifstream log_file(out + ".log.jsonl");
+    for (std::string line; std::getline(log_file, line);) log_lines.push_back(line);
+    REQUIRE(log_lines.size() == 3);
+    CHECK(last_bundle.header["metrics"]["change"]["f1"] ==
+          nlohmann::json::parse(log_lines[2])["val"]["change"]["f1"]);
+    CHECK(h["metrics"]["epoch"] == h["training"]["best_epoch"]);
     CHECK(h["training"]["val_overlap"]["pixel_fraction"] == 1.0);
     CHECK(h["training"]["augment"]["swap_dates"] == true);  // the default
     CHECK(h["training"]["augment"]["flips"] == true);
@@ -230,5 +248,23 @@ TEST_CASE("cd-train-teacher rejects bad inputs with one line", "[cli][train]") {
     r = run_tool("cd-train-teacher", args);
     CHECK(r.rc != 0);
     CHECK(r.err.find("--ema") != std::string::npos);
+    CHECK_FALSE(exists(tmp / "x.cdm"));
+
+    // --save-last may not be the output itself, nor replace a file without --overwrite, and
+    // its folder must exist: all before any training.
+    args = tiny_args(tiles, tmp / "x.cdm");
+    args.insert(args.end(), {"--save-last", tmp / "x.cdm"});
+    r = run_tool("cd-train-teacher", args);
+    check_one_error_line(r, "--save-last");
+    CHECK_FALSE(exists(tmp / "x.cdm"));
+    args = tiny_args(tiles, tmp / "x.cdm");
+    args.insert(args.end(), {"--save-last", out});
+    r = run_tool("cd-train-teacher", args);
+    check_one_error_line(r, out);
+    CHECK_FALSE(exists(tmp / "x.cdm"));
+    args = tiny_args(tiles, tmp / "x.cdm");
+    args.insert(args.end(), {"--save-last", tmp / "no-dir/last.cdm"});
+    r = run_tool("cd-train-teacher", args);
+    check_one_error_line(r, "no-dir");
     CHECK_FALSE(exists(tmp / "x.cdm"));
 }

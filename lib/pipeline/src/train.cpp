@@ -314,6 +314,8 @@ void truncate_log(const std::string& path, int epochs_done) {
 void validate(const TrainOptions& o) {
     if (o.train.empty()) throw ConfigError("a training manifest is required (--train)");
     if (o.out.empty()) throw ConfigError("an output bundle is required (--out)");
+    if (!o.save_last.empty() && fs::absolute(o.save_last).lexically_normal() == fs::absolute(o.out).lexically_normal())
+        throw ConfigError("--save-last " + quote(o.save_last) + " is the output bundle itself; give it another name");
     if (o.epochs < 1) throw ConfigError("epochs must be at least 1, not " + std::to_string(o.epochs));
     if (o.batch_size < 1)
         throw ConfigError("batch size must be at least 1, not " + std::to_string(o.batch_size));
@@ -349,6 +351,8 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     const std::string ckpt = o.out + ".ckpt", log = o.out + ".log.jsonl";
     const std::string out_dir = folder_of(o.out);
     if (!fs::is_directory(out_dir)) throw IoError("output folder " + quote(out_dir) + " does not exist");
+    if (!o.save_last.empty() && !fs::is_directory(folder_of(o.save_last)))
+        throw IoError("output folder " + quote(folder_of(o.save_last)) + " of --save-last does not exist");
     const bool have_ckpt = fs::exists(ckpt);
     if (o.resume && !have_ckpt && fs::exists(o.out)) {
         nlohmann::json h = nn::read_bundle_header(o.out);
@@ -364,9 +368,10 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         ctx.info("training of " + quote(o.out) + " stopped inside its first epoch, before any checkpoint; starting afresh");
     }
     if (!o.resume && !o.overwrite) {
-        if (fs::exists(o.out))
-            throw ConfigError("output " + quote(o.out) +
-                              " exists (use --overwrite to replace it, or --resume to continue its training)");
+        for (const std::string& path : {o.out, o.save_last})
+            if (!path.empty() && fs::exists(path))
+                throw ConfigError("output " + quote(path) +
+                                  " exists (use --overwrite to replace it, or --resume to continue its training)");
         if (have_ckpt)
             throw ConfigError("checkpoint " + quote(ckpt) +
                               " of an interrupted run exists (use --resume to continue it, or --overwrite to start again)");
@@ -650,6 +655,14 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
             kept.eval();
             nn::save_bundle(o.out, kept, header_for(best_metrics, false), true);
         }
+        // --save-last: the weights of this epoch whatever their score, for a fixed-length
+        // schedule or when the validation set is too small to choose an epoch by.
+        if (!o.save_last.empty() && !partial) {
+            nlohmann::json last_metrics = val_json;
+            if (!last_metrics.is_null()) last_metrics["epoch"] = epoch + 1;
+            kept.eval();
+            nn::save_bundle(o.save_last, kept, header_for(last_metrics, prog.epochs_done >= o.epochs), true);
+        }
         const double train_loss = samples ? loss_sum / double(samples) : 0;
         const double sps = train_seconds > 0 ? double(samples) / train_seconds : 0;
         nlohmann::json line = {{"epoch", epoch + 1},
@@ -695,6 +708,7 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
     return {{"out", o.out},
             {"log", log},
             {"checkpoint", have_ckpt_now ? nlohmann::json(ckpt) : nlohmann::json(nullptr)},
+            {"last", o.save_last.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.save_last)},
             {"complete", complete},
             {"arch", mo.arch},
             {"width", mo.width},

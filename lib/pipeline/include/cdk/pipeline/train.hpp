@@ -19,6 +19,7 @@ struct TrainOptions {
     std::string train;                   ///< training manifest
     std::string val;                     ///< validation manifest (empty = no validation)
     std::string out;                     ///< output bundle (.cdm)
+    std::string save_last;               ///< also write the latest epoch's weights here (empty = no)
     nn::ModelOptions model;              ///< architecture; in_bands is taken from the data
     std::string init;                    ///< start from this bundle's weights (same architecture)
     std::string scene_norm;              ///< per-scene standardisation: none | image | band; empty = --init's, else none
