@@ -251,20 +251,13 @@ TEST_CASE("cd-train-teacher rejects bad inputs with one line", "[cli][train]") {
     CHECK_FALSE(exists(tmp / "x.cdm"));
 
     // --save-last may not be the output itself, nor replace a file without --overwrite, and
-    // its folder must exist: all before any training.
-    args = tiny_args(tiles, tmp / "x.cdm");
-    args.insert(args.end(), {"--save-last", tmp / "x.cdm"});
-    r = run_tool("cd-train-teacher", args);
-    check_one_error_line(r, "--save-last");
-    CHECK_FALSE(exists(tmp / "x.cdm"));
-    args = tiny_args(tiles, tmp / "x.cdm");
-    args.insert(args.end(), {"--save-last", out});
-    r = run_tool("cd-train-teacher", args);
-    check_one_error_line(r, out);
-    CHECK_FALSE(exists(tmp / "x.cdm"));
-    args = tiny_args(tiles, tmp / "x.cdm");
-    args.insert(args.end(), {"--save-last", tmp / "no-dir/last.cdm"});
-    r = run_tool("cd-train-teacher", args);
-    check_one_error_line(r, "no-dir");
-    CHECK_FALSE(exists(tmp / "x.cdm"));
+    // its folder must exist: all before any training. {--save-last value, culprit named}
+    const std::vector<std::pair<std::string, std::string>> bad_last = {
+        {tmp / "x.cdm", "--save-last"}, {out, out}, {tmp / "no-dir/last.cdm", "no-dir"}};
+    for (const auto& [last, culprit] : bad_last) {
+        args = tiny_args(tiles, tmp / "x.cdm");
+        args.insert(args.end(), {"--save-last", last});
+        check_one_error_line(run_tool("cd-train-teacher", args), culprit);
+        CHECK_FALSE(exists(tmp / "x.cdm"));
+    }
 }
