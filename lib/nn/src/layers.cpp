@@ -1,6 +1,7 @@
 #include "layers.hpp"
 
 #include <algorithm>
+#include <sstream>
 
 #include "cdk/core/error.hpp"
 #include "fused_bn.hpp"
@@ -228,6 +229,18 @@ bool extra_bool(const ModelOptions& o, const std::string& key, bool fallback) {
         throw ConfigError("model option " + quote(key) + " of " + quote(o.arch) + " must be true or false, got " +
                           v.dump());
     return v.get<bool>();
+}
+
+double extra_number(const ModelOptions& o, const std::string& key, double fallback, double lo, double hi) {
+    if (!o.extra.is_object() || !o.extra.contains(key)) return fallback;
+    const auto& v = o.extra.at(key);
+    if (!v.is_number() || !(v.get<double>() >= lo && v.get<double>() < hi)) {
+        std::ostringstream range;
+        range << "a number in [" << lo << ", " << hi << ")";
+        throw ConfigError("model option " + quote(key) + " of " + quote(o.arch) + " must be " + range.str() +
+                          ", got " + v.dump());
+    }
+    return v.get<double>();
 }
 
 std::string extra_string(const ModelOptions& o, const std::string& key, const std::string& fallback) {

@@ -135,6 +135,8 @@ void check_pair(const torch::Tensor& pre, const torch::Tensor& post, int bands,
 int extra_int(const ModelOptions& o, const std::string& key, int fallback, int min_value = 1);
 /// Read a boolean from options.extra with a default; throws ConfigError when ill-typed.
 bool extra_bool(const ModelOptions& o, const std::string& key, bool fallback);
+/// Read a number from options.extra with a default; throws ConfigError unless lo <= v < hi.
+double extra_number(const ModelOptions& o, const std::string& key, double fallback, double lo, double hi);
 /// Read a string from options.extra with a default; throws ConfigError when ill-typed.
 std::string extra_string(const ModelOptions& o, const std::string& key, const std::string& fallback);
 

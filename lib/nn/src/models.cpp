@@ -50,12 +50,12 @@ ModelOptions model_options_from_json(const nlohmann::json& j) {
 
 namespace {
 
-constexpr double kFcDropout = 0.2;  // Daudt et al.'s dropout after every conv block
+constexpr double kFcDropout = 0.2;  // Daudt et al.'s dropout after every conv block (default)
 
 // How the FC decoders combine the two dates' skip features.
 enum class FcFusion { kEarly, kConcat, kDiff };
 
-ConvBnRelu cbr(int64_t in, int64_t out, double dropout = kFcDropout) {
+ConvBnRelu cbr(int64_t in, int64_t out, double dropout) {
     ConvBnReluOptions o;
     o.in = in;
     o.out = out;
@@ -65,14 +65,14 @@ ConvBnRelu cbr(int64_t in, int64_t out, double dropout = kFcDropout) {
 
 // The 4-level encoder: 2, 2, 3, 3 conv blocks at w, 2w, 4w, 8w channels.
 struct FcEncoderImpl : torch::nn::Module {
-    FcEncoderImpl(int64_t in, int64_t w) {
+    FcEncoderImpl(int64_t in, int64_t w, double dropout) {
         const std::vector<std::vector<int64_t>> levels = {{in, w, w}, {w, 2 * w, 2 * w},
                                                           {2 * w, 4 * w, 4 * w, 4 * w},
                                                           {4 * w, 8 * w, 8 * w, 8 * w}};
         for (size_t l = 0; l < levels.size(); ++l) {
             torch::nn::Sequential seq;
             for (size_t i = 0; i + 1 < levels[l].size(); ++i)
-                seq->push_back(cbr(levels[l][i], levels[l][i + 1]));
+                seq->push_back(cbr(levels[l][i], levels[l][i + 1], dropout));
             levels_.push_back(register_module("level" + std::to_string(l + 1), seq));
         }
     }
@@ -95,7 +95,7 @@ TORCH_MODULE(FcEncoder);
 // The decoder: transposed conv up, concatenate the skip, conv blocks; `k` = how many
 // encoder-width copies the skip has (1 for EF/diff, 2 for conc).
 struct FcDecoderImpl : torch::nn::Module, detail::Foldable {
-    FcDecoderImpl(int64_t w, int64_t k) {
+    FcDecoderImpl(int64_t w, int64_t k, double dropout) {
         const std::vector<int64_t> ch = {w, 2 * w, 4 * w, 8 * w};
         // level 4 .. 1: up(ch) then convs
         for (int l = 3; l >= 0; --l) {
@@ -106,14 +106,14 @@ struct FcDecoderImpl : torch::nn::Module, detail::Foldable {
             torch::nn::Sequential seq;
             const int64_t in = c * (1 + k);
             if (l >= 2) {  // three blocks: in -> c -> c -> c/2
-                seq->push_back(cbr(in, c));
-                seq->push_back(cbr(c, c));
-                seq->push_back(cbr(c, c / 2));
+                seq->push_back(cbr(in, c, dropout));
+                seq->push_back(cbr(c, c, dropout));
+                seq->push_back(cbr(c, c / 2, dropout));
             } else if (l == 1) {  // two blocks: in -> c -> c/2
-                seq->push_back(cbr(in, c));
-                seq->push_back(cbr(c, c / 2));
+                seq->push_back(cbr(in, c, dropout));
+                seq->push_back(cbr(c, c / 2, dropout));
             } else {  // one block, then the classifier
-                seq->push_back(cbr(in, c));
+                seq->push_back(cbr(in, c, dropout));
             }
             convs_.insert(convs_.begin(), register_module("dec" + std::to_string(l + 1), seq));
         }
@@ -186,14 +186,16 @@ class FcModelImpl : public ChangeModelImpl {
 public:
     FcModelImpl(const ModelOptions& o, FcFusion fusion) : ChangeModelImpl(o), fusion_(fusion) {
         if (fusion == FcFusion::kEarly) {
-            detail::check_extra_keys(o, {});
+            detail::check_extra_keys(o, {"dropout"});
         } else {
-            detail::check_extra_keys(o, {"shared_dropout"});
+            detail::check_extra_keys(o, {"dropout", "shared_dropout"});
             shared_dropout_ = detail::extra_bool(o, "shared_dropout", false);
         }
+        // The Dropout2d probability after every conv block, encoder and decoder.
+        const double dropout = detail::extra_number(o, "dropout", kFcDropout, 0.0, 1.0);
         const int64_t in = fusion == FcFusion::kEarly ? 2 * o.in_bands : o.in_bands;
-        encoder_ = register_module("encoder", FcEncoder(in, o.width));
-        decoder_ = register_module("decoder", FcDecoder(o.width, fusion == FcFusion::kConcat ? 2 : 1));
+        encoder_ = register_module("encoder", FcEncoder(in, o.width, dropout));
+        decoder_ = register_module("decoder", FcDecoder(o.width, fusion == FcFusion::kConcat ? 2 : 1, dropout));
     }
 
     bool local() const override { return true; }

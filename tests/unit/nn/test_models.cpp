@@ -224,6 +224,48 @@ TEST_CASE("shared_dropout makes the Siamese FC encoders drop the same channels o
     CHECK_THROWS_WITH(cdk::nn::create_model(bad), Catch::Contains("true or false"));
 }
 
+TEST_CASE("the FC models' dropout option sets the Dropout2d probability of every conv block", "[nn][models]") {
+    // Training mode, the same input twice: with dropout the two passes draw different masks
+    // and differ; with dropout 0 they are identical. Both layouts (channels-last takes the
+    // fused batch norm + ReLU + dropout path).
+    for (const auto layout : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+        for (const std::string arch : {"fc-ef", "fc-siam-diff"}) {
+            for (const double p : {0.0, 0.2, 0.5}) {
+                torch::manual_seed(5);
+                auto o = opts(arch, 3, 8);
+                if (p != 0.2) o.extra = {{"dropout", p}};  // 0.2: the default
+                auto m = cdk::nn::create_model(o);
+                m->train();
+                const auto x = torch::randn({2, 3, 32, 32}).contiguous(layout);
+                const auto y = torch::randn({2, 3, 32, 32}).contiguous(layout);
+                const auto a = m->forward(x, y).logits;
+                const auto b = m->forward(x, y).logits;
+                INFO(arch << ", dropout " << p << ", channels-last " << (layout == torch::MemoryFormat::ChannelsLast));
+                if (p == 0.0)
+                    CHECK(torch::equal(a, b));
+                else
+                    CHECK_FALSE(torch::allclose(a, b));
+            }
+        }
+    }
+    // The options travel: the probability is visible on the layers.
+    auto o = opts("fc-ef", 3, 4);
+    o.extra = {{"dropout", 0.35}};
+    auto m = cdk::nn::create_model(o);
+    int dropouts = 0;
+    for (const auto& mod : m->modules(false))
+        if (auto d = std::dynamic_pointer_cast<torch::nn::Dropout2dImpl>(mod)) {
+            CHECK(d->options.p() == Approx(0.35));
+            ++dropouts;
+        }
+    CHECK(dropouts == 19);  // 10 encoder + 9 decoder blocks
+    for (const auto& bad : {nlohmann::json(-0.1), nlohmann::json(1.0), nlohmann::json("0.1")}) {
+        auto b = opts("fc-siam-conc", 3, 4);
+        b.extra = {{"dropout", bad}};
+        CHECK_THROWS_WITH(cdk::nn::create_model(b), Catch::Contains("'dropout'") && Catch::Contains("[0, 1)"));
+    }
+}
+
 // Prints the table of docs/models.md (run: cdk_nn_tests "[model-table]").
 TEST_CASE("model table for docs/models.md", "[.][model-table]") {
     struct Row {
