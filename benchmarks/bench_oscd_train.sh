@@ -17,6 +17,8 @@
 # training tiles beside them left out (cd-partition --val-blocks, into DATA/parts-blocksPX).
 # CDK_OSCD=DIR reads another copy of the dataset with the same layout (e.g. one made by
 # benchmarks/oscd_standardise.py); give it its own CDK_BENCH_DIR.
+# With `--save-last FILE` among the options the last epoch's bundle is scored too (maps in
+# RUN/last), after the best one.
 # Resumable: tiles, a finished model and finished maps are kept in $CDK_BENCH_DIR
 # (default /tmp/cdk-bench-oscd-train); an interrupted training continues from its
 # checkpoint when the script is run again with the same arguments.
@@ -52,6 +54,14 @@ elif [ -n "${CDK_VAL_BLOCKS:-}" ]; then
       --val-blocks "$CDK_VAL_BLOCKS" > /dev/null
 fi
 
+LAST=
+prev=
+for a in "$@"; do
+  case $a in --save-last=*) LAST=${a#--save-last=} ;; esac
+  [ "$prev" = --save-last ] && LAST=$a
+  prev=$a
+done
+
 start=$(date +%s)
 "$BIN/cd-train-teacher" --train "$PARTS/origin.csv" --val "$PARTS/val.csv" --arch "$ARCH" \
     --out "$RUN/model.cdm" --epochs "$EPOCHS" --resume "$@" > "$RUN/train.json.new" 2> >(tee -a "$RUN/train.log" >&2)
@@ -79,3 +89,13 @@ print(f"training {sum(l['seconds'] for l in log) / 60:.1f} min in all sessions "
       f"({t.get('samples_per_s', 0):.1f} samples/s), inference of the 10 test cities {end - train_end} s\n")
 PY
 oscd_city_table "$RUN/eval.json"
+if [ -n "$LAST" ]; then
+  mkdir -p "$RUN/last"
+  oscd_map_test "$RUN/last" "$BANDS" --model "$LAST"
+  epoch=$(/usr/bin/python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).readlines()[-1])["epoch"])' \
+      "$RUN/model.cdm.log.jsonl")
+  echo
+  echo "the last epoch's bundle ($LAST, epoch $epoch):"
+  echo
+  oscd_city_table "$RUN/last/eval.json"
+fi
