@@ -20,20 +20,20 @@ int main(int argc, char** argv) {
     cdk::apps::add_train_flags(app, opt.train, flags, "--student-init");
     app.add_option("--method", opt.method, "Distillation method (mtkd; hicd and kd-msi are planned)")
         ->capture_default_str();
-    app.add_option("--teachers", opt.teachers,
+    app.add_option("--teachers", opt.mtkd.teachers,
                    "Teacher bundles per CAR partition: NAME=BUNDLE,... e.g. small=s.cdm,medium=m.cdm,large=l.cdm")
         ->delimiter(',')
         ->required();
-    app.add_option("--thresholds", opt.thresholds,
+    app.add_option("--thresholds", opt.mtkd.thresholds,
                    "CAR thresholds between the teachers (default: those their bundles were partitioned with)")
         ->delimiter(',');
-    app.add_option("--kd-weight", opt.kd.weight, "Weight (lambda) of MSE(student logits, teacher logits)")
+    app.add_option("--kd-weight", opt.mtkd.kd.weight, "Weight (lambda) of MSE(student logits, teacher logits)")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
-    app.add_option("--kd-temperature", opt.kd.temperature, "Temperature of the KL term")
+    app.add_option("--kd-temperature", opt.mtkd.kd.temperature, "Temperature of the KL term")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
-    app.add_option("--kd-kl-weight", opt.kd.kl_weight, "Weight of T^2 * KL(teacher || student) at that temperature")
+    app.add_option("--kd-kl-weight", opt.mtkd.kd.kl_weight, "Weight of T^2 * KL(teacher || student) at that temperature")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
     CLI11_PARSE(app, argc, argv);

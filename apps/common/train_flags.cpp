@@ -106,14 +106,8 @@ void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags&
 }
 
 void finish_train_flags(pipeline::TrainOptions& options, const TrainFlags& flags, const CommonFlags& common) {
-    const auto names = nn::model_names();
-    if (!options.model.arch.empty() && std::find(names.begin(), names.end(), options.model.arch) == names.end())
-        throw ConfigError("unknown architecture " + quote(options.model.arch) + " (known: " + known_architectures() + ")");
     if (flags.no_augment) options.augment.flips = options.augment.rot90 = options.augment.swap_dates = false;
     if (flags.no_date_swap) options.augment.swap_dates = false;
-    if (!flags.model_options.empty() && !options.init.empty())
-        throw ConfigError("--model-option cannot be combined with a start bundle (" + quote(options.init) +
-                          "): its model options are kept");
     for (const auto& kv : flags.model_options) {
         const auto eq = kv.find('=');
         if (eq == std::string::npos || eq == 0)

@@ -23,7 +23,8 @@ struct TrainFlags {
 void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags& flags,
                      const std::string& init_flag = "--init");
 
-/// After parsing: apply --no-augment, --no-date-swap, --model-option and --threads, and check --arch against the registry.
+/// After parsing: apply --no-augment, --no-date-swap, --model-option and --threads. Every
+/// cross-option rule is the library's validate() (pipeline::validate(TrainOptions)).
 void finish_train_flags(pipeline::TrainOptions& options, const TrainFlags& flags, const CommonFlags& common);
 
 }  // namespace cdk::apps

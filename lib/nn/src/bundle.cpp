@@ -1,6 +1,7 @@
 // Model bundles (.cdm): "CDKMDL01", uint64 LE header length, JSON header, LibTorch archive.
 #include "cdk/nn/bundle.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <fstream>
@@ -115,25 +116,126 @@ nlohmann::json read_bundle_header(const std::string& path) {
     return b.header;
 }
 
-Bundle load_bundle(const std::string& path, const torch::Device& device) {
-    OpenBundle b;
-    open_bundle(path, b);
-    if (!b.header.contains("model")) throw ModelError("model bundle " + quote(path) + " has no 'model' entry");
-    ModelOptions options;
+BundleHeader read_bundle_info(const std::string& path) { return BundleHeader::parse(read_bundle_header(path), path); }
+
+// ---------------------------------------------------------------------------------------
+// BundleHeader
+
+namespace {
+
+// Keys BundleHeader knows; every other key is kept in `other`.
+const char* const kKnownKeys[] = {"format", "model",    "bands",   "data_type",    "nodata",  "normalization",
+                                  "tile_size", "overlap", "training", "metrics", "distillation", "toolkit",
+                                  "weights_bytes"};
+
+}  // namespace
+
+BundleHeader BundleHeader::parse(const nlohmann::json& j, const std::string& path) {
+    auto bad = [&](const std::string& key, const std::string& what) {
+        return ModelError("model bundle " + quote(path) + ": header entry " + quote(key) + " " + what);
+    };
+    if (!j.is_object()) throw ModelError(corrupt(path));
+    BundleHeader h;
+    if (!j.contains("model")) throw ModelError("model bundle " + quote(path) + " has no 'model' entry");
     try {
-        options = model_options_from_json(b.header.at("model"));
+        h.model = model_options_from_json(j.at("model"));
     } catch (const ModelError& e) {
         throw ModelError("model bundle " + quote(path) + ": " + e.what());
     }
+    if (j.contains("bands") && !j["bands"].is_null()) {
+        if (!j["bands"].is_array()) throw bad("bands", "must be a list of band names");
+        for (const auto& b : j["bands"]) h.bands.push_back(b.is_string() ? b.get<std::string>() : b.dump());
+    }
+    if (j.contains("data_type") && !j["data_type"].is_null()) {
+        if (!j["data_type"].is_string()) throw bad("data_type", "must be a GDAL data type name");
+        h.data_type = j["data_type"].get<std::string>();
+    }
+    if (j.contains("nodata") && !j["nodata"].is_null()) {
+        if (!j["nodata"].is_number()) throw bad("nodata", "must be a number or null");
+        h.nodata = j["nodata"].get<double>();
+    }
+    if (j.contains("normalization") && !j["normalization"].is_null()) {
+        try {
+            h.normalization = Normalization::from_json(j["normalization"]);
+        } catch (const Error& e) {
+            throw bad("normalization", std::string("is invalid: ") + e.what());
+        }
+    }
+    for (auto [key, field] : {std::pair{"tile_size", &h.tile_size}, std::pair{"overlap", &h.overlap}})
+        if (j.contains(key) && !j[key].is_null()) {
+            if (!j[key].is_number_integer() || j[key].get<int64_t>() < 0) throw bad(key, "must be an integer >= 0");
+            *field = j[key].get<int>();
+        }
+    for (auto [key, field] : {std::pair{"training", &h.training}, std::pair{"metrics", &h.metrics},
+                              std::pair{"distillation", &h.distillation}})
+        if (j.contains(key) && !j[key].is_null()) {
+            if (!j[key].is_object()) throw bad(key, "must be an object");
+            *field = j[key];
+        }
+    if (j.contains("toolkit") && j["toolkit"].is_string()) h.toolkit = j["toolkit"].get<std::string>();
+    if (j.contains("weights_bytes") && !j["weights_bytes"].is_null()) {
+        if (!j["weights_bytes"].is_number_unsigned()) throw ModelError(corrupt(path));
+        h.weights_bytes = j["weights_bytes"].get<uint64_t>();
+    }
+    for (const auto& [key, value] : j.items())
+        if (std::find(std::begin(kKnownKeys), std::end(kKnownKeys), key) == std::end(kKnownKeys)) h.other[key] = value;
+    return h;
+}
+
+nlohmann::json BundleHeader::to_json() const {
+    nlohmann::json j = other.is_object() ? other : nlohmann::json::object();
+    j["model"] = nn::to_json(model);
+    if (!bands.empty()) j["bands"] = bands;
+    if (!data_type.empty()) j["data_type"] = data_type;
+    j["nodata"] = nodata ? nlohmann::json(*nodata) : nlohmann::json(nullptr);
+    if (normalization) j["normalization"] = normalization->to_json();
+    j["tile_size"] = tile_size;
+    j["overlap"] = overlap;
+    if (!training.is_null()) j["training"] = training;
+    j["metrics"] = metrics;  // null: no validation
+    if (!distillation.is_null()) j["distillation"] = distillation;
+    if (!toolkit.empty()) j["toolkit"] = toolkit;
+    if (weights_bytes) j["weights_bytes"] = *weights_bytes;
+    return j;
+}
+
+int BundleHeader::band_count() const { return bands.empty() ? model.in_bands : int(bands.size()); }
+
+std::string BundleHeader::scene_norm() const { return normalization ? normalization->scene : "none"; }
+
+std::optional<double> BundleHeader::best_threshold() const {
+    if (!metrics.is_object()) return std::nullopt;
+    const auto bt = metrics.value("best_threshold", nlohmann::json());
+    if (!bt.is_object() || !bt.contains("threshold") || !bt["threshold"].is_number()) return std::nullopt;
+    return bt["threshold"].get<double>();
+}
+
+std::vector<double> BundleHeader::partition_thresholds() const {
+    const nlohmann::json none = nlohmann::json::object();
+    if (!training.is_object()) return {};
+    const auto train = training.value("train", none);
+    const auto partition = train.is_object() ? train.value("partition", none) : none;
+    const auto th = partition.is_object() ? partition.value("thresholds", nlohmann::json()) : nlohmann::json();
+    if (!th.is_array()) return {};
+    for (const auto& t : th)
+        if (!t.is_number()) return {};
+    return th.get<std::vector<double>>();
+}
+
+bool BundleHeader::training_complete() const { return !training.is_object() || training.value("complete", true); }
+
+Bundle load_bundle(const std::string& path, const torch::Device& device) {
+    OpenBundle b;
+    open_bundle(path, b);
+    BundleHeader info = BundleHeader::parse(b.header, path);
+    const ModelOptions& options = info.model;
     ChangeModel model;
     try {
         model = create_model(options);
     } catch (const Error& e) {
         throw ModelError("model bundle " + quote(path) + " cannot be rebuilt: " + e.what());
     }
-    const auto& wb = b.header.contains("weights_bytes") ? b.header.at("weights_bytes") : nlohmann::json();
-    if (!wb.is_null() && (!wb.is_number_unsigned() || wb.get<uint64_t>() != b.weights_size))
-        throw ModelError(corrupt(path));
+    if (info.weights_bytes && *info.weights_bytes != b.weights_size) throw ModelError(corrupt(path));
     std::string w(b.weights_size, '\0');
     if (!b.in.read(w.data(), static_cast<std::streamsize>(w.size()))) throw ModelError(corrupt(path));
     torch::serialize::InputArchive archive;
@@ -165,18 +267,14 @@ Bundle load_bundle(const std::string& path, const torch::Device& device) {
     }
     model->to(device);
     model->eval();
-    return Bundle{std::move(b.header), std::move(model)};
+    return Bundle{std::move(b.header), std::move(model), std::move(info)};
 }
 
-void check_input(const nlohmann::json& header, int bands, const std::string& data_type,
+void check_input(const BundleHeader& header, int bands, const std::string& data_type,
                  const std::string& bundle_name, const std::string& scene_name) {
-    int64_t want_bands = -1;
-    if (header.contains("bands") && header.at("bands").is_array())
-        want_bands = static_cast<int64_t>(header.at("bands").size());
-    else if (header.contains("model") && header.at("model").is_object())
-        want_bands = header.at("model").value("in_bands", int64_t(-1));
-    const std::string want_type = header.value("data_type", std::string());
-    const bool bands_ok = want_bands < 0 || want_bands == bands;
+    const int64_t want_bands = header.band_count();
+    const std::string& want_type = header.data_type;
+    const bool bands_ok = want_bands == bands;
     const bool type_ok = want_type.empty() || data_type.empty() || want_type == data_type;
     if (bands_ok && type_ok) return;
     auto side = [](int64_t n, const std::string& type) {
@@ -184,6 +282,11 @@ void check_input(const nlohmann::json& header, int bands, const std::string& dat
     };
     throw ModelError("bundle " + quote(bundle_name) + " expects " + side(want_bands, want_type) + ", scene " +
                      quote(scene_name) + " has " + side(bands, data_type));
+}
+
+void check_input(const nlohmann::json& header, int bands, const std::string& data_type,
+                 const std::string& bundle_name, const std::string& scene_name) {
+    check_input(BundleHeader::parse(header, bundle_name), bands, data_type, bundle_name, scene_name);
 }
 
 }  // namespace cdk::nn

@@ -1,9 +1,21 @@
 #include "cdk/nn/distill.hpp"
 
+#include <cmath>
+
 #include "cdk/core/error.hpp"
 #include "cdk/nn/losses.hpp"
+#include "cdk/nn/teachers.hpp"
 
 namespace cdk::nn {
+
+void validate(const MtkdOptions& o) {
+    if (o.teachers.size() < 2) throw ConfigError("MTKD needs at least two teachers (--teachers small=A.cdm,large=B.cdm)");
+    if (!o.thresholds.empty()) check_threshold_count(o.teachers.size(), o.thresholds.size());
+    if (!(o.kd.weight >= 0) || !(o.kd.kl_weight >= 0) || !std::isfinite(o.kd.weight) || !std::isfinite(o.kd.kl_weight))
+        throw ConfigError("distillation weights must be numbers >= 0");
+    if (!(o.kd.temperature > 0) || !std::isfinite(o.kd.temperature))
+        throw ConfigError("the distillation temperature must be positive");
+}
 
 torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& target,
                       const KdOptions& o) {

@@ -7,6 +7,17 @@
 
 namespace cdk::nn {
 
+void validate(const LossOptions& o) {
+    if (!o.class_weights.empty() && o.class_weights.size() != 2)
+        throw ConfigError("class weights take two values (no change, change), not " +
+                          std::to_string(o.class_weights.size()));
+    for (double w : o.class_weights)
+        if (!(w >= 0)) throw ConfigError("class weights must be >= 0");
+    if (!(o.dice_weight >= 0) || !(o.ce_weight >= 0)) throw ConfigError("loss weights must be >= 0");
+    if (o.dice_weight == 0 && o.ce_weight == 0)
+        throw ConfigError("the cross-entropy and Dice weights cannot both be 0");
+}
+
 namespace {
 
 // logits [N,2,H,W] and target [N,H,W] must agree; throws ConfigError.

@@ -26,6 +26,7 @@
 #include "cdk/geo/tile_grid.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
+#include "cdk/nn/predictor.hpp"
 #include "cdk/nn/torchscript.hpp"
 #include "cdk/pipeline/teachers.hpp"
 #include "cdk/pipeline/tile_dataset.hpp"
@@ -149,7 +150,8 @@ void validate(const InferOptions& o) {
 
 namespace {
 
-// A bundle loaded once for every scene of a run (with its teachers in O-P mode).
+// A bundle loaded once for every scene of a run (with its teachers in O-P mode), and the
+// window predictor of the mapping mode around it.
 struct LoadedModel {
     nn::Bundle bundle;
     Normalization norm;
@@ -158,6 +160,7 @@ struct LoadedModel {
     TeacherSet teachers;  // O-P mode: one per CAR partition, in CAR order
     bool nhwc = false;    // models and inputs channels-last
     double threshold = 0.5;  // on the change probability: --threshold, or the bundle's
+    std::unique_ptr<nn::WindowPredictor> predictor;  // the mapping mode
 };
 
 // Channels-last where it is faster (the same rule as training); not for TorchScript models,
@@ -177,11 +180,17 @@ void prepare_models(LoadedModel& m, const InferOptions& o) {
 LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
     origin.teachers = load_teachers(o.op_teachers, o.op_thresholds, origin.device);
     const auto& first = origin.teachers.bundles.front();
-    if (first.header.value("normalization", nlohmann::json()) != origin.bundle.header.value("normalization", nlohmann::json()) ||
+    if (first.info.normalization != origin.bundle.info.normalization ||
         first.model->options().in_bands != origin.bundle.model->options().in_bands)
         throw ModelError("teacher " + quote(origin.teachers.paths.front()) +
                          " was trained on other bands or statistics than origin " + quote(origin.path));
     return origin;
+}
+
+// The normalisation a bundle maps scenes with; refused when it records none.
+Normalization bundle_normalization(const nn::Bundle& b, const std::string& path) {
+    if (!b.info.normalization) throw ModelError("model bundle " + quote(path) + " has no normalisation");
+    return *b.info.normalization;
 }
 
 LoadedModel open_model(const InferOptions& o, const RunContext& ctx) {
@@ -189,10 +198,8 @@ LoadedModel open_model(const InferOptions& o, const RunContext& ctx) {
     if (o.amp) nn::check_amp(device, "--amp", ctx);
     if (!o.op_origin.empty()) {
         nn::Bundle origin = nn::load_bundle(o.op_origin, device);
-        if (!origin.header.contains("normalization"))
-            throw ModelError("model bundle " + quote(o.op_origin) + " has no normalisation");
-        Normalization norm = Normalization::from_json(origin.header.at("normalization"));
-        return load_op_model(o, LoadedModel{std::move(origin), std::move(norm), device, o.op_origin, {}});
+        Normalization norm = bundle_normalization(origin, o.op_origin);
+        return load_op_model(o, LoadedModel{std::move(origin), std::move(norm), device, o.op_origin, {}, false, 0.5, nullptr});
     }
     if (nn::is_torchscript(o.model)) {
         // A model from Python: what a bundle's header would say comes from the options.
@@ -204,21 +211,41 @@ LoadedModel open_model(const InferOptions& o, const RunContext& ctx) {
         for (size_t b = 0; b < o.mean.size(); ++b) norm.mean[b] = float(o.mean[b]);
         for (size_t b = 0; b < o.std.size(); ++b) norm.std[b] = float(o.std[b]);
         norm.scene = o.scene_norm;
-        nlohmann::json header = {{"model", {{"arch", "torchscript"}, {"in_bands", o.bands}}},
-                                 {"normalization", norm.to_json()}};
-        return {nn::Bundle{header, nn::load_torchscript(o.model, o.bands, device)}, norm, device, o.model, {}};
+        nn::BundleHeader info;
+        info.model.arch = "torchscript";
+        info.model.in_bands = o.bands;
+        info.normalization = norm;
+        nn::Bundle bundle{info.to_json(), nn::load_torchscript(o.model, o.bands, device), info};
+        return {std::move(bundle), norm, device, o.model, {}, false, 0.5, nullptr};
     }
     if (o.bands > 0 || !o.mean.empty() || !o.std.empty() || o.scene_norm != "none")
         throw ConfigError("--bands, --mean, --std and --scene-norm are for TorchScript models; bundle " + quote(o.model) +
                           " carries its own");
     nn::Bundle bundle = nn::load_bundle(o.model, device);
-    if (!bundle.header.contains("normalization"))
-        throw ModelError("model bundle " + quote(o.model) + " has no normalisation");
-    Normalization norm = Normalization::from_json(bundle.header.at("normalization"));
-    return {std::move(bundle), std::move(norm), device, o.model, {}};
+    Normalization norm = bundle_normalization(bundle, o.model);
+    return {std::move(bundle), std::move(norm), device, o.model, {}, false, 0.5, nullptr};
 }
 
-// The model (or O-P origin and teachers), in the memory format it runs fastest in.
+// One model's predictor in the asked mode: the model alone, or averaged over flips (--tta).
+std::unique_ptr<nn::WindowPredictor> model_predictor(const nn::ChangeModel& model, const InferOptions& o,
+                                                     const torch::Device& device) {
+    std::unique_ptr<nn::WindowPredictor> p = std::make_unique<nn::ModelPredictor>(model, device, o.amp);
+    if (o.tta) p = std::make_unique<nn::FlipTtaPredictor>(std::move(p));
+    return p;
+}
+
+// The mapping mode: one model, or Origin-Partition's origin and teachers (each with --tta).
+std::unique_ptr<nn::WindowPredictor> make_predictor(const LoadedModel& m, const InferOptions& o) {
+    auto origin = model_predictor(m.bundle.model, o, m.device);
+    if (m.teachers.bundles.empty()) return origin;
+    std::vector<std::unique_ptr<nn::WindowPredictor>> teachers;
+    for (const auto& t : m.teachers.bundles) teachers.push_back(model_predictor(t.model, o, m.device));
+    return std::make_unique<nn::OriginPartitionPredictor>(std::move(origin), std::move(teachers), m.teachers,
+                                                          m.threshold);
+}
+
+// The model (or O-P origin and teachers), in the memory format it runs fastest in, and the
+// predictor of the mapping mode.
 LoadedModel load_model(const InferOptions& o, const RunContext& ctx) {
     LoadedModel m = open_model(o, ctx);
     prepare_models(m, o);
@@ -226,16 +253,17 @@ LoadedModel load_model(const InferOptions& o, const RunContext& ctx) {
     if (o.threshold_from_model) {
         if (!m.teachers.bundles.empty())
             throw ConfigError("--threshold model needs one bundle (--model); in Origin-Partition mode give a number");
-        const auto& t = m.bundle.header.value("metrics", nlohmann::json::object());
-        const auto bt = t.is_object() ? t.value("best_threshold", nlohmann::json()) : nlohmann::json();
-        if (!bt.is_object() || !bt.contains("threshold") || !bt.at("threshold").is_number())
+        const auto t = m.bundle.info.best_threshold();
+        if (!t)
             throw ModelError("model " + quote(m.path) +
                              " has no validation-chosen threshold (trained without --val, distilled, or by an older "
                              "cdkit); give --threshold a number");
-        m.threshold = bt.at("threshold").get<double>();
+        m.threshold = *t;
         if (!(m.threshold > 0 && m.threshold < 1))
-            throw ModelError("model " + quote(m.path) + " has an invalid threshold " + bt.at("threshold").dump());
+            throw ModelError("model " + quote(m.path) + " has an invalid threshold " + format_number(*t));
     }
+    m.bundle.model->eval();
+    m.predictor = make_predictor(m, o);
     return m;
 }
 
@@ -373,14 +401,16 @@ struct StreamCosts {
     bool striped = false;        // a striped input decodes whole rows whatever the window
     int64_t avail = 0;           // --ram left for the strips' columns
 
-    StreamCosts(const InferOptions& o, const geo::ScenePair& pair, int tw, int th, int batch) {
+    // `factor`: the predictor's memory factor (nn::WindowPredictor::memory_factor).
+    StreamCosts(const InferOptions& o, const geo::ScenePair& pair, int tw, int th, int batch, double factor) {
         const int width = pair.grid().width;
         const int bands = pair.pre.band_count();
         const int64_t value = GDALGetDataTypeSizeBytes(pair.pre.data_type());
         // A window in flight: raw values and float tensors of both dates, validity masks. The
-        // queue holds two batches ahead, the model one (and its stacked copy).
+        // queue holds two batches ahead, the stacked copy one, the model `factor` (the mode's
+        // memory factor: 1 for one forward pass at the window's size).
         const int64_t per_window = int64_t(tw) * th * (2 * bands * (value + 4) + 3);
-        window_bytes = per_window * 4 * batch;
+        window_bytes = int64_t(std::llround(double(per_window) * (3.0 + factor))) * batch;
         // Per output column: probability, validity and mask of the rows being filled and being
         // written; input blocks of both dates cached for the window row (x 1.5 for the warped
         // date's own cache and for block edges).
@@ -395,9 +425,9 @@ struct StreamCosts {
 };
 
 StreamPlan plan_stream(const InferOptions& o, const geo::ScenePair& pair, const std::vector<int>& xs,
-                       const std::vector<std::pair<int, int>>& own_x, int tw, int th, int batch) {
+                       const std::vector<std::pair<int, int>>& own_x, int tw, int th, int batch, double factor) {
     const int width = pair.grid().width;
-    const StreamCosts cost(o, pair, tw, th, batch);
+    const StreamCosts cost(o, pair, tw, th, batch, factor);
     StreamPlan plan;
     plan.window_bytes = cost.window_bytes;
     if (!cost.fits(tw)) {
@@ -463,7 +493,7 @@ int batch_for(const InferOptions& o, int tw, int th) {
 // pixels of this scene, the larger on ties, and that --ram holds; otherwise `trained` (BIT's tokens
 // pool the whole window, Origin-Partition routes windows by their CAR, a TorchScript
 // model's reach is unknown).
-WindowPlan plan_windows(const InferOptions& o, const geo::ScenePair& pair, int trained, bool local) {
+WindowPlan plan_windows(const InferOptions& o, const geo::ScenePair& pair, int trained, bool local, double factor) {
     const int width = pair.grid().width, height = pair.grid().height;
     WindowPlan w;
     w.tile = o.tile_size > 0 ? o.tile_size : trained;
@@ -484,7 +514,7 @@ WindowPlan plan_windows(const InferOptions& o, const geo::ScenePair& pair, int t
         for (int e : edges) {
             const int tw = std::min(e, width), th = std::min(e, height);
             const int64_t cost = computed_pixels(width, height, e, w.overlap);
-            if (cost < best_cost && (e == trained || StreamCosts(o, pair, tw, th, batch_for(o, tw, th)).fits(tw))) {
+            if (cost < best_cost && (e == trained || StreamCosts(o, pair, tw, th, batch_for(o, tw, th), factor).fits(tw))) {
                 best_cost = cost;
                 w.tile = e;
             }
@@ -499,299 +529,324 @@ WindowPlan plan_windows(const InferOptions& o, const geo::ScenePair& pair, int t
     return w;
 }
 
-// One scene pair through the model into its outputs.
+// A scene pair opened for mapping, with each date's normalisation (per-scene
+// standardisation folded in).
+struct SceneInputs {
+    geo::ScenePair pair;
+    Normalization norm_pre, norm_post;
+    nlohmann::json scene_norm = nullptr;  // the per-scene statistics used, for the summary
+};
+
+SceneInputs open_scene(const LoadedModel& m, const geo::SceneSpec& pre, const geo::SceneSpec& post,
+                       const InferOptions& o, const RunContext& ctx) {
+    SceneInputs in{geo::open_pair(pre, post, "", o.pair, ctx), m.norm, m.norm};
+    const int bands = in.pair.pre.band_count();
+    nn::check_input(m.bundle.info, bands, GDALGetDataTypeName(in.pair.pre.data_type()), m.path, in.pair.pre.name());
+    if (int(m.norm.mean.size()) != bands)
+        throw ModelError("model bundle " + quote(m.path) + " normalises " + std::to_string(m.norm.mean.size()) +
+                         " bands, scene " + quote(in.pair.pre.name()) + " has " + std::to_string(bands));
+    // Per-scene standardisation (a bundle trained with --scene-norm): this pair's own
+    // statistics, over the pixels valid in both dates, as cd-tile recorded them for training.
+    if (m.norm.scene != "none") {
+        const nlohmann::json st = geo::pair_statistics(in.pair, ctx.scaled(0.0, 0.05)).to_json();
+        const DateStatistics s_pre = DateStatistics::from_json(st.at("pre")),
+                             s_post = DateStatistics::from_json(st.at("post"));
+        in.norm_pre = m.norm.for_date(s_pre);
+        in.norm_post = m.norm.for_date(s_post);
+        in.scene_norm = {{"mode", m.norm.scene},
+                         {"pre", {{"mean", s_pre.mean}, {"std", s_pre.std}}},
+                         {"post", {{"mean", s_post.mean}, {"std", s_post.std}}}};
+        ctx.debug("per-scene standardisation (" + m.norm.scene + "): statistics " + in.scene_norm.dump());
+    }
+    return in;
+}
+
+// The windows of a scene, the pixels each gives the output, and the order they are read in.
+struct ScenePlan {
+    WindowPlan wp;
+    std::vector<std::pair<int, int>> own_x, own_y;  // owned_ranges per axis
+    StreamPlan stream;
+    std::vector<std::pair<size_t, size_t>> order;   // windows to read: strip by strip, row by row
+    int64_t cache_bytes = 0;                        // GDAL's block cache as set
+    static bool gives(const std::pair<int, int>& r) { return r.second > r.first; }
+};
+
+ScenePlan plan_scene(const LoadedModel& m, const geo::ScenePair& pair, const InferOptions& o, const RunContext& ctx) {
+    const geo::Grid& grid = pair.grid();
+    int trained = m.bundle.info.tile_size;
+    if (trained <= 1) trained = kDefaultTile;
+    ScenePlan p;
+    const double factor = m.predictor->memory_factor();
+    p.wp = plan_windows(o, pair, trained, m.predictor->local(), factor);
+    const WindowPlan& wp = p.wp;
+    p.own_x = owned_ranges(wp.xs, wp.tw, grid.width);
+    p.own_y = owned_ranges(wp.ys, wp.th, grid.height);
+    p.stream = plan_stream(o, pair, wp.xs, p.own_x, wp.tw, wp.th, wp.batch, factor);
+    // The programs' fixed block cache (32 MB), or GDAL's 5 % of RAM when called as a
+    // library, becomes what one row of windows (or strip) needs; GDAL_CACHEMAX still wins.
+    p.cache_bytes = geo::set_block_cache(p.stream.cache_bytes);
+    for (const Strip& s : p.stream.strips)
+        for (size_t r = 0; r < wp.ys.size(); ++r)
+            for (size_t c = s.first; c < s.end; ++c)
+                if (ScenePlan::gives(p.own_y[r]) && ScenePlan::gives(p.own_x[c])) p.order.emplace_back(r, c);
+    const size_t strips = p.stream.strips.size();
+    ctx.info("windows " + std::to_string(wp.tw) + "x" + std::to_string(wp.th) +
+             (wp.automatic ? " (chosen for this scene; --tile-size sets them)" : "") + ", overlap " +
+             std::to_string(wp.overlap) + ", " + std::to_string(p.order.size()) + " windows in " +
+             std::to_string(wp.ys.size()) + " rows and " + std::to_string(strips) +
+             (strips == 1 ? " column strip" : " column strips") + ", batch " + std::to_string(wp.batch) +
+             (o.tta ? ", flip TTA" : "") + ", " + m.device.str() + (o.amp ? " in bfloat16 mixed precision" : "") +
+             "; read-ahead " + std::to_string(p.stream.window_bytes / kMB) + " MB, GDAL block cache " +
+             std::to_string(p.cache_bytes / kMB) + " MB (--ram " + std::to_string(o.ram_mb) +
+             " MB; the model's own memory comes on top)");
+    return p;
+}
+
+// The mask and the optional probability raster of a scene, created before any work so that
+// a refused output costs nothing. Strips fill the outputs out of block order: staged then,
+// so that no compressed block is written twice.
+struct SceneOutputs {
+    std::unique_ptr<geo::RasterWriter> mask, prob;
+};
+
+SceneOutputs open_outputs(const std::string& out, const std::string& prob, bool prob_is_scratch,
+                          const geo::Grid& grid, size_t strips, const InferOptions& o) {
+    SceneOutputs w;
+    geo::WriteOptions mw = o.write;
+    mw.stage = mw.stage || strips > 1;
+    w.mask = std::make_unique<geo::RasterWriter>(out, grid, 1, GDT_Byte, mw, double(kMaskNodata));
+    geo::set_change_colour_table(*w.mask->dataset().GetRasterBand(1));
+    if (!prob.empty()) {
+        geo::WriteOptions pw = mw;
+        if (prob_is_scratch) {  // an intermediate: plain GeoTIFF, replacing a stale one
+            pw = geo::WriteOptions{};
+            pw.overwrite = true;
+        }
+        w.prob = std::make_unique<geo::RasterWriter>(prob, grid, 1, GDT_Float32, pw, double(kProbNodata));
+    }
+    return w;
+}
+
+// What streaming a scene counted, and where its time went: the model, waiting for the
+// reader, waiting for the writer.
+struct StreamStats {
+    long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
+    double model_s = 0, read_wait_s = 0, write_wait_s = 0;
+};
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Streams a scene's windows through the predictor: a reader thread reads and normalises
+// windows ahead, the predictor runs them in batches, each window gives the output only the
+// pixels it owns (centre cropping), and each finished row of a strip is thresholded and
+// written by a writer thread while the model goes on.
+class SceneStream {
+public:
+    SceneStream(LoadedModel& m, const SceneInputs& in, const ScenePlan& plan, SceneOutputs& out,
+                const RunContext& ctx)
+        : m_(m), in_(in), plan_(plan), out_(out), ctx_(ctx),
+          reader_(plan.order, [this](size_t r, size_t c) { return read_window(r, c); }, size_t(2 * plan.wp.batch)) {}
+
+    StreamStats run() {
+        for (const Strip& s : plan_.stream.strips) {
+            if (s.x1 <= s.x0) continue;
+            for (size_t r = 0; r < plan_.wp.ys.size(); ++r)
+                if (ScenePlan::gives(plan_.own_y[r])) map_row(s, r);
+        }
+        wait_writing();
+        return stats_;
+    }
+
+private:
+    // Window (row, col) gives the output rows own_y[row] and columns own_x[col]: read
+    // only when those hold data in both dates is it run.
+    WindowData read_window(size_t row, size_t col) const {
+        const WindowPlan& wp = plan_.wp;
+        WindowData w;
+        w.row = row;
+        w.col = col;
+        const geo::Window win{wp.xs[col], wp.ys[row], wp.tw, wp.th};
+        const geo::Block a = in_.pair.pre.read(win), b = in_.pair.post.read(win);
+        auto va = torch::from_blob(const_cast<uint8_t*>(a.valid.data()), {wp.th, wp.tw}, torch::kUInt8);
+        auto vb = torch::from_blob(const_cast<uint8_t*>(b.valid.data()), {wp.th, wp.tw}, torch::kUInt8);
+        w.valid = va.logical_and(vb);
+        const auto [x0, x1] = plan_.own_x[col];
+        const auto [y0, y1] = plan_.own_y[row];
+        w.run = w.valid.narrow(0, y0 - win.y, y1 - y0).narrow(1, x0 - win.x, x1 - x0).any().item<bool>();
+        if (w.run) {
+            w.pre = block_tensor(a, in_.norm_pre);
+            w.post = block_tensor(b, in_.norm_post);
+        }
+        return w;
+    }
+
+    // The output rows of window row `r` over strip `s`: windows read in order, run in
+    // batches, cropped into the row, then written.
+    void map_row(const Strip& s, size_t r) {
+        const auto [y0, y1] = plan_.own_y[r];
+        const int rh = y1 - y0, sw = s.x1 - s.x0;
+        auto acc = torch::zeros({rh, sw}, torch::kFloat32);
+        auto valid = torch::zeros({rh, sw}, torch::kBool);
+        std::vector<WindowData> batch;
+        for (size_t c = s.first; c < s.end; ++c) {
+            if (!ScenePlan::gives(plan_.own_x[c])) continue;
+            const auto t_read = Clock::now();
+            WindowData w = reader_.next();
+            stats_.read_wait_s += seconds_since(t_read);
+            const auto [x0, x1] = plan_.own_x[c];
+            valid.narrow(1, x0 - s.x0, x1 - x0)
+                .copy_(w.valid.narrow(0, y0 - plan_.wp.ys[r], rh).narrow(1, x0 - plan_.wp.xs[c], x1 - x0));
+            ++windows_done_;
+            if (!w.run) {
+                ++stats_.windows_skipped;
+                continue;
+            }
+            batch.push_back(std::move(w));
+            if (int(batch.size()) == plan_.wp.batch) run_batch(batch, s, r, acc);
+        }
+        run_batch(batch, s, r, acc);
+        write_row(s, y0, acc, valid);
+        ctx_.progress(double(windows_done_) / double(std::max<size_t>(plan_.order.size(), 1)), "inference");
+    }
+
+    void run_batch(std::vector<WindowData>& batch, const Strip& s, size_t r, torch::Tensor& acc) {
+        if (batch.empty()) return;
+        const auto t_model = Clock::now();
+        std::vector<torch::Tensor> as, bs, vs;
+        for (const auto& w : batch) {
+            as.push_back(w.pre);
+            bs.push_back(w.post);
+            vs.push_back(w.valid);
+        }
+        auto a = torch::stack(as).to(m_.device);
+        auto b = torch::stack(bs).to(m_.device);
+        if (m_.nhwc) {
+            a = a.contiguous(torch::MemoryFormat::ChannelsLast);
+            b = b.contiguous(torch::MemoryFormat::ChannelsLast);
+        }
+        const torch::Tensor p = m_.predictor->predict(a, b, torch::stack(vs));
+        // Centre cropping: each window gives only the pixels it owns.
+        const auto [y0, y1] = plan_.own_y[r];
+        for (size_t k = 0; k < batch.size(); ++k) {
+            const size_t col = batch[k].col;
+            const auto [x0, x1] = plan_.own_x[col];
+            acc.narrow(1, x0 - s.x0, x1 - x0)
+                .copy_(p[int64_t(k)].narrow(0, y0 - plan_.wp.ys[r], y1 - y0).narrow(1, x0 - plan_.wp.xs[col], x1 - x0));
+        }
+        stats_.windows_run += int64_t(batch.size());
+        batch.clear();
+        stats_.model_s += seconds_since(t_model);
+    }
+
+    // Threshold a finished row and hand it to the writer thread (one write at a time, so
+    // each output dataset is used by one thread at a time).
+    void write_row(const Strip& s, int y0, const torch::Tensor& acc, const torch::Tensor& valid) {
+        const auto is_change = acc.ge(m_.threshold) & valid;
+        auto mask = torch::where(valid, is_change.to(torch::kUInt8), torch::full_like(is_change, kMaskNodata, torch::kUInt8))
+                        .contiguous();
+        stats_.changed += is_change.sum().item<int64_t>();
+        stats_.valid_pixels += valid.sum().item<int64_t>();
+        torch::Tensor pr;
+        if (out_.prob) pr = torch::where(valid, acc, torch::full_like(acc, kProbNodata)).contiguous();
+        wait_writing();
+        const geo::Window region{s.x0, y0, s.x1 - s.x0, int(acc.size(0))};
+        writing_ = std::async(std::launch::async, [this, region, mask = std::move(mask), pr = std::move(pr)] {
+            out_.mask->write(1, region, mask.data_ptr<uint8_t>(), GDT_Byte);
+            if (out_.prob) out_.prob->write(1, region, pr.data_ptr<float>(), GDT_Float32);
+        });
+    }
+
+    void wait_writing() {
+        const auto t = Clock::now();
+        if (writing_.valid()) writing_.get();
+        stats_.write_wait_s += seconds_since(t);
+    }
+
+    LoadedModel& m_;
+    const SceneInputs& in_;
+    const ScenePlan& plan_;
+    SceneOutputs& out_;
+    const RunContext& ctx_;
+    StreamStats stats_;
+    size_t windows_done_ = 0;
+    std::future<void> writing_;
+    WindowReader reader_;  // last: its thread reads through the members above
+};
+
+// The JSON summary of a mapped scene.
+nlohmann::json scene_summary(const LoadedModel& m, const SceneInputs& in, const ScenePlan& plan,
+                             const StreamStats& st, const ScenePaths& paths, const nlohmann::json& polygons,
+                             double seconds, const InferOptions& o) {
+    const geo::Grid& grid = in.pair.grid();
+    const double pixel_m2 = geo::pixel_area_m2(grid);
+    const long long total = static_cast<long long>(grid.width) * grid.height;
+    return {{"out", paths.out},
+            {"prob", paths.prob.empty() ? nlohmann::json(nullptr) : nlohmann::json(paths.prob)},
+            {"polygons", polygons},
+            {"model", m.path},
+            {"arch", m.bundle.model->options().arch},
+            {"width", grid.width},
+            {"height", grid.height},
+            {"valid_pixels", st.valid_pixels},
+            {"changed_pixels", st.changed},
+            {"car", st.valid_pixels ? double(st.changed) / double(st.valid_pixels) : 0.0},
+            {"changed_area_m2", pixel_m2 > 0 ? nlohmann::json(double(st.changed) * pixel_m2) : nlohmann::json(nullptr)},
+            {"threshold", m.threshold},
+            {"window", plan.wp.tile},
+            {"window_automatic", plan.wp.automatic},
+            {"overlap", plan.wp.overlap},
+            {"batch", plan.wp.batch},
+            {"windows", st.windows_run},
+            {"windows_skipped", st.windows_skipped},
+            {"strips", plan.stream.strips.size()},
+            {"ram_mb", o.ram_mb},
+            {"device", m.device.str()},
+            {"memory_format", m.nhwc ? "channels-last" : "contiguous"},
+            {"folded", o.fold},
+            {"amp", o.amp},
+            {"scene_normalization", in.scene_norm},
+            {"seconds", seconds},
+            {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0},
+            {"seconds_model", st.model_s},
+            {"seconds_waiting_for_reads", st.read_wait_s},
+            {"seconds_waiting_for_writes", st.write_wait_s},
+            {"op", m.predictor->summary()}};
+}
+
+// One scene pair through the predictor into its outputs.
 nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::SceneSpec& post,
                          const ScenePaths& paths, const InferOptions& o, const RunContext& ctx) {
-    const std::string& out = paths.out;
     // Polygons need the probability: kept in a hidden file beside the mask when not asked for.
     RemoveOnExit scratch;
     std::string prob = paths.prob;
     if (!paths.polygons.empty() && prob.empty()) {
-        const fs::path p(out);
+        const fs::path p(paths.out);
         prob = scratch.path = (p.parent_path() / ("." + p.filename().string() + ".prob.tif")).string();
     }
     const auto t_start = Clock::now();
-    nn::Bundle& bundle = m.bundle;
-    const nlohmann::json& header = bundle.header;
-    const Normalization& norm = m.norm;
-    const torch::Device device = m.device;
-    const geo::ScenePair pair = geo::open_pair(pre, post, "", o.pair, ctx);
-    const int bands = pair.pre.band_count();
-    nn::check_input(header, bands, GDALGetDataTypeName(pair.pre.data_type()), m.path, pair.pre.name());
-    if (int(norm.mean.size()) != bands)
-        throw ModelError("model bundle " + quote(m.path) + " normalises " + std::to_string(norm.mean.size()) +
-                         " bands, scene " + quote(pair.pre.name()) + " has " + std::to_string(bands));
-
-    // Per-scene standardisation (a bundle trained with --scene-norm): this pair's own
-    // statistics, over the pixels valid in both dates, as cd-tile recorded them for training.
-    Normalization norm_pre = norm, norm_post = norm;
-    nlohmann::json scene_norm = nullptr;
-    if (norm.scene != "none") {
-        const nlohmann::json st = geo::pair_statistics(pair, ctx.scaled(0.0, 0.05)).to_json();
-        const DateStatistics s_pre = DateStatistics::from_json(st.at("pre")),
-                             s_post = DateStatistics::from_json(st.at("post"));
-        norm_pre = norm.for_date(s_pre);
-        norm_post = norm.for_date(s_post);
-        scene_norm = {{"mode", norm.scene},
-                      {"pre", {{"mean", s_pre.mean}, {"std", s_pre.std}}},
-                      {"post", {{"mean", s_post.mean}, {"std", s_post.std}}}};
-        ctx.debug("per-scene standardisation (" + norm.scene + "): statistics " + scene_norm.dump());
-    }
+    const SceneInputs in = open_scene(m, pre, post, o, ctx);
     // Progress: the statistics pass is the first 5 %, the windows the rest.
-    const RunContext window_ctx = norm.scene != "none" ? ctx.scaled(0.05, 1.0) : ctx;
+    const RunContext window_ctx = m.norm.scene != "none" ? ctx.scaled(0.05, 1.0) : ctx;
+    const ScenePlan plan = plan_scene(m, in.pair, o, ctx);
+    SceneOutputs out = open_outputs(paths.out, prob, !scratch.path.empty(), in.pair.grid(), plan.stream.strips.size(), o);
+    m.predictor->begin_scene();
+    const StreamStats st = SceneStream(m, in, plan, out, window_ctx).run();
 
-    const geo::Grid& grid = pair.grid();
-    const int width = grid.width, height = grid.height;
-    int trained = header.value("tile_size", 0);
-    if (trained <= 1) trained = kDefaultTile;
-    const WindowPlan wp = plan_windows(o, pair, trained, bundle.model->local() && m.teachers.bundles.empty());
-    const std::vector<int>& xs = wp.xs;
-    const std::vector<int>& ys = wp.ys;
-    const int tw = wp.tw, th = wp.th, overlap = wp.overlap;
-    const auto own_x = owned_ranges(xs, tw, width);
-    const auto own_y = owned_ranges(ys, th, height);
-    auto gives = [](const std::pair<int, int>& r) { return r.second > r.first; };
-    const StreamPlan plan = plan_stream(o, pair, xs, own_x, tw, th, wp.batch);
-    // The programs' fixed block cache (32 MB), or GDAL's 5 % of RAM when called as a
-    // library, becomes what one row of windows (or strip) needs; GDAL_CACHEMAX still wins.
-    const int64_t cache_bytes = geo::set_block_cache(plan.cache_bytes);
-    std::vector<std::pair<size_t, size_t>> order;  // windows to read: strip by strip, row by row
-    for (const Strip& s : plan.strips)
-        for (size_t r = 0; r < ys.size(); ++r)
-            for (size_t c = s.first; c < s.end; ++c)
-                if (gives(own_y[r]) && gives(own_x[c])) order.emplace_back(r, c);
-    ctx.info("windows " + std::to_string(tw) + "x" + std::to_string(th) +
-             (wp.automatic ? " (chosen for this scene; --tile-size sets them)" : "") + ", overlap " +
-             std::to_string(overlap) +
-             ", " + std::to_string(order.size()) + " windows in " + std::to_string(ys.size()) + " rows and " +
-             std::to_string(plan.strips.size()) + (plan.strips.size() == 1 ? " column strip" : " column strips") +
-             ", batch " + std::to_string(wp.batch) + (o.tta ? ", flip TTA" : "") + ", " + device.str() +
-             (o.amp ? " in bfloat16 mixed precision" : "") +
-             "; read-ahead " + std::to_string(plan.window_bytes / kMB) + " MB, GDAL block cache " +
-             std::to_string(cache_bytes / kMB) + " MB (--ram " + std::to_string(o.ram_mb) +
-             " MB; the model's own memory comes on top)");
-
-    // Outputs are created before any work so that a refused output costs nothing. Strips
-    // fill the outputs out of block order: stage them, so that no compressed block is
-    // written twice.
-    geo::WriteOptions mw = o.write;
-    mw.stage = mw.stage || plan.strips.size() > 1;
-    geo::RasterWriter mask_out(out, grid, 1, GDT_Byte, mw, double(kMaskNodata));
-    geo::set_change_colour_table(*mask_out.dataset().GetRasterBand(1));
-    std::unique_ptr<geo::RasterWriter> prob_out;
-    if (!prob.empty()) {
-        geo::WriteOptions pw = mw;
-        if (!scratch.path.empty()) {  // an intermediate: plain GeoTIFF, replacing a stale one
-            pw = geo::WriteOptions{};
-            pw.overwrite = true;
-        }
-        prob_out = std::make_unique<geo::RasterWriter>(prob, grid, 1, GDT_Float32, pw, double(kProbNodata));
-    }
-
-    nn::ChangeModelImpl& model = *bundle.model;
-    model.eval();
-    torch::NoGradGuard no_grad;
-    auto change_prob = [&](nn::ChangeModelImpl& model, const torch::Tensor& a, const torch::Tensor& b) {
-        auto run = [&](const torch::Tensor& x, const torch::Tensor& y) {
-            torch::Tensor logits;
-            {
-                nn::AutocastGuard autocast(o.amp, device);
-                logits = model.forward(x, y).logits;
-            }
-            return torch::softmax(logits.to(torch::kFloat32), 1).select(1, 1);
-        };
-        auto p = run(a, b);
-        if (o.tta) {
-            p = p + run(a.flip({3}), b.flip({3})).flip({2});
-            p = p + run(a.flip({2}), b.flip({2})).flip({1});
-            p = p / 3.0;
-        }
-        return p.to(torch::kCPU).contiguous();
-    };
-
-    // Window (row, col) gives the output rows own_y[row] and columns own_x[col]: read
-    // only when those hold data in both dates is it run.
-    auto read_window = [&](size_t row, size_t col) {
-        WindowData w;
-        w.row = row;
-        w.col = col;
-        const geo::Window win{xs[col], ys[row], tw, th};
-        const geo::Block a = pair.pre.read(win), b = pair.post.read(win);
-        auto va = torch::from_blob(const_cast<uint8_t*>(a.valid.data()), {th, tw}, torch::kUInt8);
-        auto vb = torch::from_blob(const_cast<uint8_t*>(b.valid.data()), {th, tw}, torch::kUInt8);
-        w.valid = va.logical_and(vb);
-        const auto [x0, x1] = own_x[col];
-        const auto [y0, y1] = own_y[row];
-        w.run = w.valid.narrow(0, y0 - win.y, y1 - y0).narrow(1, x0 - win.x, x1 - x0).any().item<bool>();
-        if (w.run) {
-            w.pre = block_tensor(a, norm_pre);
-            w.post = block_tensor(b, norm_post);
-        }
-        return w;
-    };
-    WindowReader reader(order, read_window, size_t(2 * wp.batch));
-
-    long long changed = 0, valid_pixels = 0, windows_run = 0, windows_skipped = 0;
-    // Where the time goes: the model, waiting for the reader, waiting for the writer.
-    double model_s = 0, read_wait_s = 0, write_wait_s = 0;
-    auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
-    std::vector<long long> routed(m.teachers.bundles.size(), 0);
-    // A finished row of a strip is written in a writer thread while the model goes on; one
-    // write at a time, so each output dataset is used by one thread at a time.
-    std::future<void> writing;
-    auto wait_writing = [&] {
-        const auto t = Clock::now();
-        if (writing.valid()) writing.get();
-        write_wait_s += since(t);
-    };
-    size_t windows_done = 0;
-    for (const Strip& s : plan.strips) {
-        const int sw = s.x1 - s.x0;
-        if (sw <= 0) continue;
-        for (size_t r = 0; r < ys.size(); ++r) {
-            const auto [y0, y1] = own_y[r];
-            if (y1 <= y0) continue;
-            const int rh = y1 - y0;
-            // The output rows this window row gives, over the strip's columns.
-            auto acc = torch::zeros({rh, sw}, torch::kFloat32);
-            auto valid = torch::zeros({rh, sw}, torch::kBool);
-            std::vector<WindowData> batch;
-            auto run_batch = [&] {
-                if (batch.empty()) return;
-                const auto t_model = Clock::now();
-                const int64_t n = int64_t(batch.size());
-                std::vector<torch::Tensor> as, bs;
-                for (const auto& w : batch) {
-                    as.push_back(w.pre);
-                    bs.push_back(w.post);
-                }
-                auto a = torch::stack(as).to(device);
-                auto b = torch::stack(bs).to(device);
-                if (m.nhwc) {
-                    a = a.contiguous(torch::MemoryFormat::ChannelsLast);
-                    b = b.contiguous(torch::MemoryFormat::ChannelsLast);
-                }
-                torch::Tensor p = change_prob(model, a, b);
-                if (!m.teachers.bundles.empty()) {
-                    // O-P two-pass: the origin's predicted CAR of each window (over its valid
-                    // pixels) picks the teacher whose partition holds it; the teacher predicts.
-                    std::vector<std::vector<int64_t>> groups(m.teachers.bundles.size());
-                    for (int64_t k = 0; k < n; ++k) {
-                        const auto& v = batch[size_t(k)].valid;
-                        const double car = double((p[k].ge(m.threshold) & v).sum().item<int64_t>()) /
-                                           double(v.sum().item<int64_t>());
-                        groups[size_t(m.teachers.route(car))].push_back(k);
-                    }
-                    for (size_t t = 0; t < groups.size(); ++t) {
-                        if (groups[t].empty()) continue;
-                        const auto idx = torch::tensor(groups[t], torch::kInt64);
-                        const auto idx_dev = idx.to(device);
-                        p.index_copy_(0, idx, change_prob(*m.teachers.bundles[t].model, a.index_select(0, idx_dev),
-                                                          b.index_select(0, idx_dev)));
-                        routed[t] += int64_t(groups[t].size());
-                    }
-                }
-                // Centre cropping: each window gives only the pixels it owns.
-                for (int64_t k = 0; k < n; ++k) {
-                    const auto [x0, x1] = own_x[batch[size_t(k)].col];
-                    acc.narrow(1, x0 - s.x0, x1 - x0).copy_(p[k].narrow(0, y0 - ys[r], rh).narrow(1, x0 - xs[batch[size_t(k)].col], x1 - x0));
-                }
-                windows_run += n;
-                batch.clear();
-                model_s += since(t_model);
-            };
-            for (size_t c = s.first; c < s.end; ++c) {
-                if (!gives(own_x[c])) continue;
-                const auto t_read = Clock::now();
-                WindowData w = reader.next();
-                read_wait_s += since(t_read);
-                const auto [x0, x1] = own_x[c];
-                valid.narrow(1, x0 - s.x0, x1 - x0)
-                    .copy_(w.valid.narrow(0, y0 - ys[r], rh).narrow(1, x0 - xs[c], x1 - x0));
-                ++windows_done;
-                if (!w.run) {
-                    ++windows_skipped;
-                    continue;
-                }
-                batch.push_back(std::move(w));
-                if (int(batch.size()) == wp.batch) run_batch();
-            }
-            run_batch();
-
-            const auto is_change = acc.ge(m.threshold) & valid;
-            auto mask = torch::where(valid, is_change.to(torch::kUInt8),
-                                     torch::full_like(is_change, kMaskNodata, torch::kUInt8))
-                            .contiguous();
-            changed += is_change.sum().item<int64_t>();
-            valid_pixels += valid.sum().item<int64_t>();
-            torch::Tensor pr;
-            if (prob_out) pr = torch::where(valid, acc, torch::full_like(acc, kProbNodata)).contiguous();
-            wait_writing();
-            const geo::Window region{s.x0, y0, sw, rh};
-            writing = std::async(std::launch::async, [&mask_out, &prob_out, region, mask = std::move(mask),
-                                                      pr = std::move(pr)] {
-                mask_out.write(1, region, mask.data_ptr<uint8_t>(), GDT_Byte);
-                if (prob_out) prob_out->write(1, region, pr.data_ptr<float>(), GDT_Float32);
-            });
-            window_ctx.progress(double(windows_done) / double(std::max<size_t>(order.size(), 1)), "inference");
-        }
-    }
-    wait_writing();
-
-    if (prob_out) prob_out->commit();
-    mask_out.commit();
-    geo::write_change_style(out, true);
+    if (out.prob) out.prob->commit();
+    out.mask->commit();
+    geo::write_change_style(paths.out, true);
     nlohmann::json polygons = nullptr;
     if (!paths.polygons.empty()) {
         geo::PolygonOptions po;
-        po.mask = out;
+        po.mask = paths.out;
         po.prob = prob;
         po.out = paths.polygons;
         po.min_area_m2 = o.min_area_m2;
         po.overwrite = true;  // conflicts were refused before any work
         polygons = geo::polygonize_changes(po, ctx);
     }
-
-    nlohmann::json op_summary = nullptr;
-    if (!m.teachers.bundles.empty()) {
-        op_summary = {{"thresholds", m.teachers.thresholds}, {"windows", nlohmann::json::object()}};
-        for (size_t t = 0; t < routed.size(); ++t) op_summary["windows"][m.teachers.names[t]] = routed[t];
-    }
-    const double seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
-    const double pixel_m2 = geo::pixel_area_m2(grid);
-    const long long total = static_cast<long long>(width) * height;
-    if (valid_pixels == 0) ctx.warn("scene " + quote(pair.pre.name()) + " has no pixel with data in both dates");
-    return {{"out", out},
-            {"prob", paths.prob.empty() ? nlohmann::json(nullptr) : nlohmann::json(paths.prob)},
-            {"polygons", polygons},
-            {"model", m.path},
-            {"arch", bundle.model->options().arch},
-            {"width", width},
-            {"height", height},
-            {"valid_pixels", valid_pixels},
-            {"changed_pixels", changed},
-            {"car", valid_pixels ? double(changed) / double(valid_pixels) : 0.0},
-            {"changed_area_m2", pixel_m2 > 0 ? nlohmann::json(double(changed) * pixel_m2) : nlohmann::json(nullptr)},
-            {"threshold", m.threshold},
-            {"window", wp.tile},
-            {"window_automatic", wp.automatic},
-            {"overlap", overlap},
-            {"batch", wp.batch},
-            {"windows", windows_run},
-            {"windows_skipped", windows_skipped},
-            {"strips", plan.strips.size()},
-            {"ram_mb", o.ram_mb},
-            {"device", device.str()},
-            {"memory_format", m.nhwc ? "channels-last" : "contiguous"},
-            {"folded", o.fold},
-            {"amp", o.amp},
-            {"scene_normalization", scene_norm},
-            {"seconds", seconds},
-            {"megapixels_per_s", seconds > 0 ? double(total) / 1e6 / seconds : 0.0},
-            {"seconds_model", model_s},
-            {"seconds_waiting_for_reads", read_wait_s},
-            {"seconds_waiting_for_writes", write_wait_s},
-            {"op", op_summary}};
+    if (st.valid_pixels == 0) ctx.warn("scene " + quote(in.pair.pre.name()) + " has no pixel with data in both dates");
+    return scene_summary(m, in, plan, st, paths, polygons, seconds_since(t_start), o);
 }
 
 // An output that exists is either part of a finished scene (--resume) or to be replaced

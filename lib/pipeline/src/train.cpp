@@ -9,6 +9,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -21,6 +23,7 @@
 #include "cdk/geo/partition.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
+#include "cdk/nn/objective.hpp"
 
 namespace cdk::pipeline {
 
@@ -182,16 +185,17 @@ ValidationResult validate_model(nn::ChangeModelImpl& model, const TileDataset& d
     return v;
 }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(nn::ChangeModelImpl& model, const TrainOptions& o) {
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& params,
+                                                       const TrainOptions& o) {
     if (o.optimizer == "sgd")
         return std::make_unique<torch::optim::SGD>(
-            model.parameters(),
+            params,
             torch::optim::SGDOptions(o.lr).momentum(kSgdMomentum).weight_decay(o.weight_decay));
     if (o.optimizer == "adam")  // weight decay as an L2 term in the gradient, as torch.optim.Adam
         return std::make_unique<torch::optim::Adam>(
-            model.parameters(), torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
+            params, torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
     return std::make_unique<torch::optim::AdamW>(
-        model.parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+        params, torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
 }
 
 // The decay of the weight average's update after `updates` earlier updates: the set decay,
@@ -240,15 +244,16 @@ struct Progress {
     std::vector<int> resumed;  // epochs after which the run was resumed
 };
 
-void save_checkpoint(const std::string& path, nn::ChangeModelImpl& model,
+void save_checkpoint(const std::string& path, nn::Objective& objective,
                      torch::optim::Optimizer& optimizer, nn::ChangeModelImpl* average, const Progress& p,
                      const nlohmann::json& meta) {
     torch::serialize::OutputArchive archive;
     torch::serialize::OutputArchive model_archive, optimizer_archive;
-    model.save(model_archive);
+    objective.model().save(model_archive);
     optimizer.save(optimizer_archive);
     archive.write("model", model_archive);
     archive.write("optimizer", optimizer_archive);
+    objective.save_state(archive);  // a jointly trained teacher, say
     if (average) {
         torch::serialize::OutputArchive average_archive;
         average->save(average_archive);
@@ -313,6 +318,17 @@ void truncate_log(const std::string& path, int epochs_done) {
 
 void validate(const TrainOptions& o) {
     if (o.train.empty()) throw ConfigError("a training manifest is required (--train)");
+    if (!o.model.arch.empty()) {
+        const auto names = nn::model_names();
+        if (std::find(names.begin(), names.end(), o.model.arch) == names.end()) {
+            std::string known;
+            for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+            throw ConfigError("unknown architecture " + quote(o.model.arch) + " (known: " + known + ")");
+        }
+    }
+    if (!o.model.extra.empty() && !o.init.empty())
+        throw ConfigError("--model-option cannot be combined with a start bundle (" + quote(o.init) +
+                          "): its model options are kept");
     if (o.out.empty()) throw ConfigError("an output bundle is required (--out)");
     if (!o.save_last.empty() && fs::absolute(o.save_last).lexically_normal() == fs::absolute(o.out).lexically_normal())
         throw ConfigError("--save-last " + quote(o.save_last) + " is the output bundle itself; give it another name");
@@ -334,36 +350,37 @@ void validate(const TrainOptions& o) {
     if (o.threads < 0) throw ConfigError("threads must be >= 0");
     if (o.max_steps < 0) throw ConfigError("max steps must be >= 0");
     if (!o.scene_norm.empty()) validate_scene_normalization(o.scene_norm);
-    if (!o.loss.class_weights.empty() && o.loss.class_weights.size() != 2)
-        throw ConfigError("class weights take two values (no change, change), not " +
-                          std::to_string(o.loss.class_weights.size()));
-    for (double w : o.loss.class_weights)
-        if (!(w >= 0)) throw ConfigError("class weights must be >= 0");
-    if (!(o.loss.dice_weight >= 0) || !(o.loss.ce_weight >= 0))
-        throw ConfigError("loss weights must be >= 0");
-    if (o.loss.dice_weight == 0 && o.loss.ce_weight == 0)
-        throw ConfigError("the cross-entropy and Dice weights cannot both be 0");
+    nn::validate(o.loss);
 }
 
-nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const ExtraLoss& extra) {
-    validate(o);
-    const auto t_start = Clock::now();
-    const std::string ckpt = o.out + ".ckpt", log = o.out + ".log.jsonl";
+namespace {
+
+// Where a run writes, and whether it goes on from a checkpoint. `skip` holds the summary
+// when --resume finds the run already finished.
+struct RunPaths {
+    std::string ckpt, log;
+    bool resuming = false;
+    nlohmann::json skip = nullptr;
+};
+
+RunPaths check_outputs(const TrainOptions& o, const RunContext& ctx) {
+    RunPaths r{o.out + ".ckpt", o.out + ".log.jsonl"};
     const std::string out_dir = folder_of(o.out);
     if (!fs::is_directory(out_dir)) throw IoError("output folder " + quote(out_dir) + " does not exist");
     if (!o.save_last.empty() && !fs::is_directory(folder_of(o.save_last)))
         throw IoError("output folder " + quote(folder_of(o.save_last)) + " of --save-last does not exist");
-    const bool have_ckpt = fs::exists(ckpt);
+    const bool have_ckpt = fs::exists(r.ckpt);
     if (o.resume && !have_ckpt && fs::exists(o.out)) {
-        nlohmann::json h = nn::read_bundle_header(o.out);
-        const nlohmann::json training = h.value("training", nlohmann::json());
+        const nn::BundleHeader h = nn::read_bundle_info(o.out);
         // A bundle without a checkpoint is a finished run, unless --max-steps stopped it
         // inside its first epoch (checkpoints are written at epoch ends): that one restarts.
-        if (!training.is_object() || training.value("complete", true)) {
+        if (h.training_complete()) {
             // Nothing left to do: the run finished earlier (how --resume skips finished jobs).
             ctx.info("training of " + quote(o.out) + " already finished; nothing to resume");
-            return {{"out", o.out}, {"skipped", true}, {"complete", true}, {"training", training},
-                    {"metrics", h.value("metrics", nlohmann::json())}};
+            r.skip = {{"out", o.out}, {"skipped", true}, {"complete", true},
+                      {"training", h.training.is_null() ? nlohmann::json() : h.training},
+                      {"metrics", h.metrics.is_null() ? nlohmann::json() : h.metrics}};
+            return r;
         }
         ctx.info("training of " + quote(o.out) + " stopped inside its first epoch, before any checkpoint; starting afresh");
     }
@@ -373,76 +390,93 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
                 throw ConfigError("output " + quote(path) +
                                   " exists (use --overwrite to replace it, or --resume to continue its training)");
         if (have_ckpt)
-            throw ConfigError("checkpoint " + quote(ckpt) +
+            throw ConfigError("checkpoint " + quote(r.ckpt) +
                               " of an interrupted run exists (use --resume to continue it, or --overwrite to start again)");
     }
-    const bool resuming = o.resume && have_ckpt;
-    if (o.resume && !have_ckpt) ctx.info("no checkpoint " + quote(ckpt) + " to resume from; starting afresh");
+    r.resuming = o.resume && have_ckpt;
+    if (o.resume && !have_ckpt) ctx.info("no checkpoint " + quote(r.ckpt) + " to resume from; starting afresh");
+    return r;
+}
 
-    // Data.
-    const nlohmann::json dataset_json = find_dataset_json(o.train);
+// The tiles a run trains and validates on, with what the bundle records of them.
+struct TrainData {
+    nlohmann::json dataset_json;
+    Normalization norm;
+    std::unique_ptr<TileDataset> train;
+    std::unique_ptr<TileDataset> val;
+    nlohmann::json val_overlap = nullptr;
+    std::vector<std::string> band_names;
+    int bands() const { return train->bands(); }
+};
+
+TrainData open_data(const TrainOptions& o) {
+    TrainData d;
+    d.dataset_json = find_dataset_json(o.train);
     std::string scene_norm = o.scene_norm;
-    if (scene_norm.empty()) scene_norm = o.init.empty() ? "none" : Normalization::scene_of(nn::read_bundle_header(o.init));
+    if (scene_norm.empty()) scene_norm = o.init.empty() ? "none" : nn::read_bundle_info(o.init).scene_norm();
     // Per-scene standardisation leaves values of mean 0 and deviation 1: nothing more to do.
-    const Normalization norm = scene_norm == "none"
-                                   ? Normalization::from_dataset_json(dataset_json)
-                                   : Normalization::standardised(dataset_json.value("bands", 0), scene_norm);
-    TileDataset train(o.train, norm);
-    if (train.size() == 0) throw ConfigError("training manifest " + quote(o.train) + " has no tiles");
-    for (const auto& r : train.records())
-        if (r.label.empty())
-            throw ConfigError("training manifest " + quote(o.train) + ": tile " + quote(r.id) + " has no label");
-    std::optional<TileDataset> val;
+    d.norm = scene_norm == "none" ? Normalization::from_dataset_json(d.dataset_json)
+                                  : Normalization::standardised(d.dataset_json.value("bands", 0), scene_norm);
+    d.train = std::make_unique<TileDataset>(o.train, d.norm);
+    if (d.train->size() == 0) throw ConfigError("training manifest " + quote(o.train) + " has no tiles");
     if (!o.val.empty()) {
-        val.emplace(o.val, norm);
+        d.val = std::make_unique<TileDataset>(o.val, d.norm);
         const auto val_json = find_dataset_json(o.val);
-        const int val_bands = val_json.value("bands", val.value().bands());
-        if (val_bands != train.bands())
+        const int val_bands = val_json.value("bands", d.val->bands());
+        if (val_bands != d.train->bands())
             throw ConfigError("validation manifest " + quote(o.val) + " has " + std::to_string(val_bands) +
                               " bands, training manifest " + quote(o.train) + " has " +
-                              std::to_string(train.bands()));
-        if (val->size() == 0) throw ConfigError("validation manifest " + quote(o.val) + " has no tiles");
+                              std::to_string(d.train->bands()));
+        if (d.val->size() == 0) throw ConfigError("validation manifest " + quote(o.val) + " has no tiles");
     }
     // Validation tiles cut from the same pixels as training tiles (a drawn split of tiles
     // with overlap) make the validation F1, the best epoch and the threshold flatter: warned
     // once the inputs are known to be good, and recorded in the bundle.
-    const nlohmann::json val_overlap =
-        val ? geo::tile_overlap(train.table(), val->table()) : nlohmann::json(nullptr);
-    const int bands = train.bands();
-    std::vector<std::string> band_names;
-    if (dataset_json.contains("band_names") && dataset_json["band_names"].is_array())
-        band_names = dataset_json["band_names"].get<std::vector<std::string>>();
-    if (int(band_names.size()) != bands) {
-        band_names.clear();
-        for (int b = 1; b <= bands; ++b) band_names.push_back("B" + std::to_string(b));
+    if (d.val) d.val_overlap = geo::tile_overlap(d.train->table(), d.val->table());
+    if (d.dataset_json.contains("band_names") && d.dataset_json["band_names"].is_array())
+        d.band_names = d.dataset_json["band_names"].get<std::vector<std::string>>();
+    if (int(d.band_names.size()) != d.bands()) {
+        d.band_names.clear();
+        for (int b = 1; b <= d.bands(); ++b) d.band_names.push_back("B" + std::to_string(b));
     }
+    return d;
+}
 
-    // Device, seed, threads: set before the model exists so initialisation is seeded.
-    const torch::Device device = nn::parse_device(o.device);
-    if (o.amp) nn::check_amp(device, "--amp", ctx);
-    nn::set_threads(o.threads);
-    torch::manual_seed(o.seed);
+// A method that learns from pixel labels refuses tiles without one, naming the first.
+void check_pixel_labels(const TrainOptions& o, const TileDataset& train, const nn::Objective& objective) {
+    if (!objective.needs_pixel_labels()) return;
+    for (const auto& r : train.records())
+        if (r.label.empty())
+            throw ConfigError("training manifest " + quote(o.train) + ": tile " + quote(r.id) + " has no label" +
+                              (objective.name() == "supervised" ? "" : " (" + objective.name() + " needs pixel labels)"));
+}
 
-    // Model.
-    Progress prog;
-    nlohmann::json meta;
-    nn::ModelOptions mo = o.model;
-    mo.in_bands = bands;
-    std::optional<torch::serialize::InputArchive> ckpt_archive;
+// The model training starts from: a checkpoint's (--resume), a bundle's (--init) or a
+// new one of the asked architecture. Created after the seed is set (initialisation draws).
+struct ModelStart {
     nn::ChangeModel model;
-    if (resuming) {
-        ckpt_archive.emplace();
+    nn::ModelOptions options;
+    std::optional<torch::serialize::InputArchive> ckpt;
+    nlohmann::json meta;  // the checkpoint's metadata
+};
+
+ModelStart start_model(const TrainOptions& o, const RunPaths& paths, int bands, const torch::Device& device) {
+    ModelStart s;
+    s.options = o.model;
+    s.options.in_bands = bands;
+    if (paths.resuming) {
+        s.ckpt.emplace();
         try {
-            ckpt_archive->load_from(ckpt, device);
+            s.ckpt->load_from(paths.ckpt, device);
         } catch (const c10::Error& e) {
-            throw ModelError("cannot read checkpoint " + quote(ckpt) + ": " + e.what_without_backtrace());
+            throw ModelError("cannot read checkpoint " + quote(paths.ckpt) + ": " + e.what_without_backtrace());
         }
-        meta = read_checkpoint_meta(*ckpt_archive, ckpt);
-        mo = nn::model_options_from_json(meta.at("model"));
-        if (mo.in_bands != bands)
-            throw ModelError("checkpoint " + quote(ckpt) + " expects " + std::to_string(mo.in_bands) +
+        s.meta = read_checkpoint_meta(*s.ckpt, paths.ckpt);
+        s.options = nn::model_options_from_json(s.meta.at("model"));
+        if (s.options.in_bands != bands)
+            throw ModelError("checkpoint " + quote(paths.ckpt) + " expects " + std::to_string(s.options.in_bands) +
                              " bands, training manifest " + quote(o.train) + " has " + std::to_string(bands));
-        model = nn::create_model(mo);
+        s.model = nn::create_model(s.options);
     } else if (!o.init.empty()) {
         nn::Bundle b = nn::load_bundle(o.init, device);
         const nn::ModelOptions io = b.model->options();
@@ -452,281 +486,419 @@ nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const E
         if (io.in_bands != bands)
             throw ModelError("bundle " + quote(o.init) + " expects " + std::to_string(io.in_bands) +
                              " bands, training manifest " + quote(o.train) + " has " + std::to_string(bands));
-        model = b.model;
-        mo = io;
+        s.model = b.model;
+        s.options = io;
     } else {
-        model = nn::create_model(mo);
+        s.model = nn::create_model(s.options);
     }
-    model->to(device);
-    const bool nhwc = nn::use_channels_last(o.memory_format, device, mo.width);
-    if (nhwc) nn::to_channels_last(*model);
-    auto optimizer = make_optimizer(*model, o);
+    return s;
+}
+
+// What one epoch's training steps added up to.
+struct EpochResult {
+    double loss_sum = 0, lr = 0;
+    std::map<std::string, double> term_sums;  // per named loss term, sample-weighted
+    std::vector<std::string> term_order;      // first-seen order of the terms
+    int64_t samples = 0, steps = 0;
+    bool stopped = false;  // --max-steps reached
+};
+
+// The training loop around an objective: schedules, the weight average, validation and
+// best-by-F1, --save-last, JSON lines, checkpoints and --resume. It knows no method.
+class Trainer {
+public:
+    Trainer(const TrainOptions& o, const RunContext& ctx, RunPaths paths, TrainData data, ModelStart start,
+            std::unique_ptr<nn::Objective> objective, const torch::Device& device, bool nhwc)
+        : o_(o), ctx_(ctx), paths_(std::move(paths)), data_(std::move(data)), mo_(start.options),
+          objective_(std::move(objective)), device_(device), nhwc_(nhwc) {
+        optimizer_ = make_optimizer(objective_->parameters(), o_);
+        make_average();
+        if (paths_.resuming) {
+            restore(*start.ckpt, start.meta);
+        } else {
+            fs::remove(paths_.log);
+            fs::remove(paths_.ckpt);
+        }
+        meta_ = {{"model", nn::to_json(mo_)}, {"train", o_.train}, {"val", o_.val}, {"seed", o_.seed},
+                 {"ema", o_.ema},             {"method", objective_->name()}};
+        steps_per_epoch_ = (data_.train->size() + size_t(o_.batch_size) - 1) / size_t(o_.batch_size);
+        total_steps_ = int64_t(steps_per_epoch_) * o_.epochs;
+        augment_ = o_.augment;
+        if (!augment_->flips && !augment_->rot90 && !augment_->swap_dates && augment_->crop == 0) augment_.reset();
+        header_ = base_header();
+        training_ = training_record();
+    }
+
+    nlohmann::json run(Clock::time_point t_start) {
+        announce();
+        bool stopped = false;
+        for (int epoch = prog_.epochs_done; epoch < o_.epochs && !stopped; ++epoch) stopped = run_epoch(epoch);
+        return finish(t_start);
+    }
+
+private:
+    nn::ChangeModelImpl& model() { return objective_->model(); }
+    // With --ema the average is what is validated and kept; the live weights are validated
+    // too, for the log.
+    nn::ChangeModelImpl& kept() { return average_ ? *average_ : model(); }
+
     // The weight average (--ema): a second model of the same architecture. Building it must
     // not draw from the generator, so that the training itself is the same with and without it.
-    nn::ChangeModel average;
-    if (o.ema > 0) {
+    void make_average() {
+        if (o_.ema <= 0) return;
         const torch::Tensor state = cpu_rng_state();
-        average = nn::create_model(mo);
+        average_ = nn::create_model(mo_);
         set_cpu_rng_state(state);
-        average->to(device);
-        if (nhwc) nn::to_channels_last(*average);
-        average_into(*average, *model, 0);
-        average->eval();
+        average_->to(device_);
+        if (nhwc_) nn::to_channels_last(*average_);
+        average_into(*average_, model(), 0);
+        average_->eval();
     }
-    if (resuming) {
+
+    void restore(torch::serialize::InputArchive& ckpt, const nlohmann::json& meta) {
         const double ckpt_ema = meta.value("ema", 0.0);
-        if (ckpt_ema != o.ema)
-            throw ConfigError("checkpoint " + quote(ckpt) + " was written with --ema " + fmt(ckpt_ema, 6) +
-                              ", this run asks for --ema " + fmt(o.ema, 6) + "; resume with the same options");
+        if (ckpt_ema != o_.ema)
+            throw ConfigError("checkpoint " + quote(paths_.ckpt) + " was written with --ema " + fmt(ckpt_ema, 6) +
+                              ", this run asks for --ema " + fmt(o_.ema, 6) + "; resume with the same options");
+        const std::string method = meta.value("method", objective_->name());
+        if (method != objective_->name())
+            throw ConfigError("checkpoint " + quote(paths_.ckpt) + " was written by " + quote(method) +
+                              " training, this run is " + quote(objective_->name()) + "; resume with the same program");
         torch::serialize::InputArchive ma, oa;
-        ckpt_archive->read("model", ma);
-        ckpt_archive->read("optimizer", oa);
-        model->load(ma);
-        optimizer->load(oa);
-        if (average) {
+        ckpt.read("model", ma);
+        ckpt.read("optimizer", oa);
+        model().load(ma);
+        optimizer_->load(oa);
+        objective_->load_state(ckpt, paths_.ckpt);
+        if (average_) {
             torch::serialize::InputArchive ea;
-            if (!ckpt_archive->try_read("ema", ea))
-                throw ModelError("checkpoint " + quote(ckpt) + " has no weight average although it was written with --ema");
-            average->load(ea);
+            if (!ckpt.try_read("ema", ea))
+                throw ModelError("checkpoint " + quote(paths_.ckpt) +
+                                 " has no weight average although it was written with --ema");
+            average_->load(ea);
         }
         torch::Tensor state;
-        if (ckpt_archive->try_read("cpu_rng", state)) set_cpu_rng_state(state);
-        prog.epochs_done = meta.at("epochs_done").get<int>();
-        prog.step = meta.at("step").get<int64_t>();
-        prog.best_f1 = meta.at("best_f1").get<double>();
-        prog.best_epoch = meta.at("best_epoch").get<int>();
-        prog.seconds = meta.at("seconds").get<double>();
-        prog.train_seconds = meta.at("train_seconds").get<double>();
-        prog.samples = meta.at("samples").get<int64_t>();
-        prog.resumed = meta.at("resumed").get<std::vector<int>>();
-        prog.resumed.push_back(prog.epochs_done);
-        truncate_log(log, prog.epochs_done);
-        ctx.info("resuming " + quote(o.out) + " after epoch " + std::to_string(prog.epochs_done) + " (step " +
-                 std::to_string(prog.step) + ")");
-    } else {
-        fs::remove(log);
-        fs::remove(ckpt);
+        if (ckpt.try_read("cpu_rng", state)) set_cpu_rng_state(state);
+        prog_.epochs_done = meta.at("epochs_done").get<int>();
+        prog_.step = meta.at("step").get<int64_t>();
+        prog_.best_f1 = meta.at("best_f1").get<double>();
+        prog_.best_epoch = meta.at("best_epoch").get<int>();
+        prog_.seconds = meta.at("seconds").get<double>();
+        prog_.train_seconds = meta.at("train_seconds").get<double>();
+        prog_.samples = meta.at("samples").get<int64_t>();
+        prog_.resumed = meta.at("resumed").get<std::vector<int>>();
+        prog_.resumed.push_back(prog_.epochs_done);
+        truncate_log(paths_.log, prog_.epochs_done);
+        ctx_.info("resuming " + quote(o_.out) + " after epoch " + std::to_string(prog_.epochs_done) + " (step " +
+                  std::to_string(prog_.step) + ")");
     }
-    meta = {{"model", nn::to_json(mo)}, {"train", o.train}, {"val", o.val}, {"seed", o.seed}, {"ema", o.ema}};
-    ckpt_archive.reset();
 
-    const size_t steps_per_epoch = (train.size() + size_t(o.batch_size) - 1) / size_t(o.batch_size);
-    const int64_t total_steps = int64_t(steps_per_epoch) * o.epochs;
-    std::optional<AugmentOptions> augment = o.augment;
-    if (!augment->flips && !augment->rot90 && !augment->swap_dates && augment->crop == 0) augment.reset();
-
-    nlohmann::json header = {
-        {"bands", band_names},
-        {"data_type", dataset_json.value("data_type", "Float32")},
-        {"nodata", dataset_json.contains("nodata") ? dataset_json["nodata"] : nlohmann::json(nullptr)},
-        {"normalization", norm.to_json()},
-        {"tile_size", dataset_json.value("tile_size", 0)},
-        {"overlap", dataset_json.value("overlap", 0)},
-    };
-    if (o.header_extra.is_object())
-        for (const auto& [key, value] : o.header_extra.items()) header[key] = value;
-    nlohmann::json training = {
-        {"train", manifest_summary(o.train, train)},
-        {"val", val ? manifest_summary(o.val, *val) : nlohmann::json(nullptr)},
-        {"val_overlap", val_overlap},
-        {"epochs", o.epochs},
-        {"batch_size", o.batch_size},
-        {"optimizer", o.optimizer},
-        {"lr", o.lr},
-        {"weight_decay", o.weight_decay},
-        {"schedule", o.schedule},
-        {"warmup_steps", o.warmup_steps},
-        {"ema", o.ema},
-        {"augment",
-         {{"flips", o.augment.flips}, {"rot90", o.augment.rot90}, {"swap_dates", o.augment.swap_dates},
-          {"crop", o.augment.crop}}},
-        {"loss",
-         {{"ce_weight", o.loss.ce_weight}, {"dice_weight", o.loss.dice_weight},
-          {"class_weights", o.loss.class_weights}}},
-        {"init", o.init.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.init)},
-        {"seed", o.seed},
-        {"device", device.str()},
-        {"memory_format", nhwc ? "channels-last" : "contiguous"},
-        {"amp", o.amp},
-        {"max_steps", o.max_steps},
-    };
-    const int64_t params = nn::parameter_count(*model);
-    if (const std::string w = geo::overlap_warning(val_overlap, o.val); !w.empty()) ctx.warn(w);
-    ctx.info("training " + mo.arch + " (width " + std::to_string(mo.width) + ", " + std::to_string(params) +
-             " parameters) on " + std::to_string(train.size()) + " tiles, " + std::to_string(bands) +
-             " bands, " + device.str() + (o.amp ? " in bfloat16 mixed precision" : "") +
-             (val ? ", validating on " + std::to_string(val->size()) + " tiles" : "") +
-             (average ? std::string(val ? ", " : ", keeping ") + "an average of the weights (decay " + fmt(o.ema, 6) + ")" : ""));
-
-    auto header_for = [&](const nlohmann::json& metrics, bool complete) {
-        nlohmann::json h = header;
-        nlohmann::json t = training;
-        t["epochs_completed"] = prog.epochs_done;
-        t["best_epoch"] = prog.best_epoch;
-        t["steps"] = prog.step;
-        t["samples"] = prog.samples;
-        t["seconds"] = prog.seconds;
-        t["complete"] = complete;
-        t["resumed_after_epochs"] = prog.resumed;
-        h["training"] = t;
-        h["metrics"] = metrics;
+    // What the bundle says of its inputs and its method.
+    nn::BundleHeader base_header() const {
+        nn::BundleHeader h;
+        h.model = mo_;
+        h.bands = data_.band_names;
+        h.data_type = data_.dataset_json.value("data_type", "Float32");
+        if (data_.dataset_json.contains("nodata") && data_.dataset_json["nodata"].is_number())
+            h.nodata = data_.dataset_json["nodata"].get<double>();
+        h.normalization = data_.norm;
+        h.tile_size = data_.dataset_json.value("tile_size", 0);
+        h.overlap = data_.dataset_json.value("overlap", 0);
+        h.distillation = objective_->describe();
         return h;
-    };
+    }
 
-    nlohmann::json best_metrics = nullptr;
-    bool stopped = false;  // max_steps reached
-    for (int epoch = prog.epochs_done; epoch < o.epochs && !stopped; ++epoch) {
-        const auto t_epoch = Clock::now();
-        model->train();
-        BatchLoader loader(train, o.batch_size, true, augment, epoch_seed(o.seed, epoch), o.workers);
-        double loss_sum = 0, extra_sum = 0, lr = o.lr;
-        int64_t samples = 0, steps = 0;
+    nlohmann::json training_record() const {
+        return {
+            {"train", manifest_summary(o_.train, *data_.train)},
+            {"val", data_.val ? manifest_summary(o_.val, *data_.val) : nlohmann::json(nullptr)},
+            {"val_overlap", data_.val_overlap},
+            {"epochs", o_.epochs},
+            {"batch_size", o_.batch_size},
+            {"optimizer", o_.optimizer},
+            {"lr", o_.lr},
+            {"weight_decay", o_.weight_decay},
+            {"schedule", o_.schedule},
+            {"warmup_steps", o_.warmup_steps},
+            {"ema", o_.ema},
+            {"augment",
+             {{"flips", o_.augment.flips}, {"rot90", o_.augment.rot90}, {"swap_dates", o_.augment.swap_dates},
+              {"crop", o_.augment.crop}}},
+            {"loss",
+             {{"ce_weight", o_.loss.ce_weight}, {"dice_weight", o_.loss.dice_weight},
+              {"class_weights", o_.loss.class_weights}}},
+            {"init", o_.init.empty() ? nlohmann::json(nullptr) : nlohmann::json(o_.init)},
+            {"seed", o_.seed},
+            {"device", device_.str()},
+            {"memory_format", nhwc_ ? "channels-last" : "contiguous"},
+            {"amp", o_.amp},
+            {"max_steps", o_.max_steps},
+        };
+    }
+
+    nlohmann::json header_for(const nlohmann::json& metrics, bool complete) const {
+        nn::BundleHeader h = header_;
+        nlohmann::json t = training_;
+        t["epochs_completed"] = prog_.epochs_done;
+        t["best_epoch"] = prog_.best_epoch;
+        t["steps"] = prog_.step;
+        t["samples"] = prog_.samples;
+        t["seconds"] = prog_.seconds;
+        t["complete"] = complete;
+        t["resumed_after_epochs"] = prog_.resumed;
+        h.training = t;
+        h.metrics = metrics;
+        return h.to_json();
+    }
+
+    void announce() {
+        params_ = nn::parameter_count(model());
+        if (const std::string w = geo::overlap_warning(data_.val_overlap, o_.val); !w.empty()) ctx_.warn(w);
+        const auto& val = data_.val;
+        ctx_.info("training " + mo_.arch + " (width " + std::to_string(mo_.width) + ", " + std::to_string(params_) +
+                  " parameters" + (objective_->name() == "supervised" ? "" : ", " + objective_->name()) + ") on " +
+                  std::to_string(data_.train->size()) + " tiles, " + std::to_string(data_.bands()) + " bands, " +
+                  device_.str() + (o_.amp ? " in bfloat16 mixed precision" : "") +
+                  (val ? ", validating on " + std::to_string(val->size()) + " tiles" : "") +
+                  (average_ ? std::string(val ? ", " : ", keeping ") + "an average of the weights (decay " +
+                                  fmt(o_.ema, 6) + ")"
+                            : ""));
+    }
+
+    // One optimiser step; returns the batch's loss.
+    double step(const Batch& cpu, EpochResult& r) {
+        r.lr = lr_at(o_, prog_.step, total_steps_);
+        for (auto& group : optimizer_->param_groups()) group.options().set_lr(r.lr);
+        const Batch b = cpu.to(device_, nhwc_);
+        const nn::Loss loss = objective_->loss(b, {device_, o_.amp});
+        const auto n = double(b.size());
+        for (const auto& [name, value] : loss.terms) {
+            if (!r.term_sums.count(name)) r.term_order.push_back(name);
+            r.term_sums[name] += value.item<double>() * n;
+        }
+        optimizer_->zero_grad();
+        loss.total.backward();
+        optimizer_->step();
+        if (average_) average_into(*average_, model(), ema_decay_at(o_.ema, prog_.step));
+        const double l = loss.total.item<double>();
+        if (!std::isfinite(l))
+            throw Error("training diverged at step " + std::to_string(prog_.step + 1) + " (loss " + fmt(l) +
+                        "); lower --lr");
+        return l;
+    }
+
+    EpochResult train_epoch(int epoch) {
+        EpochResult r;
+        r.lr = o_.lr;
+        objective_->train();
+        BatchLoader loader(*data_.train, o_.batch_size, true, augment_, epoch_seed(o_.seed, epoch), o_.workers);
         while (auto cpu = loader.next()) {
-            lr = lr_at(o, prog.step, total_steps);
-            for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-            Batch b{cpu->pre.to(device), cpu->post.to(device), cpu->label.to(device), cpu->car, cpu->ids};
-            if (nhwc) {
-                b.pre = b.pre.contiguous(torch::MemoryFormat::ChannelsLast);
-                b.post = b.post.contiguous(torch::MemoryFormat::ChannelsLast);
-            }
-            nn::ChangeOutput out;
-            {
-                nn::AutocastGuard autocast(o.amp, device);
-                out = model->forward(b.pre, b.post);
-            }
-            if (o.amp) out.logits = out.logits.to(torch::kFloat32);  // losses in float32
-            torch::Tensor loss = nn::segmentation_loss(out.logits, b.label, o.loss);
-            if (extra) {
-                const torch::Tensor e = extra(b, out);
-                extra_sum += e.item<double>() * double(b.ids.size());
-                loss = loss + e;
-            }
-            optimizer->zero_grad();
-            loss.backward();
-            optimizer->step();
-            if (average) average_into(*average, *model, ema_decay_at(o.ema, prog.step));
-            const double l = loss.item<double>();
-            if (!std::isfinite(l))
-                throw Error("training diverged at step " + std::to_string(prog.step + 1) + " (loss " + fmt(l) +
-                            "); lower --lr");
-            const auto n = int64_t(b.ids.size());
-            loss_sum += l * double(n);
-            samples += n;
-            ++steps;
-            ++prog.step;
-            ctx.progress(double(prog.step) / double(total_steps), "training");
-            if (o.max_steps > 0 && prog.step >= o.max_steps) {
-                stopped = true;
+            const double l = step(*cpu, r);
+            const auto n = int64_t(cpu->ids.size());
+            r.loss_sum += l * double(n);
+            r.samples += n;
+            ++r.steps;
+            ++prog_.step;
+            ctx_.progress(double(prog_.step) / double(total_steps_), "training");
+            if (o_.max_steps > 0 && prog_.step >= o_.max_steps) {
+                r.stopped = true;
                 break;
             }
         }
-        const double train_seconds = seconds_since(t_epoch);
-        const bool partial = size_t(steps) < steps_per_epoch;
-        prog.samples += samples;
-        prog.train_seconds += train_seconds;
+        return r;
+    }
 
-        // With --ema the average is what is validated and kept; the live weights are
-        // validated too, for the log.
-        nn::ChangeModelImpl& kept = average ? *average : *model;
+    // Validation scores of a model: (change F1, the JSON the log and bundle record).
+    std::pair<double, nlohmann::json> score(nn::ChangeModelImpl& m) {
+        const ValidationResult v = validate_model(m, *data_.val, o_, device_);
+        nlohmann::json j = to_json(v.metrics);
+        j["loss"] = v.loss;
+        j["confusion"] = to_json(v.confusion);
+        j["best_threshold"] = best_threshold(v);
+        return {v.metrics.change.f1, j};
+    }
+
+    // Returns whether --max-steps stopped the run.
+    bool run_epoch(int epoch) {
+        const auto t_epoch = Clock::now();
+        const EpochResult r = train_epoch(epoch);
+        const double train_seconds = seconds_since(t_epoch);
+        const bool partial = size_t(r.steps) < steps_per_epoch_;
+        prog_.samples += r.samples;
+        prog_.train_seconds += train_seconds;
+
         nlohmann::json val_json = nullptr, live_json = nullptr;
         double f1 = -1;
-        auto score = [&](nn::ChangeModelImpl& m) {
-            const ValidationResult v = validate_model(m, *val, o, device);
-            nlohmann::json j = to_json(v.metrics);
-            j["loss"] = v.loss;
-            j["confusion"] = to_json(v.confusion);
-            j["best_threshold"] = best_threshold(v);
-            return std::make_pair(v.metrics.change.f1, j);
-        };
-        if (val) {
-            std::tie(f1, val_json) = score(kept);
-            if (average) live_json = score(*model).second;
+        if (data_.val) {
+            std::tie(f1, val_json) = score(kept());
+            if (average_) live_json = score(model()).second;
         }
         const double epoch_seconds = seconds_since(t_epoch);
-        prog.seconds += epoch_seconds;
-        if (!partial) prog.epochs_done = epoch + 1;
-        // Without validation the latest weights are kept.
-        const bool is_best = !val || f1 > prog.best_f1;
+        prog_.seconds += epoch_seconds;
+        if (!partial) prog_.epochs_done = epoch + 1;
+        const bool is_best = save_bundles(epoch, f1, val_json, partial);
+        log_epoch(epoch, r, {val_json, live_json}, f1, is_best, partial, {epoch_seconds, train_seconds});
+        if (!partial) save_checkpoint(paths_.ckpt, *objective_, *optimizer_, average_.get(), prog_, meta_);
+        return r.stopped;
+    }
+
+    // The best bundle (without validation: the latest) and --save-last's. Returns whether
+    // this epoch is the best so far.
+    bool save_bundles(int epoch, double f1, const nlohmann::json& val_json, bool partial) {
+        const bool is_best = !data_.val || f1 > prog_.best_f1;
         if (is_best) {
-            prog.best_f1 = f1;
-            prog.best_epoch = epoch + 1;
-            best_metrics = val_json;
+            prog_.best_f1 = f1;
+            prog_.best_epoch = epoch + 1;
+            nlohmann::json best_metrics = val_json;
             if (!best_metrics.is_null()) best_metrics["epoch"] = epoch + 1;
-            kept.eval();
-            nn::save_bundle(o.out, kept, header_for(best_metrics, false), true);
+            kept().eval();
+            nn::save_bundle(o_.out, kept(), header_for(best_metrics, false), true);
         }
         // --save-last: the weights of this epoch whatever their score, for a fixed-length
         // schedule or when the validation set is too small to choose an epoch by.
-        if (!o.save_last.empty() && !partial) {
+        if (!o_.save_last.empty() && !partial) {
             nlohmann::json last_metrics = val_json;
             if (!last_metrics.is_null()) last_metrics["epoch"] = epoch + 1;
-            kept.eval();
-            nn::save_bundle(o.save_last, kept, header_for(last_metrics, prog.epochs_done >= o.epochs), true);
+            kept().eval();
+            nn::save_bundle(o_.save_last, kept(), header_for(last_metrics, prog_.epochs_done >= o_.epochs), true);
         }
-        const double train_loss = samples ? loss_sum / double(samples) : 0;
-        const double sps = train_seconds > 0 ? double(samples) / train_seconds : 0;
+        return is_best;
+    }
+
+    struct Seconds {
+        double epoch = 0, train = 0;
+    };
+    struct Scores {
+        nlohmann::json kept, live;
+    };
+
+    void log_epoch(int epoch, const EpochResult& r, const Scores& val, double f1, bool is_best, bool partial,
+                   Seconds secs) {
+        const double train_loss = r.samples ? r.loss_sum / double(r.samples) : 0;
+        const double sps = secs.train > 0 ? double(r.samples) / secs.train : 0;
         nlohmann::json line = {{"epoch", epoch + 1},
-                               {"steps", prog.step},
+                               {"steps", prog_.step},
                                {"train_loss", train_loss},
-                               {"val", val_json},
-                               {"lr", lr},
-                               {"seconds", epoch_seconds},
-                               {"train_seconds", train_seconds},
-                               {"samples", samples},
+                               {"val", val.kept},
+                               {"lr", r.lr},
+                               {"seconds", secs.epoch},
+                               {"train_seconds", secs.train},
+                               {"samples", r.samples},
                                {"samples_per_s", sps},
                                {"best", is_best}};
-        if (extra) line["extra_loss"] = samples ? extra_sum / double(samples) : 0.0;
-        if (!live_json.is_null()) line["val_live"] = live_json;
+        // Every loss term's mean; "extra_loss" (the terms beyond the task loss) as before.
+        nlohmann::json terms = nlohmann::json::object();
+        double extra = 0;
+        for (const auto& name : r.term_order) {
+            const double mean = r.samples ? r.term_sums.at(name) / double(r.samples) : 0.0;
+            terms[name] = mean;
+            if (name != "task") extra += mean;
+        }
+        line["terms"] = terms;
+        if (r.term_order.size() > 1) line["extra_loss"] = extra;
+        if (!val.live.is_null()) line["val_live"] = val.live;
         if (partial) line["partial"] = true;
-        append_line(log, line.dump());
-        ctx.info("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o.epochs) + (partial ? " (partial)" : "") +
-                 ": loss " + fmt(train_loss, 4) +
-                 (val ? ", val F1 " + fmt(f1, 4) +
-                            (average ? " averaged, " + fmt(live_json["change"]["f1"].get<double>(), 4) + " live" : "") +
-                            " (best " + fmt(prog.best_f1, 4) + " at epoch " + std::to_string(prog.best_epoch) + ")"
-                      : std::string()) +
-                 ", " + fmt(epoch_seconds, 3) + " s, " + fmt(sps, 3) + " samples/s");
-        if (!partial) save_checkpoint(ckpt, *model, *optimizer, average.get(), prog, meta);
+        append_line(paths_.log, line.dump());
+        std::string term_text;
+        if (r.term_order.size() > 1)
+            for (const auto& name : r.term_order) term_text += (term_text.empty() ? " (" : ", ") + name + " " + fmt(terms[name].get<double>(), 4);
+        if (!term_text.empty()) term_text += ")";
+        ctx_.info("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o_.epochs) + (partial ? " (partial)" : "") +
+                  ": loss " + fmt(train_loss, 4) + term_text +
+                  (data_.val ? ", val F1 " + fmt(f1, 4) +
+                                   (average_ ? " averaged, " + fmt(val.live["change"]["f1"].get<double>(), 4) + " live" : "") +
+                                   " (best " + fmt(prog_.best_f1, 4) + " at epoch " + std::to_string(prog_.best_epoch) + ")"
+                             : std::string()) +
+                  ", " + fmt(secs.epoch, 3) + " s, " + fmt(sps, 3) + " samples/s");
     }
 
-    const bool complete = prog.epochs_done >= o.epochs;
-    // Rewrite the best bundle's header with the run's final state (epochs, steps, resumes).
-    {
-        nn::Bundle best = nn::load_bundle(o.out, torch::kCPU);
-        nlohmann::json metrics = best.header.value("metrics", nlohmann::json(nullptr));
-        nn::save_bundle(o.out, *best.model, header_for(metrics, complete), true);
-        best_metrics = metrics;
+    nlohmann::json finish(Clock::time_point t_start) {
+        const bool complete = prog_.epochs_done >= o_.epochs;
+        // Rewrite the best bundle's header with the run's final state (epochs, steps, resumes).
+        nn::Bundle best = nn::load_bundle(o_.out, torch::kCPU);
+        const nlohmann::json best_metrics = best.info.metrics;
+        nn::save_bundle(o_.out, *best.model, header_for(best_metrics, complete), true);
+        if (complete) fs::remove(paths_.ckpt);
+        const bool have_ckpt_now = fs::exists(paths_.ckpt);
+        if (!complete)
+            ctx_.info("stopped after " + std::to_string(prog_.step) + " steps (--max-steps); " +
+                      (have_ckpt_now ? std::string("continue with --resume")
+                                     : std::string("inside the first epoch, before any checkpoint: --resume starts again")));
+        const double sps = prog_.train_seconds > 0 ? double(prog_.samples) / prog_.train_seconds : 0;
+        nlohmann::json s = {{"out", o_.out},
+                            {"log", paths_.log},
+                            {"checkpoint", have_ckpt_now ? nlohmann::json(paths_.ckpt) : nlohmann::json(nullptr)},
+                            {"last", o_.save_last.empty() ? nlohmann::json(nullptr) : nlohmann::json(o_.save_last)},
+                            {"complete", complete},
+                            {"arch", mo_.arch},
+                            {"width", mo_.width},
+                            {"parameters", params_},
+                            {"bands", data_.bands()},
+                            {"device", device_.str()},
+                            {"train_tiles", data_.train->size()},
+                            {"val_tiles", data_.val ? data_.val->size() : 0},
+                            {"epochs", o_.epochs},
+                            {"epochs_completed", prog_.epochs_done},
+                            {"steps", prog_.step},
+                            {"ema", o_.ema},
+                            {"best_epoch", prog_.best_epoch},
+                            {"metrics", best_metrics},
+                            {"resumed_after_epochs", prog_.resumed},
+                            {"seconds", seconds_since(t_start)},
+                            {"training_seconds", prog_.seconds},
+                            {"samples_per_s", sps}};
+        if (const nlohmann::json d = objective_->summary(); !d.is_null()) s["distillation"] = d;
+        return s;
     }
-    if (complete) fs::remove(ckpt);
-    const bool have_ckpt_now = fs::exists(ckpt);
-    if (!complete)
-        ctx.info("stopped after " + std::to_string(prog.step) + " steps (--max-steps); " +
-                 (have_ckpt_now ? std::string("continue with --resume")
-                                : std::string("inside the first epoch, before any checkpoint: --resume starts again")));
 
-    const double sps = prog.train_seconds > 0 ? double(prog.samples) / prog.train_seconds : 0;
-    return {{"out", o.out},
-            {"log", log},
-            {"checkpoint", have_ckpt_now ? nlohmann::json(ckpt) : nlohmann::json(nullptr)},
-            {"last", o.save_last.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.save_last)},
-            {"complete", complete},
-            {"arch", mo.arch},
-            {"width", mo.width},
-            {"parameters", params},
-            {"bands", bands},
-            {"device", device.str()},
-            {"train_tiles", train.size()},
-            {"val_tiles", val ? val->size() : 0},
-            {"epochs", o.epochs},
-            {"epochs_completed", prog.epochs_done},
-            {"steps", prog.step},
-            {"ema", o.ema},
-            {"best_epoch", prog.best_epoch},
-            {"metrics", best_metrics},
-            {"resumed_after_epochs", prog.resumed},
-            {"seconds", seconds_since(t_start)},
-            {"training_seconds", prog.seconds},
-            {"samples_per_s", sps}};
+    const TrainOptions& o_;
+    const RunContext& ctx_;
+    RunPaths paths_;
+    TrainData data_;
+    nn::ModelOptions mo_;
+    std::unique_ptr<nn::Objective> objective_;
+    torch::Device device_;
+    bool nhwc_ = false;
+    std::unique_ptr<torch::optim::Optimizer> optimizer_;
+    nn::ChangeModel average_;
+    Progress prog_;
+    nlohmann::json meta_;
+    size_t steps_per_epoch_ = 0;
+    int64_t total_steps_ = 0;
+    std::optional<AugmentOptions> augment_;
+    nn::BundleHeader header_;
+    nlohmann::json training_;
+    int64_t params_ = 0;
+};
+
+}  // namespace
+
+nlohmann::json train_objective(const TrainOptions& o, const ObjectiveFactory& make_objective, const RunContext& ctx) {
+    validate(o);
+    const auto t_start = Clock::now();
+    RunPaths paths = check_outputs(o, ctx);
+    if (!paths.skip.is_null()) return paths.skip;
+    TrainData data = open_data(o);
+
+    // Device, seed, threads: set before the model exists so initialisation is seeded.
+    const torch::Device device = nn::parse_device(o.device);
+    if (o.amp) nn::check_amp(device, "--amp", ctx);
+    nn::set_threads(o.threads);
+    torch::manual_seed(o.seed);
+
+    ModelStart start = start_model(o, paths, data.bands(), device);
+    start.model->to(device);
+    const bool nhwc = nn::use_channels_last(o.memory_format, device, start.options.width);
+    if (nhwc) nn::to_channels_last(*start.model);
+    std::unique_ptr<nn::Objective> objective = make_objective(start.model);
+    check_pixel_labels(o, *data.train, *objective);
+    Trainer trainer(o, ctx, std::move(paths), std::move(data), std::move(start), std::move(objective), device, nhwc);
+    return trainer.run(t_start);
+}
+
+nlohmann::json train_model(const TrainOptions& o, const RunContext& ctx, const nn::ExtraLoss& extra) {
+    return train_objective(
+        o, [&](nn::ChangeModel model) { return std::make_unique<nn::SupervisedObjective>(model, o.loss, extra); }, ctx);
 }
 
 }  // namespace cdk::pipeline

@@ -156,8 +156,8 @@ TEST_CASE("with lambda 0 distillation trains exactly like cd-train-teacher, and 
     DistillOptions d;
     d.train = tiny(tmp / "parts/origin.csv", tmp / "student0.cdm");
     d.train.init = tmp / "origin.cdm";
-    d.teachers = {"small=" + small, "large=" + large};
-    d.kd = {0.0, 1.0, 0.0};
+    d.mtkd.teachers = {"small=" + small, "large=" + large};
+    d.mtkd.kd = {0.0, 1.0, 0.0};
     const auto s0 = distill_model(d);
     CHECK(cdk::test::same_weights(tmp / "plain.cdm", tmp / "student0.cdm"));
     CHECK(s0["distillation"]["samples_routed"]["small"].get<long long>() +
@@ -166,7 +166,7 @@ TEST_CASE("with lambda 0 distillation trains exactly like cd-train-teacher, and 
 
     // With lambda > 0 the student differs, records its teachers, and the teachers are untouched.
     d.train.out = tmp / "student.cdm";
-    d.kd = {1.0, 1.0, 0.0};
+    d.mtkd.kd = {1.0, 1.0, 0.0};
     distill_model(d);
     CHECK_FALSE(cdk::test::same_weights(tmp / "plain.cdm", tmp / "student.cdm"));
     const auto h = cdk::nn::read_bundle_header(tmp / "student.cdm");
@@ -200,7 +200,7 @@ TEST_CASE("with lambda 0 distillation trains exactly like cd-train-teacher, and 
     bad.method = "hicd";
     CHECK_THROWS_WITH(validate(bad), Catch::Contains("not implemented"));
     bad = d;
-    bad.teachers = {"small=" + small};
+    bad.mtkd.teachers = {"small=" + small};
     CHECK_THROWS_AS(validate(bad), cdk::ConfigError);
     // The student sees its inputs as the teachers do: another per-scene standardisation is
     // refused before any training, naming the teachers' mode.

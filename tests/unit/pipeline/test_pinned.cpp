@@ -141,11 +141,11 @@ TEST_CASE("pinned: a small MTKD distillation gives the same weights", "[pipeline
     d.train = cdk::test::tiny_train_options(train, "", tmp / "student.cdm");
     d.train.init = kPinDir + "/origin.cdm";
     d.train.model.arch.clear();
-    d.teachers = {"small=" + kPinDir + "/small.cdm", "large=" + kPinDir + "/large.cdm"};
-    d.thresholds = {0.02};
-    d.kd.weight = 0.5;
-    d.kd.kl_weight = 0.2;
-    d.kd.temperature = 2;
+    d.mtkd.teachers = {"small=" + kPinDir + "/small.cdm", "large=" + kPinDir + "/large.cdm"};
+    d.mtkd.thresholds = {0.02};
+    d.mtkd.kd.weight = 0.5;
+    d.mtkd.kd.kl_weight = 0.2;
+    d.mtkd.kd.temperature = 2;
     // The fixture tiles have their own statistics: the teachers' normalisation differs, which
     // distillation does not check (the tiles' own statistics are used for the student).
     const auto summary = cdk::pipeline::distill_model(d);

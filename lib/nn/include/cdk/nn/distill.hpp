@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <string>
+#include <vector>
+
 namespace cdk::nn {
 
 /// Weights of the MTKD distillation term (JL1-CD paper, docs/methods.md).
@@ -10,6 +13,17 @@ struct KdOptions {
     double temperature = 1.0;  ///< T of the optional KL term
     double kl_weight = 0.0;    ///< weight of T² · KL(softmax(t/T) ‖ softmax(s/T)); 0 = off
 };
+
+/// Options of MTKD with Origin-Partition (cd-distill --method mtkd).
+struct MtkdOptions {
+    std::vector<std::string> teachers;  ///< NAME=BUNDLE per CAR partition (small=s.cdm,medium=m.cdm,large=l.cdm)
+    std::vector<double> thresholds;     ///< CAR thresholds between the teachers; empty = from their bundles
+    KdOptions kd;                       ///< λ, temperature and KL weight of the distillation term
+};
+
+/// Throws ConfigError unless there are two teachers or more, as many thresholds as needed
+/// (when given), and usable weights and temperature.
+void validate(const MtkdOptions& options);
 
 /// The logit-distillation loss over valid pixels (target != 255):
 ///   weight · mean_{valid pixels, 2 classes} (s − t)²

@@ -18,6 +18,10 @@ struct LossOptions {
     std::vector<double> class_weights{};  ///< per-class CE weights {no change, change}; empty = 1, 1
 };
 
+/// Throws ConfigError unless the weights are usable: two class weights >= 0 (or none),
+/// term weights >= 0 and not both 0.
+void validate(const LossOptions& options);
+
 /// Class-weighted cross-entropy over valid pixels; logits [N,2,H,W], target [N,H,W] int64.
 torch::Tensor cross_entropy_loss(const torch::Tensor& logits, const torch::Tensor& target,
                                  const std::vector<double>& class_weights = {});

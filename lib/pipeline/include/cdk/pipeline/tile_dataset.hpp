@@ -11,49 +11,15 @@
 #include <vector>
 
 #include "cdk/core/csv.hpp"
+#include "cdk/nn/batch.hpp"
+#include "cdk/nn/normalization.hpp"
 
 namespace cdk::pipeline {
 
-/// Mean and standard deviation per band of one date of one scene, over the pixels valid in
-/// both dates (geo::PairStatistics).
-struct DateStatistics {
-    std::vector<double> mean, std;
-    /// From a per-band statistics array ([{"count", "mean", "std", ...}, ...]); a band
-    /// without valid pixels gets mean 0 and std 1. Throws ConfigError on another form.
-    static DateStatistics from_json(const nlohmann::json& bands);
-};
-
-/// Per-band normalisation: (value - mean) / std, from a tile set's dataset.json
-/// ("statistics"."all"), stored in model bundles. With per-scene standardisation
-/// (`scene` "image" or "band"), each date of each scene is first standardised by its own
-/// statistics: one mean and standard deviation over all its bands ("image", as Daudt et al.
-/// 2018 do for OSCD) or per band ("band"); mean and std are then 0 and 1.
-struct Normalization {
-    std::vector<float> mean;  ///< per band
-    std::vector<float> std;   ///< per band (never 0)
-    std::string scene = "none";  ///< per-scene standardisation first: none | image | band
-    /// Identity normalisation of `bands` bands after per-scene standardisation `scene`.
-    static Normalization standardised(int bands, const std::string& scene);
-    /// The normalisation of one date of one scene with statistics `s`: per-scene
-    /// standardisation folded into mean and std (scene "none" after that); *this when
-    /// scene is "none".
-    Normalization for_date(const DateStatistics& s) const;
-    /// `raw` [bands, H, W] float32 normalised band by band, (raw - mean) / std, with every
-    /// pixel where `valid` [H, W] is 0 set to 0 (the mean, the least informative value).
-    /// The one rule for training tiles and inference windows alike.
-    torch::Tensor apply(const torch::Tensor& raw, const torch::Tensor& valid) const;
-    /// From dataset.json; throws ConfigError when statistics are missing.
-    static Normalization from_dataset_json(const nlohmann::json& dataset);
-    /// {"mean": [...], "std": [...]}.
-    nlohmann::json to_json() const;
-    /// Parse the JSON form (as stored in bundles).
-    static Normalization from_json(const nlohmann::json& j);
-    /// The per-scene standardisation a bundle header records ("none" when it records none).
-    static std::string scene_of(const nlohmann::json& bundle_header);
-};
-
-/// Throws ConfigError unless `scene` is none, image or band.
-void validate_scene_normalization(const std::string& scene);
+using nn::DateStatistics;
+using nn::Normalization;
+using nn::validate_scene_normalization;
+using nn::Batch;
 
 /// dataset.json of a manifest: beside it (cd-tile output) or beside the tiles its rows
 /// point at (cd-partition output). Throws ConfigError naming the manifest when not found.
@@ -67,6 +33,7 @@ struct TileRecord {
     std::string b;      ///< date 2 tile
     std::string label;  ///< label tile (empty = unlabelled)
     double car = -1;    ///< CAR from the manifest, -1 when unlabelled
+    int changed = -1;   ///< image-level label: the `changed` column, else CAR > 0 of a labelled tile; -1 unknown
 };
 
 /// Random augmentations applied identically to both dates and the label.
@@ -84,15 +51,8 @@ struct Sample {
     torch::Tensor label;  ///< [H, W] int64: 0, 1, 255 = ignored
     double car = 0;       ///< CAR of the (augmented, cropped) label over valid pixels; 0 if none
     std::string id;       ///< tile id
-};
-
-/// A batch of samples stacked along dimension 0.
-struct Batch {
-    torch::Tensor pre;          ///< [N, C, H, W]
-    torch::Tensor post;         ///< [N, C, H, W]
-    torch::Tensor label;        ///< [N, H, W] int64
-    std::vector<double> car;    ///< per sample, after augmentation
-    std::vector<std::string> ids;  ///< per sample
+    int changed = -1;     ///< image-level label of the tile (TileRecord::changed)
+    bool pixel_labelled = false;  ///< whether the tile has a pixel label (else `label` is all 255)
 };
 
 /// Stack samples into a batch; smaller samples (scene-edge tiles) are padded to the largest

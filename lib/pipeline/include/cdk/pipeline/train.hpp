@@ -5,11 +5,13 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "cdk/core/context.hpp"
 #include "cdk/nn/losses.hpp"
 #include "cdk/nn/models.hpp"
+#include "cdk/nn/objective.hpp"
 #include "cdk/pipeline/tile_dataset.hpp"
 
 namespace cdk::pipeline {
@@ -43,18 +45,29 @@ struct TrainOptions {
     bool resume = false;                 ///< continue from OUT's checkpoint after an interruption
     bool overwrite = false;              ///< replace an existing OUT
     int max_steps = 0;                   ///< stop after this many steps (0 = no limit; tests)
-    nlohmann::json header_extra = nlohmann::json::object();  ///< merged into the bundle header (distillation records its teachers)
 };
 
-/// Cross-option checks.
+/// Cross-option checks: the architecture is a known one, --model-option goes without a
+/// start bundle, schedule, optimiser, augmentation and task-loss values are usable.
 void validate(const TrainOptions& options);
 
-/// An extra loss term added to the task loss at every step (distillation plugs in here).
-using ExtraLoss = std::function<torch::Tensor(const Batch& batch, const nn::ChangeOutput& out)>;
+/// An extra loss term added to the task loss at every step (experiments and tests).
+using nn::ExtraLoss;
 
-/// Train a model; validate every epoch, keep the best bundle by change-class F1 at OUT,
-/// write one JSON line per epoch to OUT.log.jsonl and a checkpoint OUT.ckpt for --resume.
-/// Returns the JSON summary (best epoch, metrics, seconds, samples/s).
+/// Builds a method's objective around the model the trainer starts from (new, --init's, or
+/// a checkpoint's; on the device, seeded). It must not draw random numbers: whatever it
+/// loads (teachers) is loaded before training starts.
+using ObjectiveFactory = std::function<std::unique_ptr<nn::Objective>(nn::ChangeModel model)>;
+
+/// The training loop around any objective: validate every epoch, keep the best bundle by
+/// change-class F1 at OUT (its header records the objective's describe() as
+/// "distillation"), write one JSON line per epoch to OUT.log.jsonl (every loss term named)
+/// and a checkpoint OUT.ckpt (with the objective's own state) for --resume. Returns the JSON
+/// summary (best epoch, metrics, seconds, samples/s; "distillation": the objective's summary()).
+nlohmann::json train_objective(const TrainOptions& options, const ObjectiveFactory& make_objective,
+                               const RunContext& ctx = {});
+
+/// Supervised training (cd-train-teacher): train_objective with nn::SupervisedObjective.
 nlohmann::json train_model(const TrainOptions& options, const RunContext& ctx = {},
                            const ExtraLoss& extra = {});
 

@@ -1,9 +1,9 @@
-#include "cdk/pipeline/teachers.hpp"
+#include "cdk/nn/teachers.hpp"
 
 #include "cdk/core/car.hpp"
 #include "cdk/core/error.hpp"
 
-namespace cdk::pipeline {
+namespace cdk::nn {
 
 int TeacherSet::route(double car) const { return partition_of(car, thresholds); }
 
@@ -19,6 +19,28 @@ nlohmann::json TeacherSet::describe() const {
                      {"car_range", {lo, hi}}});
     }
     return j;
+}
+
+std::vector<int64_t> run_grouped(const std::vector<int>& group_of, size_t groups, const torch::Device& device,
+                                 const std::function<torch::Tensor(size_t group, const torch::Tensor& index)>& run,
+                                 torch::Tensor& out) {
+    std::vector<int64_t> counts(groups, 0);
+    for (size_t g = 0; g < groups; ++g) {
+        std::vector<int64_t> idx;
+        for (size_t i = 0; i < group_of.size(); ++i)
+            if (group_of[i] == int(g)) idx.push_back(int64_t(i));
+        if (idx.empty()) continue;
+        counts[g] = int64_t(idx.size());
+        const auto index = torch::tensor(idx, torch::kInt64);
+        const torch::Tensor result = run(g, index.to(device));
+        if (!out.defined()) {
+            std::vector<int64_t> shape = result.sizes().vec();
+            shape[0] = int64_t(group_of.size());
+            out = torch::empty(shape, result.options());
+        }
+        out.index_copy_(0, index.to(out.device()), result);
+    }
+    return counts;
 }
 
 void check_threshold_count(size_t teachers, size_t thresholds) {
@@ -46,20 +68,18 @@ TeacherSet load_teachers(const std::vector<std::string>& items, std::vector<doub
     TeacherSet set;
     set.thresholds = std::move(thresholds);
     for (const auto& [name, path] : ordered) {
-        nn::Bundle b = nn::load_bundle(path, device);
+        Bundle b = load_bundle(path, device);
         for (auto& p : b.model->parameters()) p.set_requires_grad(false);
         if (!set.bundles.empty()) {
             const auto& first = set.bundles.front();
             if (b.model->options().in_bands != first.model->options().in_bands ||
-                b.header.value("normalization", nlohmann::json()) != first.header.value("normalization", nlohmann::json()))
+                b.info.normalization != first.info.normalization)
                 throw ModelError("teacher " + quote(path) + " was trained on other bands or statistics than teacher " +
                                  quote(set.paths.front()));
         }
         if (set.thresholds.empty()) {
-            const nlohmann::json none = nlohmann::json::object();
-            const auto th = b.header.value("training", none).value("train", none).value("partition", none).value(
-                "thresholds", nlohmann::json());
-            if (th.is_array() && th.size() + 1 == ordered.size()) set.thresholds = th.get<std::vector<double>>();
+            const auto th = b.info.partition_thresholds();
+            if (th.size() + 1 == ordered.size()) set.thresholds = th;
         }
         set.names.push_back(name);
         set.paths.push_back(path);
@@ -74,4 +94,4 @@ TeacherSet load_teachers(const std::vector<std::string>& items, std::vector<doub
     return set;
 }
 
-}  // namespace cdk::pipeline
+}  // namespace cdk::nn
