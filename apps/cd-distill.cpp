@@ -10,7 +10,9 @@ int main(int argc, char** argv) {
     CLI::App app{
         "Distil teachers into one student model bundle. mtkd: the Origin-Partition teachers "
         "(one per CAR range) guide a student, each training sample by the teacher of its CAR: "
-        "loss = task loss + kd-weight * MSE(student logits, teacher logits) [+ KL term]",
+        "loss = task loss + kd-weight * MSE(student logits, teacher logits) [+ KL term]. hicd: a "
+        "teacher trained on clean pairs guides a student that sees one date degraded (--degrade): "
+        "loss = task loss + weighted self-, cross- and global-correlation terms (docs/methods.md)",
         "cd-distill"};
     cdk::pipeline::DistillOptions opt;
     opt.train.model.arch.clear();  // the student's architecture is --student-init's unless --arch says otherwise
@@ -18,12 +20,11 @@ int main(int argc, char** argv) {
     cdk::apps::add_common_flags(app, common);
     cdk::apps::TrainFlags flags;
     cdk::apps::add_train_flags(app, opt.train, flags, "--student-init");
-    app.add_option("--method", opt.method, "Distillation method (mtkd; hicd and kd-msi are planned)")
+    app.add_option("--method", opt.method, "Distillation method: mtkd or hicd (kd-msi is planned)")
         ->capture_default_str();
     app.add_option("--teachers", opt.mtkd.teachers,
-                   "Teacher bundles per CAR partition: NAME=BUNDLE,... e.g. small=s.cdm,medium=m.cdm,large=l.cdm")
-        ->delimiter(',')
-        ->required();
+                   "mtkd: teacher bundles per CAR partition: NAME=BUNDLE,... e.g. small=s.cdm,medium=m.cdm,large=l.cdm")
+        ->delimiter(',');
     app.add_option("--thresholds", opt.mtkd.thresholds,
                    "CAR thresholds between the teachers (default: those their bundles were partitioned with)")
         ->delimiter(',');
@@ -36,6 +37,26 @@ int main(int argc, char** argv) {
     app.add_option("--kd-kl-weight", opt.mtkd.kd.kl_weight, "Weight of T^2 * KL(teacher || student) at that temperature")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
+    app.add_option("--teacher", opt.hicd.teacher, "hicd: the teacher bundle, trained on clean pairs (frozen)");
+    app.add_option("--hicd-self", opt.hicd.self_weight, "hicd: weight of the self-correlation term")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--hicd-cross", opt.hicd.cross_weight, "hicd: weight of the cross-correlation term (date 1 x date 2)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--hicd-global", opt.hicd.global_weight, "hicd: weight of the sample x sample correlation term")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--feature-mse", opt.hicd.feature_mse_weight,
+                   "hicd: weight of plain feature MSE against the teacher (the baseline; same architecture and width)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--hicd-pool", opt.hicd.pool, "hicd: feature positions per side after pooling")
+        ->capture_default_str()
+        ->check(CLI::Range(2, 32));
+    app.add_option("--hicd-depths", opt.hicd.depths, "hicd: the deepest feature levels the terms use")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 16));
     CLI11_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {

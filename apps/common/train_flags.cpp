@@ -65,6 +65,12 @@ void add_train_flags(CLI::App& app, pipeline::TrainOptions& options, TrainFlags&
     app.add_option("--crop", options.augment.crop, "Random crop of this size for training, 0 = whole tiles")
         ->capture_default_str()
         ->check(CLI::Range(0, 65536));
+    app.add_option("--degrade", options.degrade,
+                   "Degrade one date of every training and validation sample, e.g. res=4, blur=1.5,noise=10,jpeg=40 "
+                   "or random (docs/cd-degrade.md); validation tiles get the same degradation every epoch");
+    app.add_option("--degrade-date", options.degrade_date, "The date --degrade degrades: 2, 1 or any (drawn per sample)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"1", "2", "any"}));
     app.add_flag("--no-augment", flags.no_augment, "No flips, rotations or date swaps (a --crop stays random)");
     app.add_flag("--no-date-swap", flags.no_date_swap,
                  "Flips and rotations but no date swaps: keep date 1 first, for changes with a direction");

@@ -4,15 +4,19 @@
 #include "cdk/core/fs.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
+#include "cdk/geo/degrade.hpp"
 
 namespace cdk::pipeline {
 
 void validate(const DistillOptions& o) {
     validate(o.train);
-    if (o.method == "hicd" || o.method == "kd-msi")
-        throw ConfigError("distillation method " + quote(o.method) + " is not implemented yet (available: mtkd)");
-    if (o.method != "mtkd") throw ConfigError("unknown distillation method " + quote(o.method) + " (known: mtkd)");
-    nn::validate(o.mtkd);
+    if (o.method == "kd-msi")
+        throw ConfigError("distillation method " + quote(o.method) + " is not implemented yet (available: mtkd, hicd)");
+    if (o.method == "mtkd") return nn::validate(o.mtkd);
+    if (o.method != "hicd") throw ConfigError("unknown distillation method " + quote(o.method) + " (known: mtkd, hicd)");
+    nn::validate(o.hicd);
+    if (o.train.degrade.empty())
+        throw ConfigError("HiCD trains its student on a degraded date: give --degrade SPEC (e.g. res=4 or random)");
 }
 
 namespace {
@@ -63,11 +67,44 @@ nlohmann::json distill_mtkd(const DistillOptions& o, const RunContext& ctx) {
         ctx);
 }
 
+nlohmann::json distill_hicd(const DistillOptions& o, const RunContext& ctx) {
+    const nn::HicdOptions& h = o.hicd;
+    // The teacher is loaded before the trainer seeds the generator: loading draws from it.
+    nn::Bundle teacher = nn::load_bundle(h.teacher, nn::parse_device(o.train.device));
+    DistillOptions with_arch = o;
+    if (with_arch.train.init.empty() && with_arch.train.model.arch.empty()) with_arch.train.model = teacher.info.model;
+    const TrainOptions t = student_options(with_arch, teacher.info.scene_norm());
+    const geo::DegradeSpec spec = geo::DegradeSpec::parse(t.degrade);
+    ctx.info("HiCD: teacher " + quote(h.teacher) + " (" + teacher.info.model.arch + ") on clean pairs, student on date " +
+             t.degrade_date + " degraded by " + spec.text() + "; weights self " + format_number(h.self_weight) +
+             ", cross " + format_number(h.cross_weight) + ", global " + format_number(h.global_weight) +
+             ", feature MSE " + format_number(h.feature_mse_weight));
+    const nlohmann::json record = {{"method", "hicd"},
+                                   {"teacher", h.teacher},
+                                   {"teacher_arch", teacher.info.model.arch},
+                                   {"teacher_width", teacher.info.model.width},
+                                   {"self_weight", h.self_weight},
+                                   {"cross_weight", h.cross_weight},
+                                   {"global_weight", h.global_weight},
+                                   {"feature_mse_weight", h.feature_mse_weight},
+                                   {"pool", h.pool},
+                                   {"depths", h.depths},
+                                   {"degrade", spec.text()},
+                                   {"degrade_date", t.degrade_date},
+                                   {"student_init", t.init.empty() ? nlohmann::json(nullptr) : nlohmann::json(t.init)}};
+    return train_objective(
+        t,
+        [&](nn::ChangeModel student) {
+            return std::make_unique<nn::HicdObjective>(student, t.loss, std::move(teacher), h, record);
+        },
+        ctx);
+}
+
 }  // namespace
 
 nlohmann::json distill_model(const DistillOptions& o, const RunContext& ctx) {
     validate(o);
-    return distill_mtkd(o, ctx);
+    return o.method == "hicd" ? distill_hicd(o, ctx) : distill_mtkd(o, ctx);
 }
 
 }  // namespace cdk::pipeline

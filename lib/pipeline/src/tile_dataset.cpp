@@ -16,6 +16,7 @@
 #include "cdk/core/csv.hpp"
 #include "cdk/core/error.hpp"
 #include "cdk/core/fs.hpp"
+#include "cdk/geo/degrade.hpp"
 #include "cdk/geo/raster.hpp"
 
 namespace cdk::pipeline {
@@ -59,9 +60,15 @@ uint64_t draw(std::mt19937_64& rng, uint64_t n) {
     return v % n;
 }
 
-// Read every band of a tile as Float32 [C, H, W] plus a validity mask [H, W] (a pixel is
-// nodata when every band that has a nodata value holds it, as in geo::Scene).
-std::pair<torch::Tensor, torch::Tensor> read_tile(const std::string& path) {
+// A tile as read: every band as Float32 [C, H, W], a validity mask [H, W] (a pixel is
+// nodata when every band that has a nodata value holds it, as in geo::Scene) and the
+// file's data type (the range a degradation clips to).
+struct RawTile {
+    torch::Tensor data, valid;
+    GDALDataType type = GDT_Float32;
+};
+
+RawTile read_tile(const std::string& path) {
     auto ds = geo::open_raster(path);
     const int w = ds->GetRasterXSize(), h = ds->GetRasterYSize(), c = ds->GetRasterCount();
     auto data = torch::empty({c, h, w}, torch::kFloat32);
@@ -79,7 +86,24 @@ std::pair<torch::Tensor, torch::Tensor> read_tile(const std::string& path) {
         invalid = invalid.logical_and(std::isnan(nd) ? band.isnan() : band.eq(static_cast<float>(nd)));
     }
     if (!any_nodata) invalid.zero_();
-    return {data, invalid.logical_not()};
+    return {data, invalid.logical_not(), ds->GetRasterBand(1)->GetRasterDataType()};
+}
+
+// Degrade one date of a raw tile in place: draws (the date with `any`, the random mix, the
+// noise) come from a copy of the sample's generator, so the augmentation that follows draws
+// the same as without degradation.
+void degrade_tile(RawTile& pre, RawTile& post, const geo::DegradeSpec& spec, const std::string& date,
+                  const std::mt19937_64& rng) {
+    std::mt19937_64 copy = rng;
+    const uint64_t seed = mix64(copy() ^ 0x48694344ULL), pick = copy();
+    RawTile& t = date == "1" || (date == "any" && pick % 2 == 0) ? pre : post;
+    const auto valid = t.valid.to(torch::kUInt8).contiguous();
+    geo::DegradeImageOptions o;
+    o.range = geo::ValueRange::of(t.type);
+    o.seed = seed;
+    t.data = t.data.contiguous();
+    geo::degrade_image(t.data.data_ptr<float>(), valid.data_ptr<uint8_t>(), int(t.data.size(0)), int(t.data.size(1)),
+                       int(t.data.size(2)), spec, o);
 }
 
 double car_of(const torch::Tensor& label) {
@@ -192,14 +216,35 @@ TileDataset::TileDataset(const std::string& manifest, Normalization norm)
     }
 }
 
+void validate(const TileDegradation& d) {
+    if (!d.spec.empty()) geo::DegradeSpec::parse(d.spec);
+    if (d.date != "1" && d.date != "2" && d.date != "any")
+        throw ConfigError("the degraded date must be 2, 1 or any, not " + quote(d.date));
+}
+
+void TileDataset::set_degradation(const TileDegradation& d) {
+    validate(d);
+    degradation_ = d;
+    degrade_.reset();
+    if (!d.spec.empty()) degrade_ = geo::DegradeSpec::parse(d.spec);
+}
+
 Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
                         std::mt19937_64& rng) const {
     if (i >= records_.size())
         throw ConfigError("tile index " + std::to_string(i) + " out of range for manifest " +
                           quote(manifest_) + " (" + std::to_string(records_.size()) + " tiles)");
     const TileRecord& r = records_[i];
-    auto [pre, valid_pre] = read_tile(r.a);
-    auto [post, valid_post] = read_tile(r.b);
+    RawTile raw_pre = read_tile(r.a), raw_post = read_tile(r.b);
+    torch::Tensor pre_clean, post_clean;  // raw, before degradation (kept for a teacher)
+    if (degrade_) {
+        if (degradation_.keep_clean) {
+            pre_clean = raw_pre.data.clone();
+            post_clean = raw_post.data.clone();
+        }
+        degrade_tile(raw_pre, raw_post, *degrade_, degradation_.date, rng);
+    }
+    torch::Tensor pre = raw_pre.data, valid_pre = raw_pre.valid, post = raw_post.data, valid_post = raw_post.valid;
     for (const auto& [tile, name] : {std::pair{&pre, &r.a}, std::pair{&post, &r.b}})
         if (tile->size(0) != bands_)
             throw ConfigError("tile " + quote(*name) + " has " + std::to_string(tile->size(0)) +
@@ -234,6 +279,13 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
     const Normalization& n_post = record_scene_.empty() ? norm_ : scene_norms_[record_scene_[i]].second;
     pre = n_pre.apply(pre, valid_pre);
     post = n_post.apply(post, valid_post);
+    if (pre_clean.defined()) {
+        pre_clean = n_pre.apply(pre_clean, valid_pre);
+        post_clean = n_post.apply(post_clean, valid_post);
+    }
+    // Every image of the sample, so that crops, flips, rotations and swaps treat all alike.
+    std::vector<torch::Tensor*> images = {&pre, &post};
+    if (pre_clean.defined()) images.insert(images.end(), {&pre_clean, &post_clean});
 
     if (augment) {
         // Draw order is fixed (crop, flips, rotation, swap) so a seed always means the same.
@@ -241,15 +293,13 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
             const int64_t c = augment->crop;
             if (h < c || w < c) {  // pad small (edge) tiles up to the crop; padding is ignored
                 const int64_t ph = std::max<int64_t>(0, c - h), pw = std::max<int64_t>(0, c - w);
-                pre = torch::constant_pad_nd(pre, {0, pw, 0, ph}, 0);
-                post = torch::constant_pad_nd(post, {0, pw, 0, ph}, 0);
+                for (auto* t : images) *t = torch::constant_pad_nd(*t, {0, pw, 0, ph}, 0);
                 label = torch::constant_pad_nd(label, {0, pw, 0, ph}, 255);
             }
             const int64_t hh = pre.size(1), ww = pre.size(2);
             const int64_t y0 = static_cast<int64_t>(draw(rng, uint64_t(hh - c + 1)));
             const int64_t x0 = static_cast<int64_t>(draw(rng, uint64_t(ww - c + 1)));
-            pre = pre.slice(1, y0, y0 + c).slice(2, x0, x0 + c);
-            post = post.slice(1, y0, y0 + c).slice(2, x0, x0 + c);
+            for (auto* t : images) *t = t->slice(1, y0, y0 + c).slice(2, x0, x0 + c);
             label = label.slice(0, y0, y0 + c).slice(1, x0, x0 + c);
         }
         const bool flip_h = augment->flips && draw(rng, 2) == 1;
@@ -257,21 +307,21 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
         const int rot = augment->rot90 ? static_cast<int>(draw(rng, 4)) : 0;
         const bool swap = augment->swap_dates && draw(rng, 2) == 1;
         if (flip_h) {
-            pre = pre.flip({2});
-            post = post.flip({2});
+            for (auto* t : images) *t = t->flip({2});
             label = label.flip({1});
         }
         if (flip_v) {
-            pre = pre.flip({1});
-            post = post.flip({1});
+            for (auto* t : images) *t = t->flip({1});
             label = label.flip({0});
         }
         if (rot) {
-            pre = torch::rot90(pre, rot, {1, 2});
-            post = torch::rot90(post, rot, {1, 2});
+            for (auto* t : images) *t = torch::rot90(*t, rot, {1, 2});
             label = torch::rot90(label, rot, {0, 1});
         }
-        if (swap) std::swap(pre, post);
+        if (swap) {
+            std::swap(pre, post);
+            std::swap(pre_clean, post_clean);
+        }
     }
     Sample s;
     s.pre = pre.contiguous();
@@ -281,6 +331,10 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
     s.id = r.id;
     s.changed = r.changed;
     s.pixel_labelled = !r.label.empty();
+    if (pre_clean.defined()) {
+        s.pre_clean = pre_clean.contiguous();
+        s.post_clean = post_clean.contiguous();
+    }
     return s;
 }
 
@@ -294,16 +348,20 @@ Batch collate(std::vector<Sample> samples) {
         h = std::max(h, s.pre.size(1));
         w = std::max(w, s.pre.size(2));
     }
-    std::vector<torch::Tensor> pre, post, label;
+    std::vector<torch::Tensor> pre, post, label, pre_clean, post_clean;
     for (auto& s : samples) {
         const int64_t ph = h - s.pre.size(1), pw = w - s.pre.size(2);
         if (ph || pw) {  // tiles of different sizes (scene edges): pad, padding ignored
-            s.pre = torch::constant_pad_nd(s.pre, {0, pw, 0, ph}, 0);
-            s.post = torch::constant_pad_nd(s.post, {0, pw, 0, ph}, 0);
+            for (auto* t : {&s.pre, &s.post, &s.pre_clean, &s.post_clean})
+                if (t->defined()) *t = torch::constant_pad_nd(*t, {0, pw, 0, ph}, 0);
             s.label = torch::constant_pad_nd(s.label, {0, pw, 0, ph}, 255);
         }
         pre.push_back(s.pre);
         post.push_back(s.post);
+        if (s.pre_clean.defined()) {
+            pre_clean.push_back(s.pre_clean);
+            post_clean.push_back(s.post_clean);
+        }
         label.push_back(s.label);
         b.car.push_back(s.car);
         b.ids.push_back(s.id);
@@ -313,6 +371,11 @@ Batch collate(std::vector<Sample> samples) {
     b.pre = torch::stack(pre);
     b.post = torch::stack(post);
     b.label = torch::stack(label);
+    if (!pre_clean.empty()) {
+        if (pre_clean.size() != samples.size()) throw ConfigError("a batch mixes samples with and without clean inputs");
+        b.pre_clean = torch::stack(pre_clean);
+        b.post_clean = torch::stack(post_clean);
+    }
     return b;
 }
 

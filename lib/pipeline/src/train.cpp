@@ -20,6 +20,7 @@
 #include "cdk/core/error.hpp"
 #include "cdk/core/fs.hpp"
 #include "cdk/core/metrics.hpp"
+#include "cdk/geo/degrade.hpp"
 #include "cdk/geo/partition.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
@@ -351,6 +352,7 @@ void validate(const TrainOptions& o) {
     if (o.max_steps < 0) throw ConfigError("max steps must be >= 0");
     if (!o.scene_norm.empty()) validate_scene_normalization(o.scene_norm);
     nn::validate(o.loss);
+    validate(TileDegradation{o.degrade, o.degrade_date});
 }
 
 namespace {
@@ -449,6 +451,20 @@ void check_pixel_labels(const TrainOptions& o, const TileDataset& train, const n
         if (r.label.empty())
             throw ConfigError("training manifest " + quote(o.train) + ": tile " + quote(r.id) + " has no label" +
                               (objective.name() == "supervised" ? "" : " (" + objective.name() + " needs pixel labels)"));
+}
+
+// --degrade: one date of every training and validation sample degraded (validation with
+// the same degradation of each tile every epoch, so the best epoch is chosen on the task the
+// model is for); an objective that needs the clean pair (HiCD's teacher) gets it beside.
+void apply_degradation(const TrainOptions& o, TrainData& d, const nn::Objective& objective) {
+    if (o.degrade.empty()) {
+        if (objective.needs_clean_inputs())
+            throw ConfigError(objective.name() + " trains on a degraded date: give --degrade SPEC (e.g. res=4)");
+        return;
+    }
+    const TileDegradation deg{o.degrade, o.degrade_date, objective.needs_clean_inputs()};
+    d.train->set_degradation(deg);
+    if (d.val) d.val->set_degradation(deg);
 }
 
 // The model training starts from: a checkpoint's (--resume), a bundle's (--init) or a
@@ -628,6 +644,9 @@ private:
              {{"ce_weight", o_.loss.ce_weight}, {"dice_weight", o_.loss.dice_weight},
               {"class_weights", o_.loss.class_weights}}},
             {"init", o_.init.empty() ? nlohmann::json(nullptr) : nlohmann::json(o_.init)},
+            {"degrade", o_.degrade.empty() ? nlohmann::json(nullptr)
+                                           : nlohmann::json{{"spec", geo::DegradeSpec::parse(o_.degrade).text()},
+                                                            {"date", o_.degrade_date}}},
             {"seed", o_.seed},
             {"device", device_.str()},
             {"memory_format", nhwc_ ? "channels-last" : "contiguous"},
@@ -892,6 +911,7 @@ nlohmann::json train_objective(const TrainOptions& o, const ObjectiveFactory& ma
     if (nhwc) nn::to_channels_last(*start.model);
     std::unique_ptr<nn::Objective> objective = make_objective(start.model);
     check_pixel_labels(o, *data.train, *objective);
+    apply_degradation(o, data, *objective);
     Trainer trainer(o, ctx, std::move(paths), std::move(data), std::move(start), std::move(objective), device, nhwc);
     return trainer.run(t_start);
 }

@@ -18,6 +18,8 @@ struct Batch {
     std::vector<std::string> ids;    ///< per sample: tile id
     std::vector<int> changed;        ///< per sample: image-level label, 1 changed, 0 not, -1 unknown
     std::vector<bool> pixel_labelled;  ///< per sample: whether the tile has a pixel label
+    torch::Tensor pre_clean;         ///< with a degraded date: date 1 before degradation (else undefined)
+    torch::Tensor post_clean;        ///< with a degraded date: date 2 before degradation (else undefined)
 
     /// Number of samples.
     int64_t size() const { return int64_t(ids.size()); }

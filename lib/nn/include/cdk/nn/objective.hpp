@@ -52,6 +52,8 @@ public:
     virtual Loss loss(const Batch& batch, const StepContext& step) = 0;
     /// Whether every training tile needs a pixel label (false: image-level labels suffice).
     virtual bool needs_pixel_labels() const { return true; }
+    /// Whether batches must carry the clean inputs beside degraded ones (Batch::pre_clean).
+    virtual bool needs_clean_inputs() const { return false; }
     /// State of its own beyond model() for a checkpoint (nothing by default).
     virtual void save_state(torch::serialize::OutputArchive& archive) { (void)archive; }
     /// Restore what save_state wrote; throws ModelError naming `path` when it is missing.

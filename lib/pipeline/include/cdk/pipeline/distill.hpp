@@ -7,6 +7,7 @@
 
 #include "cdk/core/context.hpp"
 #include "cdk/nn/distill.hpp"
+#include "cdk/nn/hicd.hpp"
 #include "cdk/nn/objective.hpp"
 #include "cdk/pipeline/teachers.hpp"
 #include "cdk/pipeline/train.hpp"
@@ -17,8 +18,9 @@ namespace cdk::pipeline {
 /// options of each method (only the chosen method's are read and checked).
 struct DistillOptions {
     TrainOptions train;        ///< everything training takes; `train.init` = the student's start (the origin)
-    std::string method = "mtkd";  ///< mtkd (hicd and kd-msi are planned)
+    std::string method = "mtkd";  ///< mtkd | hicd (kd-msi is planned)
     nn::MtkdOptions mtkd;      ///< --method mtkd: teachers per CAR partition, thresholds, KD weights
+    nn::HicdOptions hicd;      ///< --method hicd: the clean-pair teacher and the correlation terms' weights
 };
 
 /// Cross-option checks: the training options', the method's name, and the chosen
@@ -29,9 +31,11 @@ using nn::MtkdTerm;
 
 /// Distil teachers into one student with the training loop of cd-train-teacher
 /// (train_objective: validation, best-by-F1, JSON lines, resume). mtkd: nn::MtkdObjective,
-/// loss = task loss + kd_loss(student, routed teacher). The student bundle's header records
-/// the method, the teachers and thresholds, and the KD weights. Returns the training
-/// summary plus "distillation".
+/// loss = task loss + kd_loss(student, routed teacher). hicd: nn::HicdObjective, the student
+/// on pairs with one date degraded (train.degrade, required) copies the correlations of a
+/// frozen teacher that sees the clean pairs; the student is the teacher's architecture
+/// unless --arch or --student-init says otherwise. The student bundle's header records the
+/// method, its teachers and weights. Returns the training summary plus "distillation".
 nlohmann::json distill_model(const DistillOptions& options, const RunContext& ctx = {});
 
 }  // namespace cdk::pipeline

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cdk/core/csv.hpp"
+#include "cdk/geo/degrade.hpp"
 #include "cdk/nn/batch.hpp"
 #include "cdk/nn/normalization.hpp"
 
@@ -44,6 +45,19 @@ struct AugmentOptions {
     int crop = 0;            ///< random crop of this size, 0 = whole tile
 };
 
+/// One date of every sample degraded before normalisation (HiCD, and training directly on
+/// degraded pairs): geo::degrade_image with the spec, seeded per sample from the sample's
+/// generator (a copy: the augmentation draws the same as without it). Validation loaders
+/// draw the same seed for a tile every epoch, so validation sees fixed degradations.
+struct TileDegradation {
+    std::string spec;         ///< geo::DegradeSpec text ("res=4", "blur=1.5,noise=10", "random"); empty = off
+    std::string date = "2";   ///< the date degraded: 2, 1, or any (one drawn per sample)
+    bool keep_clean = false;  ///< keep the clean pair too (Sample::pre_clean, post_clean), for a teacher
+};
+
+/// Throws ConfigError for a bad spec (naming the term) or a date other than 1, 2, any.
+void validate(const TileDegradation& degradation);
+
 /// A training sample.
 struct Sample {
     torch::Tensor pre;    ///< [C, H, W] float, normalised
@@ -53,6 +67,8 @@ struct Sample {
     std::string id;       ///< tile id
     int changed = -1;     ///< image-level label of the tile (TileRecord::changed)
     bool pixel_labelled = false;  ///< whether the tile has a pixel label (else `label` is all 255)
+    torch::Tensor pre_clean;   ///< with TileDegradation::keep_clean: date 1 undegraded, same augmentation
+    torch::Tensor post_clean;  ///< the same for date 2
 };
 
 /// Stack samples into a batch; smaller samples (scene-edge tiles) are padded to the largest
@@ -74,6 +90,10 @@ public:
     const std::vector<TileRecord>& records() const { return records_; }
     /// The manifest as read (all its columns, paths as written).
     const CsvTable& table() const { return table_; }
+    /// Degrade one date of every sample from now on (an empty spec turns it off).
+    void set_degradation(const TileDegradation& degradation);
+    /// The degradation in force.
+    const TileDegradation& degradation() const { return degradation_; }
     /// Read tile i; augment with `rng` when `augment` is given.
     Sample get(size_t i, const std::optional<AugmentOptions>& augment, std::mt19937_64& rng) const;
 
@@ -86,6 +106,8 @@ private:
     // Per-scene standardisation: each record's scene's dates' normalisation.
     std::vector<std::pair<Normalization, Normalization>> scene_norms_;
     std::vector<size_t> record_scene_;  // index into scene_norms_ per record
+    TileDegradation degradation_;
+    std::optional<geo::DegradeSpec> degrade_;  // parsed degradation_.spec
 };
 
 /// Batches of a dataset assembled by worker threads ahead of the consumer.

@@ -35,6 +35,8 @@ struct TrainOptions {
     double ema = 0;                      ///< decay of an exponential moving average of the weights
                                          ///< that is validated and kept instead of them; 0 = off
     AugmentOptions augment;              ///< training augmentations
+    std::string degrade;                 ///< degrade one date of every training and validation sample (geo::DegradeSpec text); empty = off
+    std::string degrade_date = "2";      ///< the date --degrade degrades: 2, 1 or any
     nn::LossOptions loss;                ///< task loss
     std::string device = "auto";         ///< auto | cpu | cuda[:N]
     int threads = 0;                     ///< intra-op threads, 0 = LibTorch's default
