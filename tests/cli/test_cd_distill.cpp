@@ -11,6 +11,26 @@ using cdk::test::exists;
 using cdk::test::run_tool;
 using cdk::test::TempDir;
 
+namespace {
+
+// A 128x96 synthetic scene in TMP/scene, tiled into TMP/tiles and partitioned into TMP/parts
+// (a quarter for validation, `more` cd-partition options); returns its cd-synth settings.
+cdk::test::SynthScene partitioned_scene(const TempDir& tmp, const std::vector<std::string>& more) {
+    cdk::test::SynthScene ss;
+    ss.width = 128;
+    ss.height = 96;
+    ss.seed = 3;
+    ss.border = false;
+    cdk::test::tile_scene(cdk::test::synth_scene(tmp / "scene", ss), tmp / "tiles");
+    std::vector<std::string> args = {tmp / "tiles/tiles.csv", "--out", tmp / "parts", "--val-fraction", "0.25",
+                                     "--quiet"};
+    args.insert(args.end(), more.begin(), more.end());
+    REQUIRE(run_tool("cd-partition", args).rc == 0);
+    return ss;
+}
+
+}  // namespace
+
 TEST_CASE("cd-distill --help and --version", "[cli][distill]") {
     auto h = run_tool("cd-distill", {"--help"});
     CHECK(h.rc == 0);
@@ -24,16 +44,8 @@ TEST_CASE("cd-distill --help and --version", "[cli][distill]") {
 
 TEST_CASE("the O-P/MTKD recipe through the programs: origin, teachers, student, inference", "[cli][distill]") {
     TempDir tmp;
-    cdk::test::SynthScene ss;
-    ss.width = 128;
-    ss.height = 96;
-    ss.seed = 3;
-    ss.border = false;
-    const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
-    cdk::test::tile_scene(scene, tmp / "tiles");
-    REQUIRE(run_tool("cd-partition", {tmp / "tiles/tiles.csv", "--out", tmp / "parts", "--quantiles", "2",
-                                      "--val-fraction", "0.25", "--quiet"})
-                .rc == 0);
+    partitioned_scene(tmp, {"--quantiles", "2"});
+    const std::string scene = tmp / "scene";
     auto train = [&](const std::string& manifest, const std::string& out, const std::vector<std::string>& more) {
         std::vector<std::string> args = {"--train", manifest, "--val", tmp / "parts/val.csv", "--arch",
                                          "fc-siam-diff", "--width", "4", "--epochs", "1", "--out", out,
@@ -89,16 +101,7 @@ TEST_CASE("the O-P/MTKD recipe through the programs: origin, teachers, student, 
 TEST_CASE("the HiCD chain through the programs: clean teacher, HiCD student, degraded scene, map, score",
           "[cli][distill][hicd]") {
     TempDir tmp;
-    cdk::test::SynthScene ss;
-    ss.width = 128;
-    ss.height = 96;
-    ss.seed = 3;
-    ss.border = false;
-    const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
-    cdk::test::tile_scene(scene, tmp / "tiles");
-    REQUIRE(run_tool("cd-partition", {tmp / "tiles/tiles.csv", "--out", tmp / "parts", "--val-fraction", "0.25",
-                                      "--quiet"})
-                .rc == 0);
+    cdk::test::SynthScene ss = partitioned_scene(tmp, {});
     const std::vector<std::string> common = {"--train", tmp / "parts/origin.csv", "--val", tmp / "parts/val.csv",
                                              "--epochs", "1", "--device", "cpu", "--threads", "1", "--quiet"};
     auto run = [&](const std::string& tool, std::vector<std::string> args) {

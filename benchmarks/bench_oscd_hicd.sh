@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# HiCD on OSCD: a teacher trained on clean pairs of the 14 training cities, then from its
+# weights (a) nothing more, (b) fine-tuning directly on pairs whose date 2 is degraded
+# (cd-train-teacher --degrade), (c) plain feature-MSE distillation, (d) the HiCD student
+# (cd-distill --method hicd); all mapped on the 10 test cities with date 2 degraded by
+# cd-degrade at fixed seeds (the same degraded pairs for every model), and (e) the teacher
+# on the clean test pairs (the ceiling). Pooled change-class F1, IoU, precision, recall.
+#
+#   usage: benchmarks/bench_oscd_hicd.sh [ARCH=fc-siam-diff] [BANDSET=rgb] [SPEC=res=4] [SEED=0]
+#          [TEACHER_EPOCHS=20] [EPOCHS=10] [MODELS="direct hicd feature_mse"]
+#   e.g.   benchmarks/bench_oscd_hicd.sh fc-siam-diff rgb res=4 0 20 10
+#
+# Tiles as bench_oscd_train.sh (96 px, CDK_OVERLAP, default 32); training options
+# `--batch-size 16 --class-weights 1,10 --lr 1e-3` (the RGB recipe of docs/benchmarks.md),
+# fine-tuning at --lr 5e-4 with a constant schedule. Resumable: finished models, degraded
+# scenes and maps are kept in $CDK_BENCH_DIR (default /tmp/cdk-bench-oscd-hicd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benchmarks/oscd_common.sh
+[ -d "$OSCD" ] || { echo "skipped: $OSCD is absent" >&2; exit 0; }
+ARCH=${1:-fc-siam-diff}
+BANDSET=${2:-rgb}
+SPEC=${3:-res=4}
+SEED=${4:-0}
+TEACHER_EPOCHS=${5:-20}
+EPOCHS=${6:-10}
+MODELS=${7:-direct hicd feature_mse}
+BANDS=$(oscd_bands "$BANDSET")
+ROOT=${CDK_BENCH_DIR:-/tmp/cdk-bench-oscd-hicd}
+DATA=$ROOT/data-$BANDSET
+RUN=$ROOT/$ARCH-$BANDSET-s$SEED
+TAG=$(echo "$SPEC" | tr ',=:%@' '_____')
+mkdir -p "$RUN"
+oscd_tiles "$DATA" "$BANDS" 96 "${CDK_OVERLAP:-32}"
+
+common=(--train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --batch-size 16 --class-weights 1,10
+        --workers 2 --device cpu --seed "$SEED" --resume)
+log() { echo "== $(date +%H:%M:%S) $*" >&2; }
+
+log "teacher: $ARCH on clean pairs, $TEACHER_EPOCHS epochs"
+"$BIN/cd-train-teacher" -q "${common[@]}" --arch "$ARCH" --epochs "$TEACHER_EPOCHS" --lr 1e-3 \
+    --out "$RUN/teacher.cdm" > "$RUN/teacher.json"
+fine=("${common[@]}" --epochs "$EPOCHS" --lr 5e-4 --schedule constant --degrade "$SPEC")
+for m in $MODELS; do
+    out=$RUN/$m-$TAG.cdm
+    log "$m: $EPOCHS epochs from the teacher, date 2 degraded by $SPEC"
+    case $m in
+        direct) "$BIN/cd-train-teacher" -q "${fine[@]}" --arch "$ARCH" --init "$RUN/teacher.cdm" --out "$out" ;;
+        hicd) "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
+                  --student-init "$RUN/teacher.cdm" --out "$out" ;;
+        feature_mse) "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
+                  --student-init "$RUN/teacher.cdm" --hicd-self 0 --hicd-cross 0 --hicd-global 0 \
+                  --feature-mse 1 --out "$out" ;;
+        *) echo "unknown model '$m'" >&2; exit 2 ;;
+    esac > "$RUN/$m-$TAG.json"
+done
+
+# The test cities' date 2, stacked onto one raster (the bands in BANDSET order, on the grid
+# of the first) and degraded with a fixed seed per city: the same pairs for every model.
+DEG=$ROOT/test-$BANDSET-$TAG
+mkdir -p "$DEG"
+i=0
+for city in $(tr ',' ' ' < "$OSCD/test.txt"); do
+    i=$((i + 1))
+    [ -f "$DEG/$city.tif" ] && continue
+    files=()
+    for b in $(echo "$BANDS" | tr ',' ' '); do files+=("$(ls "$OSCD/$city/imgs_2/"*"_$b.tif")"); done
+    gdalbuildvrt -q -separate -resolution highest "$DEG/$city-clean.vrt" "${files[@]}"
+    "$BIN/cd-degrade" -q --in "$DEG/$city-clean.vrt" --out "$DEG/$city.tif" --degrade "$SPEC" --seed "$i" > /dev/null
+done
+
+# Map and score: MODEL on the degraded (or clean) test pairs into RUN/maps-NAME.
+score() {  # NAME MODEL clean|degraded
+    local dir=$RUN/maps-$1 city post
+    mkdir -p "$dir"
+    echo "scene,pred,ref" > "$dir/eval.csv"
+    for city in $(tr ',' ' ' < "$OSCD/test.txt"); do
+        post=$DEG/$city.tif
+        [ "$3" = clean ] && post=$OSCD/$city/imgs_2
+        [ -f "$dir/$city.tif" ] || "$BIN/cd-infer" -q --model "$2" --pre "$OSCD/$city/imgs_1" --post "$post" \
+            --band-pattern "$BANDS" --threshold 0.5 --out "$dir/$city.tif" > /dev/null
+        echo "$city,$city.tif,$OSCD/$city/cm.tif" >> "$dir/eval.csv"
+    done
+    "$BIN/cd-eval" -q --pairs "$dir/eval.csv" > "$dir/eval.json"
+}
+log "mapping the 10 test cities"
+score teacher-clean "$RUN/teacher.cdm" clean
+score teacher-$TAG "$RUN/teacher.cdm" degraded
+for m in $MODELS; do score "$m-$TAG" "$RUN/$m-$TAG.cdm" degraded; done
+
+/usr/bin/python3 - "$RUN" "$TAG" "$SPEC" "$ARCH" "$BANDSET" "$SEED" "$MODELS" <<'PY'
+import json, sys
+run, tag, spec, arch, bandset, seed, models = sys.argv[1:8]
+rows = [("(a) teacher, degraded test pairs", f"teacher-{tag}")]
+names = {"direct": "(b) fine-tuned on degraded pairs", "feature_mse": "(c) feature-MSE distillation",
+         "hicd": "(d) HiCD student"}
+rows += [(names[m], f"{m}-{tag}") for m in models.split()]
+rows.append(("(e) teacher, clean test pairs", "teacher-clean"))
+print(f"{arch}, {bandset}, date 2 degraded by {spec}, seed {seed}: pooled over the 10 OSCD test cities\n")
+print("| model | F1 | IoU | precision | recall |\n|---|---:|---:|---:|---:|")
+for label, d in rows:
+    c = json.load(open(f"{run}/maps-{d}/eval.json"))["pooled"]["change"]
+    print(f"| {label} | {c['f1']:.3f} | {c['iou']:.3f} | {c['precision']:.3f} | {c['recall']:.3f} |")
+PY
