@@ -55,18 +55,21 @@ for m in $MODELS; do
     esac > "$RUN/$m-$TAG.json"
 done
 
-# The test cities' date 2, stacked onto one raster (the bands in BANDSET order, on the grid
-# of the first) and degraded with a fixed seed per city: the same pairs for every model.
+# The test cities' dates, each stacked into one VRT (the bands in BANDSET order, on the grid
+# of the first), date 2 degraded with a fixed seed per city: the same pairs for every model.
 DEG=$ROOT/test-$BANDSET-$TAG
 mkdir -p "$DEG"
 i=0
 for city in $(tr ',' ' ' < "$OSCD/test.txt"); do
     i=$((i + 1))
-    [ -f "$DEG/$city.tif" ] && continue
-    files=()
-    for b in $(echo "$BANDS" | tr ',' ' '); do files+=("$(ls "$OSCD/$city/imgs_2/"*"_$b.tif")"); done
-    gdalbuildvrt -q -separate -resolution highest "$DEG/$city-clean.vrt" "${files[@]}"
-    "$BIN/cd-degrade" -q --in "$DEG/$city-clean.vrt" --out "$DEG/$city.tif" --degrade "$SPEC" --seed "$i" > /dev/null
+    [ -f "$DEG/$city.tif" ] && [ -f "$DEG/$city-1.vrt" ] && continue
+    rm -f "$DEG/$city.tif"
+    for d in 1 2; do
+        files=()
+        for b in $(echo "$BANDS" | tr ',' ' '); do files+=("$(ls "$OSCD/$city/imgs_$d/"*"_$b.tif")"); done
+        gdalbuildvrt -q -separate -resolution highest "$DEG/$city-$d.vrt" "${files[@]}"
+    done
+    "$BIN/cd-degrade" -q --in "$DEG/$city-2.vrt" --out "$DEG/$city.tif" --degrade "$SPEC" --seed "$i" > /dev/null
 done
 
 # Map and score: MODEL on the degraded (or clean) test pairs into RUN/maps-NAME.
@@ -76,9 +79,9 @@ score() {  # NAME MODEL clean|degraded
     echo "scene,pred,ref" > "$dir/eval.csv"
     for city in $(tr ',' ' ' < "$OSCD/test.txt"); do
         post=$DEG/$city.tif
-        [ "$3" = clean ] && post=$OSCD/$city/imgs_2
-        [ -f "$dir/$city.tif" ] || "$BIN/cd-infer" -q --model "$2" --pre "$OSCD/$city/imgs_1" --post "$post" \
-            --band-pattern "$BANDS" --threshold 0.5 --out "$dir/$city.tif" > /dev/null
+        [ "$3" = clean ] && post=$DEG/$city-2.vrt
+        [ -f "$dir/$city.tif" ] || "$BIN/cd-infer" -q --model "$2" --pre "$DEG/$city-1.vrt" --post "$post" \
+            --threshold 0.5 --out "$dir/$city.tif" > /dev/null
         echo "$city,$city.tif,$OSCD/$city/cm.tif" >> "$dir/eval.csv"
     done
     "$BIN/cd-eval" -q --pairs "$dir/eval.csv" > "$dir/eval.json"
