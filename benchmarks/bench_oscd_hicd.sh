@@ -37,9 +37,15 @@ common=(--train "$DATA/parts/origin.csv" --val "$DATA/parts/val.csv" --batch-siz
         --workers 2 --device cpu --seed "$SEED" --resume)
 log() { echo "== $(date +%H:%M:%S) $*" >&2; }
 
+# A rerun skips finished trainings (--resume); their first summary is kept.
+keep() {  # FILE: stdin into FILE unless it is a "skipped" summary
+    local tmp; tmp=$(mktemp)
+    cat > "$tmp"
+    if grep -q '"skipped": true' "$tmp"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
 log "teacher: $ARCH on clean pairs, $TEACHER_EPOCHS epochs"
 "$BIN/cd-train-teacher" -q "${common[@]}" --arch "$ARCH" --epochs "$TEACHER_EPOCHS" --lr 1e-3 \
-    --out "$RUN/teacher.cdm" > "$RUN/teacher.json"
+    --out "$RUN/teacher.cdm" | keep "$RUN/teacher.json"
 fine=("${common[@]}" --epochs "$EPOCHS" --lr 5e-4 --schedule constant --degrade "$SPEC")
 for m in $MODELS; do
     out=$RUN/$m-$TAG.cdm
@@ -52,7 +58,7 @@ for m in $MODELS; do
                   --student-init "$RUN/teacher.cdm" --hicd-self 0 --hicd-cross 0 --hicd-global 0 \
                   --feature-mse 1 --out "$out" ;;
         *) echo "unknown model '$m'" >&2; exit 2 ;;
-    esac > "$RUN/$m-$TAG.json"
+    esac | keep "$RUN/$m-$TAG.json"
 done
 
 # The test cities' dates, each stacked into one VRT (the bands in BANDSET order, on the grid
