@@ -89,9 +89,11 @@ Loss HicdObjective::loss(const Batch& b, const StepContext& step) {
     const HicdOptions& o = options_;
     if (o.self_weight == 0 && o.cross_weight == 0 && o.global_weight == 0 && o.feature_mse_weight == 0) return l;
     const ChangeOutput t = teacher_output(b, step);
-    Levels semantic = deepest(s.features_pre, t.features_pre, o.depths);
-    for (const auto& p : deepest(s.features_post, t.features_post, o.depths)) semantic.push_back(p);
-    Levels all = semantic;
+    // The per-date (semantic) levels, each once; every term but cross adds the fused ones.
+    const Levels pre = deepest(s.features_pre, t.features_pre, o.depths);
+    const Levels post = deepest(s.features_post, t.features_post, o.depths);
+    Levels all = pre;
+    all.insert(all.end(), post.begin(), post.end());
     for (const auto& p : deepest(s.features_fused, t.features_fused, o.depths)) all.push_back(p);
     auto add = [&](const char* name, double weight, const std::function<torch::Tensor()>& term) {
         if (weight == 0 || all.empty()) return;
@@ -105,8 +107,6 @@ Loss HicdObjective::loss(const Batch& b, const StepContext& step) {
             return torch::mse_loss(self_correlation(a, pool), self_correlation(c, pool));
         });
     });
-    const Levels pre = deepest(s.features_pre, t.features_pre, o.depths);
-    const Levels post = deepest(s.features_post, t.features_post, o.depths);
     if (!post.empty() && pre.size() == post.size())
         add("cross", o.cross_weight, [&] {
             torch::Tensor sum;
