@@ -1,5 +1,5 @@
 // cd-distill: distil teacher models into one student (MTKD: CAR-specialised teachers from
-// Origin-Partition, JL1-CD paper). HiCD and KD-MSI are planned.
+// Origin-Partition, JL1-CD paper), HiCD (a degraded date) and KD-MSI (image-level labels).
 #include <CLI/CLI.hpp>
 
 #include "cdk/pipeline/distill.hpp"
@@ -12,7 +12,9 @@ int main(int argc, char** argv) {
         "(one per CAR range) guide a student, each training sample by the teacher of its CAR: "
         "loss = task loss + kd-weight * MSE(student logits, teacher logits) [+ KL term]. hicd: a "
         "teacher trained on clean pairs guides a student that sees one date degraded (--degrade): "
-        "loss = task loss + weighted self-, cross- and global-correlation terms (docs/methods.md)",
+        "loss = task loss + weighted self-, cross- and global-correlation terms. kd-msi: from image-level "
+        "labels only (tiles.csv `changed`), a CAM classifier (teacher) and a CAM student train together: "
+        "loss = BCE(mean F_T, y) + w * MSE(sigmoid(F_S), maxnorm(ReLU(F_T)) * y) (docs/methods.md)",
         "cd-distill"};
     cdk::pipeline::DistillOptions opt;
     opt.train.model.arch.clear();  // the student's architecture is --student-init's unless --arch says otherwise
@@ -20,7 +22,7 @@ int main(int argc, char** argv) {
     cdk::apps::add_common_flags(app, common);
     cdk::apps::TrainFlags flags;
     cdk::apps::add_train_flags(app, opt.train, flags, "--student-init");
-    app.add_option("--method", opt.method, "Distillation method: mtkd or hicd (kd-msi is planned)")
+    app.add_option("--method", opt.method, "Distillation method: mtkd, hicd or kd-msi")
         ->capture_default_str();
     app.add_option("--teachers", opt.mtkd.teachers,
                    "mtkd: teacher bundles per CAR partition: NAME=BUNDLE,... e.g. small=s.cdm,medium=m.cdm,large=l.cdm")
@@ -57,6 +59,18 @@ int main(int argc, char** argv) {
     app.add_option("--hicd-depths", opt.hicd.depths, "hicd: the deepest feature levels the terms use")
         ->capture_default_str()
         ->check(CLI::Range(1, 16));
+    app.add_option("--kdmsi-weight", opt.kdmsi.kd_weight, "kd-msi: weight w of the student's term")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--kdmsi-student-cls", opt.kdmsi.student_cls_weight,
+                   "kd-msi: weight of a classification term for the student too (the authors use none)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--select", opt.kdmsi.select,
+                   "kd-msi: choose the best epoch by image-level validation accuracy (image), or by pixel F1 when the "
+                   "validation tiles have pixel labels (pixel)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"image", "pixel"}));
     CLI11_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {

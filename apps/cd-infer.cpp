@@ -56,7 +56,26 @@ int main(int argc, char** argv) {
                    "array task (SLURM_ARRAY_TASK_ID/COUNT) or every scene");
     app.add_flag("--resume", opt.resume, "Skip scenes whose change mask exists (finished by an earlier run)");
     app.add_option("--band-pattern", opt.band_pattern, "Band file globs when a date is a folder, e.g. B04,B03,B02");
-    app.add_option("-o,--out", opt.out, "Output change mask (GeoTIFF or COG), or a folder with --pairs")->required();
+    app.add_option("-o,--out", opt.out,
+                   "Output change mask (GeoTIFF or COG), or a folder with --pairs; with --tiles a new tile set of pseudo-masks");
+    app.add_option("--tiles", opt.tiles,
+                   "Map the tiles of a manifest (tiles.csv) instead of scenes, each tile one window: writes --out as a tile "
+                   "set whose labels are the maps (pseudo-masks for cd-train-teacher; a tile's `changed` = 0 gates KD-MSI's "
+                   "map to no change), or with --tau-sweep prints F1/IoU against the threshold");
+    app.add_flag("--tau-sweep", opt.tau_sweep,
+                 "With --tiles: score the maps against the tiles' pixel labels at thresholds 0.05 .. 0.95 and print the "
+                 "table; writes nothing");
+    app.add_option("--msi-scales", opt.msi_scales,
+                   "KD-MSI bundles: the scales of multiscale sigmoid inference (default 0.5,1,1.25,2)")
+        ->delimiter(',');
+    app.add_option("--msi-branch", opt.msi_branch,
+                   "KD-MSI bundles: student (sigmoid of its CAM) or teacher (plain multiscale CAM of the classifier, "
+                   "max-normalised; the no-distillation baseline)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"student", "teacher"}));
+    app.add_flag("!--no-msi-gate", opt.msi_gate,
+                 "KD-MSI bundles: keep the map of windows the classifier calls unchanged (default: all no change)");
+    app.add_flag("!--no-msi-flip", opt.msi_flip, "KD-MSI bundles: leave out the mirrored pass of each scale");
     app.add_option("--prob", opt.prob, "Also write the change probability (Float32, nodata -1) here");
     std::string threshold = "0.5";
     app.add_option("--threshold", threshold,
@@ -105,6 +124,11 @@ int main(int argc, char** argv) {
         } else if (!cdk::parse_number(threshold, opt.threshold)) {
             throw cdk::ConfigError("--threshold " + cdk::quote(threshold) + " is neither a number nor 'model'");
         }
+        if (!opt.tiles.empty()) {
+            cdk::apps::print_result(cdk::pipeline::infer_tiles(opt, ctx).dump(2));
+            return;
+        }
+        if (opt.tau_sweep) throw cdk::ConfigError("--tau-sweep goes with --tiles MANIFEST");
         auto summary = cdk::pipeline::infer_scene(opt, ctx);
         cdk::apps::print_result(summary.dump(2));
     });

@@ -26,6 +26,14 @@ int main(int argc, char** argv) {
     app.add_option("--overlap", opt.overlap, "Pixels shared by neighbouring tiles")->capture_default_str()->check(CLI::Range(0, 8191));
     app.add_option("--min-valid", opt.min_valid, "Skip tiles with a smaller fraction of valid pixels")->capture_default_str()
         ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--min-changed-pixels", opt.min_changed_pixels,
+                   "Image-level label (tiles.csv `changed`): a tile is changed when its label has at least this many "
+                   "changed valid pixels")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    app.add_option("--tile-labels", opt.tile_labels,
+                   "CSV id,changed (0/1): image-level labels given by hand, for scenes without label rasters (they win "
+                   "over labels derived from --label)");
     app.add_option("--align", align, "Date 2 on another grid: warp it onto date 1's, or refuse (strict)")->capture_default_str()
         ->check(CLI::IsMember({"warp", "strict"}));
     app.add_option("-r,--resampling", opt.pair.resampling, "Resampling for alignment and band stacking")->capture_default_str();

@@ -1,6 +1,6 @@
 # Sourced by benchmarks/bench_oscd_*.sh (from the repository root): where OSCD is, its band
 # sets, the training tiles, and mapping and scoring the 10 test cities.
-BIN=$PWD/build/apps
+BIN=${CDK_BIN:-$PWD/build/apps}  # CDK_BIN: binaries copied aside, so a rebuild cannot change a running benchmark
 OSCD=${CDK_OSCD:-$(cd .. && pwd)/shared/data/oscd}  # CDK_OSCD: another copy of the dataset, same layout
 
 oscd_bands() {  # rgb | all | no60m -> band pattern for cd-tile / cd-infer

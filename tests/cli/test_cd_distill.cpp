@@ -87,7 +87,7 @@ TEST_CASE("the O-P/MTKD recipe through the programs: origin, teachers, student, 
                                 tmp / "origin.cdm", "--teachers", "small=" + (tmp / "small.cdm") + ",large=" +
                                 (tmp / "large.cdm"), "--out", tmp / "x.cdm", "--quiet"});
     CHECK(r.rc == 1);
-    CHECK(r.err.find("not implemented") != std::string::npos);
+    CHECK(r.err.find("kd-msi-cam") != std::string::npos);  // kd-msi trains its own model, not the origin's
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK_FALSE(exists(tmp / "x.cdm"));
     r = run_tool("cd-distill", {"--train", tmp / "parts/origin.csv", "--student-init", tmp / "origin.cdm",

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -125,6 +127,10 @@ void validate(const TileOptions& o) {
     if (o.tile_size < 8) throw ConfigError("tile size must be at least 8, got " + std::to_string(o.tile_size));
     if (o.overlap < 0 || o.overlap >= o.tile_size)
         throw ConfigError("overlap must be in [0, tile size), got " + std::to_string(o.overlap));
+    if (o.min_changed_pixels < 1)
+        throw ConfigError("--min-changed-pixels must be at least 1, got " + std::to_string(o.min_changed_pixels));
+    if (!o.tile_labels.empty() && !fs::is_regular_file(o.tile_labels))
+        throw IoError("tile labels " + quote(o.tile_labels) + " do not exist");
     if (!(o.min_valid >= 0 && o.min_valid <= 1))
         throw ConfigError("minimum valid fraction must be in [0, 1], got " + format_number(o.min_valid));
     validate_resampling(o.pair.resampling);
@@ -142,6 +148,27 @@ std::vector<PairJob> pair_jobs(const TileOptions& o) {
     j.label = o.label;
     return {j};
 }
+
+namespace {
+
+// --tile-labels: id,changed rows (changed 0 or 1); empty path = none.
+std::map<std::string, int> read_tile_labels(const std::string& path) {
+    std::map<std::string, int> m;
+    if (path.empty()) return m;
+    const CsvTable t = read_csv(path);
+    const int id = t.require_column("id", path), ch = t.require_column("changed", path);
+    for (const auto& row : t.rows) {
+        const std::string& v = row[size_t(ch)];
+        if (v != "0" && v != "1")
+            throw ConfigError("tile labels " + quote(path) + ": tile " + quote(row[size_t(id)]) + " has changed = " +
+                              quote(v) + " (must be 0 or 1)");
+        if (!m.emplace(row[size_t(id)], v == "1").second)
+            throw ConfigError("tile labels " + quote(path) + ": tile " + quote(row[size_t(id)]) + " appears twice");
+    }
+    return m;
+}
+
+}  // namespace
 
 nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
     validate(o);
@@ -163,7 +190,10 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
     tile_write.overwrite = false;
     std::ofstream csv(tmp + "/tiles.csv", std::ios::binary);
     if (!csv) throw IoError("cannot create " + quote(o.out + "/tiles.csv"));
-    csv << "id,scene,x,y,width,height,car,valid_fraction,a,b,label\n";
+    csv << "id,scene,x,y,width,height,car,valid_fraction,a,b,label,changed\n";
+    const std::map<std::string, int> given = read_tile_labels(o.tile_labels);
+    std::set<std::string> given_used;
+    std::mutex given_mutex;
 
     int bands = 0;
     GDALDataType type = GDT_Unknown;
@@ -172,7 +202,7 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
     std::vector<BandStatistics> st_pre, st_post;
     nlohmann::json scenes = nlohmann::json::array();
     Grid first_grid;
-    long long n_tiles = 0, n_skipped = 0, n_labelled = 0;
+    long long n_tiles = 0, n_skipped = 0, n_labelled = 0, n_changed = 0, n_image_labelled = 0;
     bool warned_plain = false;
 
     for (size_t si = 0; si < jobs.size(); ++si) {
@@ -244,6 +274,7 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
             counted_rows = cur.a.window.y + cur.a.window.height;
             const size_t first = rows[r].first, count = rows[r].second - rows[r].first;
             std::vector<std::string> lines(count);  // CSV rows in tile order; empty = skipped
+            std::vector<int> changed_of(count, -1);  // image-level label per tile, -1 unknown
             auto work = [&](int t) {
                 for (size_t k = t; k < count; k += workers) {
                     const Window& w = windows[first + k];
@@ -284,12 +315,19 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
                         wl.write(1, {0, 0, w.width, w.height}, tile_label.data(), GDT_Byte);
                         wl.commit();
                         car = format_number(double(n_change) / double(n_valid));
+                        changed_of[k] = n_change >= o.min_changed_pixels;
+                    }
+                    if (const auto it = given.find(id); it != given.end()) {  // --tile-labels: the user's bit wins
+                        changed_of[k] = it->second;
+                        std::lock_guard<std::mutex> lock(given_mutex);
+                        given_used.insert(id);
                     }
                     accumulate_block(wst_pre[t], cur.a, sub, valid.data());
                     accumulate_block(wst_post[t], cur.b, sub, valid.data());
                     lines[k] = csv_line({id, job.scene, std::to_string(w.x), std::to_string(w.y),
                                          std::to_string(w.width), std::to_string(w.height), car, format_number(vf),
-                                         rel_a, rel_b, rel_l});
+                                         rel_a, rel_b, rel_l,
+                                         changed_of[k] < 0 ? std::string() : std::to_string(changed_of[k])});
                 }
             };
             std::vector<std::future<void>> running;
@@ -318,6 +356,9 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
                 }
                 csv << line << '\n';
                 ++scene_tiles;
+                const int c = changed_of[size_t(&line - lines.data())];
+                n_changed += c == 1;
+                n_image_labelled += c >= 0;
             }
             sctx.progress(double(r + 1) / rows.size(), "tiling");
         }
@@ -375,6 +416,17 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
         {"scenes", scenes},
         {"tiles", n_tiles},
         {"labelled_tiles", n_labelled}};
+    for (const auto& [id, c] : given)
+        if (!given_used.count(id))
+            throw ConfigError("tile labels " + quote(o.tile_labels) + " name tile " + quote(id) +
+                              ", which this tiling does not write (" + std::to_string(given.size() - given_used.size()) +
+                              " of " + std::to_string(given.size()) + " ids unmatched)");
+    ds["image_labels"] = {{"column", "changed"},
+                          {"rule", "changed = at least min_changed_pixels changed valid pixels in the tile's label"},
+                          {"min_changed_pixels", o.min_changed_pixels},
+                          {"given", o.tile_labels.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.tile_labels)},
+                          {"tiles", n_image_labelled},
+                          {"changed", n_changed}};
     write_text_file(tmp + "/dataset.json", ds.dump(2) + "\n", false);
     out.commit();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -388,6 +440,8 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
             {"tiles", n_tiles},
             {"skipped", n_skipped},
             {"labelled_tiles", n_labelled},
+            {"image_labelled_tiles", n_image_labelled},
+            {"changed_tiles", n_changed},
             {"seconds", secs},
             {"tiles_per_second", secs > 0 ? n_tiles / secs : 0.0}};
 }

@@ -147,5 +147,7 @@ void check_extra_keys(const ModelOptions& o, const std::vector<std::string>& kno
 ChangeModel make_resnet_fpn(const ModelOptions& o);
 /// BIT-like model (Siamese CNN + token transformer).
 ChangeModel make_bit(const ModelOptions& o);
+/// KD-MSI's pair of CAM classifiers (cdk/nn/kdmsi.hpp).
+ChangeModel make_cam_pair(const ModelOptions& o);
 
 }  // namespace cdk::nn::detail

@@ -259,6 +259,7 @@ const std::map<std::string, Factory>& registry() {
         {"fc-siam-diff", [](const ModelOptions& o) { return std::make_shared<FcModelImpl>(o, FcFusion::kDiff); }},
         {"resnet-fpn", detail::make_resnet_fpn},
         {"bit", detail::make_bit},
+        {"kd-msi-cam", detail::make_cam_pair},
     };
     return r;
 }

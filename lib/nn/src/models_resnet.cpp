@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "cdk/core/error.hpp"
+#include "cdk/nn/kdmsi.hpp"
 #include "layers.hpp"
 
 namespace cdk::nn::detail {
@@ -275,9 +276,104 @@ private:
     torch::nn::Conv2d classifier_{nullptr};
 };
 
+
+// ---------------------------------------------------------------------------- kd-msi-cam
+
+// One Siamese classifier of KD-MSI: shared encoder, fusion of the deepest features, 1x1
+// convolution without bias to the class activation map F.
+struct CamNetImpl : torch::nn::Module {
+    CamNetImpl(int64_t in, int64_t w, int stages, int blocks, std::string fusion) : fusion_(std::move(fusion)) {
+        encoder_ = register_module("encoder", ResEncoder(in, w, stages, blocks));
+        const int64_t c = encoder_->channels.back() * (fusion_ == "cat" ? 2 : 1);
+        cam_ = register_module("cam", torch::nn::Conv2d(torch::nn::Conv2dOptions(c, 1, 1).bias(false)));
+    }
+    // F at the encoder's output stride; `fa`, `fb` get the dates' features when given.
+    torch::Tensor forward(const torch::Tensor& a, const torch::Tensor& b, std::vector<torch::Tensor>* fa = nullptr,
+                          std::vector<torch::Tensor>* fb = nullptr, torch::Tensor* fused_out = nullptr) {
+        const auto pa = encoder_->forward(a), pb = encoder_->forward(b);
+        const auto& x = pa.back();
+        const auto& y = pb.back();
+        torch::Tensor fused = fusion_ == "abs" ? torch::abs(y - x) : fusion_ == "minus" ? y - x : torch::cat({y, x}, 1);
+        if (fa) *fa = pa;
+        if (fb) *fb = pb;
+        if (fused_out) *fused_out = fused;
+        return conv(cam_, fused);
+    }
+    std::string fusion_;
+    ResEncoder encoder_{nullptr};
+    torch::nn::Conv2d cam_{nullptr};
+};
+TORCH_MODULE(CamNet);
+
+std::string cam_fusion(const ModelOptions& o, const std::string& key, const std::string& fallback) {
+    const std::string f = extra_string(o, key, fallback);
+    if (f != "abs" && f != "minus" && f != "cat")
+        throw ConfigError("model option " + quote(key) + " of " + quote(o.arch) + " must be abs, minus or cat, got " +
+                          quote(f));
+    return f;
+}
+
+class CamPairImpl : public CamPairModelImpl {
+public:
+    explicit CamPairImpl(const ModelOptions& o) : CamPairModelImpl(o) {
+        check_extra_keys(o, {"teacher_fusion", "student_fusion", "teacher_width", "blocks", "stages"});
+        const int blocks = extra_int(o, "blocks", 2);
+        const int stages = extra_int(o, "stages", 4);
+        if (stages < 2 || stages > 4)
+            throw ConfigError("model option 'stages' of " + quote(o.arch) + " must be 2, 3 or 4, got " +
+                              std::to_string(stages));
+        stride_ = int64_t(1) << stages;  // the stem halves, then every stage after the first
+        const int teacher_width = extra_int(o, "teacher_width", o.width);
+        teacher_ = register_module("teacher", CamNet(o.in_bands, teacher_width, stages, blocks,
+                                                     cam_fusion(o, "teacher_fusion", "minus")));
+        student_ = register_module("student", CamNet(o.in_bands, o.width, stages, blocks,
+                                                     cam_fusion(o, "student_fusion", "cat")));
+    }
+
+    // The maps (and so the logits) are convolutional; the image logit, and so MSI's gate,
+    // depends on the whole window: MsiPredictor is not local.
+    bool local() const override { return true; }
+    int64_t stride() const override { return stride_; }
+
+    torch::Tensor student_cam(const torch::Tensor& pre, const torch::Tensor& post) override {
+        return student_->forward(pre, post);
+    }
+    torch::Tensor teacher_cam(const torch::Tensor& pre, const torch::Tensor& post) override {
+        return teacher_->forward(pre, post);
+    }
+
+    ChangeOutput forward(const torch::Tensor& pre, const torch::Tensor& post) override {
+        check_pair(pre, post, options_.in_bands, options_.arch);
+        const int64_t h = pre.size(2), w = pre.size(3);
+        const auto a = pad_to_multiple(pre, stride_), b = pad_to_multiple(post, stride_);
+        ChangeOutput out;
+        std::vector<torch::Tensor> fa, fb;
+        torch::Tensor fused;
+        const auto fs = student_->forward(a, b, &fa, &fb, &fused);
+        const auto ft = teacher_->forward(a, b);
+        for (size_t i = 0; i < fa.size(); ++i) {
+            const int64_t s = int64_t(2) << i;
+            out.features_pre.push_back(crop_feature(fa[i], h, w, s));
+            out.features_post.push_back(crop_feature(fb[i], h, w, s));
+        }
+        out.features_fused.push_back(crop_feature(fused, h, w, stride_));
+        out.cam = crop_feature(fs, h, w, stride_);
+        out.cam_teacher = crop_feature(ft, h, w, stride_);
+        out.image_logits = out.cam_teacher.mean({1, 2, 3});
+        const auto up = crop(upsample_to(fs, a), h, w);
+        out.logits = torch::cat({up * -0.5, up * 0.5}, 1);
+        return out;
+    }
+
+private:
+    int64_t stride_ = 16;
+    CamNet teacher_{nullptr}, student_{nullptr};
+};
+
 }  // namespace
 
 ChangeModel make_resnet_fpn(const ModelOptions& o) { return std::make_shared<ResNetFpnImpl>(o); }
 ChangeModel make_bit(const ModelOptions& o) { return std::make_shared<BitImpl>(o); }
+ChangeModel make_cam_pair(const ModelOptions& o) { return std::make_shared<CamPairImpl>(o); }
 
 }  // namespace cdk::nn::detail

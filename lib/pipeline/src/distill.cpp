@@ -10,10 +10,20 @@ namespace cdk::pipeline {
 
 void validate(const DistillOptions& o) {
     validate(o.train);
-    if (o.method == "kd-msi")
-        throw ConfigError("distillation method " + quote(o.method) + " is not implemented yet (available: mtkd, hicd)");
     if (o.method == "mtkd") return nn::validate(o.mtkd);
-    if (o.method != "hicd") throw ConfigError("unknown distillation method " + quote(o.method) + " (known: mtkd, hicd)");
+    if (o.method == "kd-msi") {
+        nn::validate(o.kdmsi);
+        if (!o.train.model.arch.empty() && o.train.model.arch != "kd-msi-cam")
+            throw ConfigError("kd-msi trains a kd-msi-cam model (a pair of CAM classifiers), not " +
+                              quote(o.train.model.arch));
+        if (o.train.augment.crop > 0)
+            throw ConfigError("kd-msi learns from each tile's image-level label, which a random crop (--crop) may not keep; "
+                              "tile at the size to train on instead");
+        if (!o.train.degrade.empty()) throw ConfigError("--degrade goes with --method hicd, not kd-msi");
+        return;
+    }
+    if (o.method != "hicd")
+        throw ConfigError("unknown distillation method " + quote(o.method) + " (known: mtkd, hicd, kd-msi)");
     nn::validate(o.hicd);
     if (o.train.degrade.empty())
         throw ConfigError("HiCD trains its student on a degraded date: give --degrade SPEC (e.g. res=4 or random)");
@@ -100,10 +110,38 @@ nlohmann::json distill_hicd(const DistillOptions& o, const RunContext& ctx) {
         ctx);
 }
 
+nlohmann::json distill_kdmsi(const DistillOptions& o, const RunContext& ctx) {
+    TrainOptions t = o.train;
+    if (t.model.arch.empty()) t.model.arch = "kd-msi-cam";
+    const nn::KdMsiOptions& k = o.kdmsi;
+    // What the model will be: --student-init's options, else these ones.
+    const nn::ModelOptions mo = t.init.empty() ? t.model : nn::read_bundle_info(t.init).model;
+    auto fusion = [&](const char* key, const char* fallback) {
+        return mo.extra.contains(key) && mo.extra[key].is_string() ? mo.extra[key].get<std::string>() : std::string(fallback);
+    };
+    ctx.info("KD-MSI: teacher (" + fusion("teacher_fusion", "minus") + " fusion) and student (" +
+             fusion("student_fusion", "cat") + " fusion) trained together on image-level labels; kd weight " +
+             format_number(k.kd_weight) +
+             (k.student_cls_weight > 0 ? ", student classification weight " + format_number(k.student_cls_weight)
+                                       : std::string()) +
+             "; best epoch by " + (k.select == "image" ? "image-level validation accuracy" : "pixel F1 on the validation tiles"));
+    const nlohmann::json record = {{"method", "kd-msi"},
+                                   {"kd_weight", k.kd_weight},
+                                   {"student_cls_weight", k.student_cls_weight},
+                                   {"select", k.select},
+                                   {"teacher_fusion", fusion("teacher_fusion", "minus")},
+                                   {"student_fusion", fusion("student_fusion", "cat")},
+                                   {"labels", "image-level"},
+                                   {"student_init", t.init.empty() ? nlohmann::json(nullptr) : nlohmann::json(t.init)}};
+    return train_objective(
+        t, [&](nn::ChangeModel model) { return std::make_unique<nn::KdMsiObjective>(model, k, record); }, ctx);
+}
+
 }  // namespace
 
 nlohmann::json distill_model(const DistillOptions& o, const RunContext& ctx) {
     validate(o);
+    if (o.method == "kd-msi") return distill_kdmsi(o, ctx);
     return o.method == "hicd" ? distill_hicd(o, ctx) : distill_mtkd(o, ctx);
 }
 

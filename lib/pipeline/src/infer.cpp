@@ -26,10 +26,12 @@
 #include "cdk/geo/tile_grid.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
+#include "cdk/nn/kdmsi.hpp"
 #include "cdk/nn/predictor.hpp"
 #include "cdk/nn/torchscript.hpp"
 #include "cdk/pipeline/teachers.hpp"
 #include "cdk/pipeline/tile_dataset.hpp"
+#include "infer_model.hpp"
 
 namespace cdk::pipeline {
 
@@ -150,19 +152,6 @@ void validate(const InferOptions& o) {
 
 namespace {
 
-// A bundle loaded once for every scene of a run (with its teachers in O-P mode), and the
-// window predictor of the mapping mode around it.
-struct LoadedModel {
-    nn::Bundle bundle;
-    Normalization norm;
-    torch::Device device;
-    std::string path;     // what --model (or --op-origin) named
-    TeacherSet teachers;  // O-P mode: one per CAR partition, in CAR order
-    bool nhwc = false;    // models and inputs channels-last
-    double threshold = 0.5;  // on the change probability: --threshold, or the bundle's
-    std::unique_ptr<nn::WindowPredictor> predictor;  // the mapping mode
-};
-
 // Channels-last where it is faster (the same rule as training); not for TorchScript models,
 // whose layout is their own. Then each model in its inference form (batch norm folded,
 // sub-pixel upsampling) unless --no-fold.
@@ -226,10 +215,30 @@ LoadedModel open_model(const InferOptions& o, const RunContext& ctx) {
     return {std::move(bundle), std::move(norm), device, o.model, {}, false, 0.5, nullptr};
 }
 
+}  // namespace
+
+nn::MsiOptions msi_options(const InferOptions& o) {
+    nn::MsiOptions m;
+    if (!o.msi_scales.empty()) m.scales = o.msi_scales;
+    if (o.msi_branch != "student" && o.msi_branch != "teacher")
+        throw ConfigError("--msi-branch must be student or teacher, not " + quote(o.msi_branch));
+    m.branch = o.msi_branch == "teacher" ? nn::MsiBranch::kTeacher : nn::MsiBranch::kStudent;
+    m.gate = o.msi_gate;
+    m.flip = o.msi_flip;
+    nn::validate(m);
+    return m;
+}
+
+namespace {
+
 // One model's predictor in the asked mode: the model alone, or averaged over flips (--tta).
 std::unique_ptr<nn::WindowPredictor> model_predictor(const nn::ChangeModel& model, const InferOptions& o,
                                                      const torch::Device& device) {
-    std::unique_ptr<nn::WindowPredictor> p = std::make_unique<nn::ModelPredictor>(model, device, o.amp);
+    std::unique_ptr<nn::WindowPredictor> p;
+    if (dynamic_cast<nn::CamPairModelImpl*>(model.get()))
+        p = std::make_unique<nn::MsiPredictor>(model, device, o.amp, msi_options(o));
+    else
+        p = std::make_unique<nn::ModelPredictor>(model, device, o.amp);
     if (o.tta) p = std::make_unique<nn::FlipTtaPredictor>(std::move(p));
     return p;
 }
@@ -244,8 +253,8 @@ std::unique_ptr<nn::WindowPredictor> make_predictor(const LoadedModel& m, const 
                                                           m.threshold);
 }
 
-// The model (or O-P origin and teachers), in the memory format it runs fastest in, and the
-// predictor of the mapping mode.
+}  // namespace
+
 LoadedModel load_model(const InferOptions& o, const RunContext& ctx) {
     LoadedModel m = open_model(o, ctx);
     prepare_models(m, o);
@@ -264,8 +273,12 @@ LoadedModel load_model(const InferOptions& o, const RunContext& ctx) {
     }
     m.bundle.model->eval();
     m.predictor = make_predictor(m, o);
+    // KD-MSI's maps count as change strictly above the threshold (as its authors threshold).
+    m.strict = dynamic_cast<nn::CamPairModelImpl*>(m.bundle.model.get()) != nullptr;
     return m;
 }
+
+namespace {
 
 nlohmann::json skipped(const std::string& out) {
     return {{"out", out}, {"skipped", true}};
@@ -741,7 +754,7 @@ private:
     // Threshold a finished row and hand it to the writer thread (one write at a time, so
     // each output dataset is used by one thread at a time).
     void write_row(const Strip& s, int y0, const torch::Tensor& acc, const torch::Tensor& valid) {
-        const auto is_change = acc.ge(m_.threshold) & valid;
+        const auto is_change = (m_.strict ? acc.gt(m_.threshold) : acc.ge(m_.threshold)) & valid;
         auto mask = torch::where(valid, is_change.to(torch::kUInt8), torch::full_like(is_change, kMaskNodata, torch::kUInt8))
                         .contiguous();
         stats_.changed += is_change.sum().item<int64_t>();

@@ -274,6 +274,7 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
     // Pixels without data in either date are never scored.
     const auto valid = valid_pre & valid_post;
     label.masked_fill_(valid.logical_not(), 255);
+    torch::Tensor vmask = valid;  // augmented with the label
 
     const Normalization& n_pre = record_scene_.empty() ? norm_ : scene_norms_[record_scene_[i]].first;
     const Normalization& n_post = record_scene_.empty() ? norm_ : scene_norms_[record_scene_[i]].second;
@@ -295,12 +296,14 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
                 const int64_t ph = std::max<int64_t>(0, c - h), pw = std::max<int64_t>(0, c - w);
                 for (auto* t : images) *t = torch::constant_pad_nd(*t, {0, pw, 0, ph}, 0);
                 label = torch::constant_pad_nd(label, {0, pw, 0, ph}, 255);
+                vmask = torch::constant_pad_nd(vmask, {0, pw, 0, ph}, 0);
             }
             const int64_t hh = pre.size(1), ww = pre.size(2);
             const int64_t y0 = static_cast<int64_t>(draw(rng, uint64_t(hh - c + 1)));
             const int64_t x0 = static_cast<int64_t>(draw(rng, uint64_t(ww - c + 1)));
             for (auto* t : images) *t = t->slice(1, y0, y0 + c).slice(2, x0, x0 + c);
             label = label.slice(0, y0, y0 + c).slice(1, x0, x0 + c);
+            vmask = vmask.slice(0, y0, y0 + c).slice(1, x0, x0 + c);
         }
         const bool flip_h = augment->flips && draw(rng, 2) == 1;
         const bool flip_v = augment->flips && draw(rng, 2) == 1;
@@ -309,14 +312,17 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
         if (flip_h) {
             for (auto* t : images) *t = t->flip({2});
             label = label.flip({1});
+            vmask = vmask.flip({1});
         }
         if (flip_v) {
             for (auto* t : images) *t = t->flip({1});
             label = label.flip({0});
+            vmask = vmask.flip({0});
         }
         if (rot) {
             for (auto* t : images) *t = torch::rot90(*t, rot, {1, 2});
             label = torch::rot90(label, rot, {0, 1});
+            vmask = torch::rot90(vmask, rot, {0, 1});
         }
         if (swap) {
             std::swap(pre, post);
@@ -327,6 +333,7 @@ Sample TileDataset::get(size_t i, const std::optional<AugmentOptions>& augment,
     s.pre = pre.contiguous();
     s.post = post.contiguous();
     s.label = label.contiguous();
+    s.valid = vmask.contiguous();
     s.car = car_of(s.label);
     s.id = r.id;
     s.changed = r.changed;
@@ -348,13 +355,15 @@ Batch collate(std::vector<Sample> samples) {
         h = std::max(h, s.pre.size(1));
         w = std::max(w, s.pre.size(2));
     }
-    std::vector<torch::Tensor> pre, post, label, pre_clean, post_clean;
+    std::vector<torch::Tensor> pre, post, label, valid, pre_clean, post_clean;
     for (auto& s : samples) {
+        if (!s.valid.defined()) s.valid = torch::ones({s.pre.size(1), s.pre.size(2)}, torch::kBool);
         const int64_t ph = h - s.pre.size(1), pw = w - s.pre.size(2);
         if (ph || pw) {  // tiles of different sizes (scene edges): pad, padding ignored
             for (auto* t : {&s.pre, &s.post, &s.pre_clean, &s.post_clean})
                 if (t->defined()) *t = torch::constant_pad_nd(*t, {0, pw, 0, ph}, 0);
             s.label = torch::constant_pad_nd(s.label, {0, pw, 0, ph}, 255);
+            s.valid = torch::constant_pad_nd(s.valid, {0, pw, 0, ph}, 0);
         }
         pre.push_back(s.pre);
         post.push_back(s.post);
@@ -363,6 +372,7 @@ Batch collate(std::vector<Sample> samples) {
             post_clean.push_back(s.post_clean);
         }
         label.push_back(s.label);
+        valid.push_back(s.valid);
         b.car.push_back(s.car);
         b.ids.push_back(s.id);
         b.changed.push_back(s.changed);
@@ -371,6 +381,7 @@ Batch collate(std::vector<Sample> samples) {
     b.pre = torch::stack(pre);
     b.post = torch::stack(post);
     b.label = torch::stack(label);
+    b.valid = torch::stack(valid);
     if (!pre_clean.empty()) {
         if (pre_clean.size() != samples.size()) throw ConfigError("a batch mixes samples with and without clean inputs");
         b.pre_clean = torch::stack(pre_clean);

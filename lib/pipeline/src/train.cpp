@@ -186,6 +186,36 @@ ValidationResult validate_model(nn::ChangeModelImpl& model, const TileDataset& d
     return v;
 }
 
+// Image-level validation (methods that learn from image-level labels): the model's image
+// logits against the tiles' `changed` labels. {"image": {"accuracy", "precision", "recall",
+// "f1", "tiles", "changed"}}; the accuracy chooses the best epoch.
+std::pair<double, nlohmann::json> validate_image(nn::ChangeModelImpl& model, const TileDataset& data,
+                                                 const TrainOptions& o, const torch::Device& device) {
+    torch::NoGradGuard no_grad;
+    model.eval();
+    int64_t tp = 0, fp = 0, fn = 0, tn = 0;
+    BatchLoader loader(data, o.batch_size, false, std::nullopt, 0, o.workers);
+    while (auto b = loader.next()) {
+        const auto out = model.forward(b->pre.to(device), b->post.to(device));
+        if (!out.image_logits.defined())
+            throw ConfigError("model " + quote(model.options().arch) + " has no image-level output to validate");
+        const auto logits = out.image_logits.to(torch::kCPU).to(torch::kFloat32);
+        for (size_t i = 0; i < b->ids.size(); ++i) {
+            if (b->changed[i] < 0)
+                throw ConfigError("validation tile " + quote(b->ids[i]) + " has no image-level label (`changed`)");
+            const bool p = logits[int64_t(i)].item<float>() >= 0, y = b->changed[i] > 0;
+            (p ? (y ? tp : fp) : (y ? fn : tn)) += 1;
+        }
+    }
+    const double n = double(tp + fp + fn + tn);
+    const double acc = n > 0 ? double(tp + tn) / n : 0;
+    const double prec = tp + fp > 0 ? double(tp) / double(tp + fp) : 0;
+    const double rec = tp + fn > 0 ? double(tp) / double(tp + fn) : 0;
+    const double f1 = prec + rec > 0 ? 2 * prec * rec / (prec + rec) : 0;
+    return {acc, {{"image", {{"accuracy", acc}, {"precision", prec}, {"recall", rec}, {"f1", f1},
+                             {"tiles", int64_t(n)}, {"changed", tp + fn}}}}};
+}
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& params,
                                                        const TrainOptions& o) {
     if (o.optimizer == "sgd")
@@ -445,12 +475,31 @@ TrainData open_data(const TrainOptions& o) {
 }
 
 // A method that learns from pixel labels refuses tiles without one, naming the first.
-void check_pixel_labels(const TrainOptions& o, const TileDataset& train, const nn::Objective& objective) {
-    if (!objective.needs_pixel_labels()) return;
-    for (const auto& r : train.records())
-        if (r.label.empty())
-            throw ConfigError("training manifest " + quote(o.train) + ": tile " + quote(r.id) + " has no label" +
-                              (objective.name() == "supervised" ? "" : " (" + objective.name() + " needs pixel labels)"));
+// A method that learns from image-level labels refuses tiles without one; validation tiles
+// need what the best epoch is chosen by (pixel labels, or image-level ones).
+void check_pixel_labels(const TrainOptions& o, const TrainData& d, const nn::Objective& objective) {
+    if (!objective.needs_pixel_labels()) {
+        for (const auto& r : d.train->records())
+            if (r.changed < 0)
+                throw ConfigError("training manifest " + quote(o.train) + ": tile " + quote(r.id) +
+                                  " has no image-level label (a `changed` value, or a pixel label to derive it from)");
+    } else {
+        for (const auto& r : d.train->records())
+            if (r.label.empty())
+                throw ConfigError("training manifest " + quote(o.train) + ": tile " + quote(r.id) + " has no label" +
+                                  (objective.name() == "supervised" ? "" : " (" + objective.name() + " needs pixel labels)"));
+    }
+    if (!d.val) return;
+    const bool image = objective.selection() == "image";
+    for (const auto& r : d.val->records()) {
+        if (image && r.changed < 0)
+            throw ConfigError("validation manifest " + quote(o.val) + ": tile " + quote(r.id) +
+                              " has no image-level label (`changed`), which " + objective.name() + " validates on");
+        if (!image && r.label.empty())
+            throw ConfigError("validation manifest " + quote(o.val) + ": tile " + quote(r.id) +
+                              " has no pixel label to validate on" +
+                              (objective.name() == "supervised" ? "" : " (or choose --select image)"));
+    }
 }
 
 // --degrade: one date of every training and validation sample degraded (validation with
@@ -727,8 +776,17 @@ private:
         return r;
     }
 
-    // Validation scores of a model: (change F1, the JSON the log and bundle record).
+    bool image_selection() const { return objective_->selection() == "image"; }
+    // What the best epoch is chosen by, for the log.
+    std::string score_name() const { return image_selection() ? "val image accuracy" : "val F1"; }
+    static double score_of(const nlohmann::json& j) {
+        return j.contains("image") ? j["image"]["accuracy"].get<double>() : j["change"]["f1"].get<double>();
+    }
+
+    // Validation scores of a model: (the score the best epoch is chosen by, the JSON the log
+    // and bundle record): change F1, or image-level accuracy for objective_->selection() "image".
     std::pair<double, nlohmann::json> score(nn::ChangeModelImpl& m) {
+        if (image_selection()) return validate_image(m, *data_.val, o_, device_);
         const ValidationResult v = validate_model(m, *data_.val, o_, device_);
         nlohmann::json j = to_json(v.metrics);
         j["loss"] = v.loss;
@@ -824,8 +882,8 @@ private:
         if (!term_text.empty()) term_text += ")";
         ctx_.info("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(o_.epochs) + (partial ? " (partial)" : "") +
                   ": loss " + fmt(train_loss, 4) + term_text +
-                  (data_.val ? ", val F1 " + fmt(f1, 4) +
-                                   (average_ ? " averaged, " + fmt(val.live["change"]["f1"].get<double>(), 4) + " live" : "") +
+                  (data_.val ? ", " + score_name() + " " + fmt(f1, 4) +
+                                   (average_ ? " averaged, " + fmt(score_of(val.live), 4) + " live" : "") +
                                    " (best " + fmt(prog_.best_f1, 4) + " at epoch " + std::to_string(prog_.best_epoch) + ")"
                              : std::string()) +
                   ", " + fmt(secs.epoch, 3) + " s, " + fmt(sps, 3) + " samples/s");
@@ -910,7 +968,7 @@ nlohmann::json train_objective(const TrainOptions& o, const ObjectiveFactory& ma
     const bool nhwc = nn::use_channels_last(o.memory_format, device, start.options.width);
     if (nhwc) nn::to_channels_last(*start.model);
     std::unique_ptr<nn::Objective> objective = make_objective(start.model);
-    check_pixel_labels(o, *data.train, *objective);
+    check_pixel_labels(o, data, *objective);
     apply_degradation(o, data, *objective);
     Trainer trainer(o, ctx, std::move(paths), std::move(data), std::move(start), std::move(objective), device, nhwc);
     return trainer.run(t_start);

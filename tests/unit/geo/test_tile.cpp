@@ -7,6 +7,7 @@
 
 #include "cdk/core/csv.hpp"
 #include "cdk/core/error.hpp"
+#include "cdk/core/fs.hpp"
 #include "cdk/geo/stats.hpp"
 #include "cdk/geo/tile.hpp"
 #include "support/support.hpp"
@@ -52,7 +53,7 @@ TEST_CASE("tiling writes tiles, a manifest with CAR over valid pixels, and stati
     CHECK(summary["tiles"] == 6);
     auto t = cdk::read_csv(tmp / "tiles/tiles.csv");
     REQUIRE(t.header == std::vector<std::string>{"id", "scene", "x", "y", "width", "height", "car",
-                                                  "valid_fraction", "a", "b", "label"});
+                                                  "valid_fraction", "a", "b", "label", "changed"});
     REQUIRE(t.rows.size() == 6);
     const auto& r0 = t.rows[0];  // tile (0,0): 16x16, columns 0..3 invalid (date 2 nodata)
     CHECK(r0[0] == "scene_0_0");
@@ -91,6 +92,59 @@ TEST_CASE("tiling writes tiles, a manifest with CAR over valid pixels, and stati
     // No temporary folders left beside the output.
     CHECK(cdk::test::list_dir(tmp.path()) ==
           std::vector<std::string>{"label.tif", "post.tif", "pre.tif", "tiles"});
+}
+
+TEST_CASE("tiles.csv carries each tile's image-level label: from the label, or given by hand", "[geo][tile][kdmsi]") {
+    TempDir tmp;
+    make_pair(tmp);
+    TileOptions o;
+    o.pre = tmp / "pre.tif";
+    o.post = tmp / "post.tif";
+    o.label = tmp / "label.tif";
+    o.out = tmp / "tiles";
+    o.tile_size = 16;
+    o.min_valid = 0.0;
+    auto changed_column = [&](const std::string& dir) {
+        const auto t = cdk::read_csv(dir + "/tiles.csv");
+        const int c = t.column("changed");
+        std::vector<std::string> v;
+        for (const auto& r : t.rows) v.push_back(r[size_t(c)]);
+        return v;
+    };
+    // Tiles (0,0) and (16,0) hold 48 and 32 changed valid pixels; the others none.
+    auto s = tile_scenes(o);
+    CHECK(changed_column(o.out) == std::vector<std::string>{"1", "1", "0", "0", "0", "0"});
+    CHECK(s["changed_tiles"] == 2);
+    CHECK(s["image_labelled_tiles"] == 6);
+    o.out = tmp / "tiles40";
+    o.min_changed_pixels = 40;
+    tile_scenes(o);
+    CHECK(changed_column(o.out) == std::vector<std::string>{"1", "0", "0", "0", "0", "0"});
+    std::ifstream jf(o.out + "/dataset.json");
+    CHECK(nlohmann::json::parse(jf)["image_labels"]["min_changed_pixels"] == 40);
+    // Without a label raster, by hand: --tile-labels id,changed; tiles it does not name stay unknown.
+    o.label.clear();
+    o.min_changed_pixels = 1;
+    cdk::write_text_file(tmp / "bits.csv", "id,changed\nscene_16_14,1\nscene_0_0,0\n");
+    o.tile_labels = tmp / "bits.csv";
+    o.out = tmp / "by_hand";
+    s = tile_scenes(o);
+    CHECK(changed_column(o.out) == std::vector<std::string>{"0", "", "", "", "1", ""});
+    CHECK(s["image_labelled_tiles"] == 2);
+    // A tile the tiling does not write, a value other than 0/1, a missing file: refused, nothing left.
+    cdk::write_text_file(tmp / "typo.csv", "id,changed\nscene_16_41,1\n");
+    o.tile_labels = tmp / "typo.csv";
+    o.out = tmp / "typo";
+    CHECK_THROWS_WITH(tile_scenes(o), Catch::Contains("scene_16_41"));
+    CHECK_FALSE(std::filesystem::exists(o.out));
+    cdk::write_text_file(tmp / "two.csv", "id,changed\nscene_0_0,2\n");
+    o.tile_labels = tmp / "two.csv";
+    CHECK_THROWS_WITH(tile_scenes(o), Catch::Contains("must be 0 or 1"));
+    o.tile_labels = tmp / "absent.csv";
+    CHECK_THROWS_AS(tile_scenes(o), cdk::IoError);
+    o.tile_labels.clear();
+    o.min_changed_pixels = 0;
+    CHECK_THROWS_AS(tile_scenes(o), cdk::ConfigError);
 }
 
 TEST_CASE("each scene's statistics count every pixel valid in both dates once, whatever the overlap",

@@ -354,6 +354,9 @@ TEST_CASE("batches pad samples of different sizes with ignored pixels", "[pipeli
     CHECK(b.label[1].slice(1, 5).eq(255).all().item<bool>());
     CHECK(b.label[1].slice(1, 0, 5).eq(0).all().item<bool>());
     CHECK(b.pre[1].slice(2, 5).eq(0).all().item<bool>());
+    CHECK(b.valid[1].slice(1, 5).logical_not().all().item<bool>());
+    CHECK(b.valid[1].slice(1, 0, 5).all().item<bool>());
+    CHECK(b.valid[0].all().item<bool>());
     CHECK(b.ids == std::vector<std::string>{"big", "small"});
     CHECK(b.car == std::vector<double>{0, 0.25});
 

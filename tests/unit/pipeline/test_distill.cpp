@@ -197,8 +197,10 @@ TEST_CASE("with lambda 0 distillation trains exactly like cd-train-teacher, and 
         for (const auto& p : b.model->parameters()) CHECK_FALSE(p.grad().defined());
 
     auto bad = d;
-    bad.method = "kd-msi";  // hicd is implemented since (test_hicd.cpp)
-    CHECK_THROWS_WITH(validate(bad), Catch::Contains("not implemented"));
+    bad.method = "kd-msi";  // its own model: a pair of CAM classifiers (test_kdmsi.cpp)
+    CHECK_THROWS_WITH(validate(bad), Catch::Contains("kd-msi-cam"));
+    bad.method = "kd-mis";
+    CHECK_THROWS_WITH(validate(bad), Catch::Contains("known: mtkd, hicd, kd-msi"));
     bad = d;
     bad.mtkd.teachers = {"small=" + small};
     CHECK_THROWS_AS(validate(bad), cdk::ConfigError);

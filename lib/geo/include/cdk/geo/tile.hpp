@@ -41,6 +41,8 @@ struct TileOptions {
     int tile_size = 256;             ///< tile edge in pixels
     int overlap = 0;                 ///< pixels shared by neighbouring tiles
     double min_valid = 0.5;          ///< skip tiles with a smaller fraction of valid pixels
+    long long min_changed_pixels = 1;  ///< image-level label: changed = at least this many changed valid pixels
+    std::string tile_labels;         ///< CSV id,changed giving tiles' image-level labels by hand (wins over the label's)
     PairOptions pair;                ///< alignment, resampling and nodata
     WriteOptions write;              ///< tile format and creation options; overwrite
     int threads = 1;                 ///< tile-writing threads, 0 = one per core (1 measured fastest on 2 cores)
@@ -53,7 +55,9 @@ void validate(const TileOptions& options);
 std::vector<PairJob> pair_jobs(const TileOptions& options);
 
 /// Cut scene pairs into tiles: OUT/A, OUT/B, OUT/label GeoTIFF tiles, OUT/tiles.csv and
-/// OUT/dataset.json. The folder appears only when complete. Returns the JSON summary.
+/// OUT/dataset.json. tiles.csv's `changed` column is each tile's image-level label: 1 when
+/// its label has at least min_changed_pixels changed valid pixels, else 0, or the value
+/// tile_labels gives (empty when neither says). The folder appears only when complete. Returns the JSON summary.
 nlohmann::json tile_scenes(const TileOptions& options, const RunContext& ctx = {});
 
 }  // namespace cdk::geo

@@ -14,6 +14,7 @@ struct Batch {
     torch::Tensor pre;               ///< [N, C, H, W] float, normalised
     torch::Tensor post;              ///< [N, C, H, W] float, normalised
     torch::Tensor label;             ///< [N, H, W] int64 pixel labels (all 255 where a tile has none)
+    torch::Tensor valid;             ///< [N, H, W] bool, both dates hold data (false in padding)
     std::vector<double> car;         ///< per sample: CAR of the (augmented) pixel label, 0 without one
     std::vector<std::string> ids;    ///< per sample: tile id
     std::vector<int> changed;        ///< per sample: image-level label, 1 changed, 0 not, -1 unknown

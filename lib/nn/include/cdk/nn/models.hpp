@@ -30,6 +30,9 @@ struct ChangeOutput {
     std::vector<torch::Tensor> features_pre;   ///< per depth, date 1 ([N, C_d, H_d, W_d])
     std::vector<torch::Tensor> features_post;  ///< per depth, date 2 (empty for early fusion)
     std::vector<torch::Tensor> features_fused; ///< per depth, fused/difference features
+    torch::Tensor cam;                         ///< class activation map [N, 1, h, w] (CAM classifiers only: KD-MSI's student)
+    torch::Tensor cam_teacher;                 ///< the jointly trained classifier's map (KD-MSI's teacher)
+    torch::Tensor image_logits;                ///< [N] image-level change logit (classifiers only)
 };
 
 /// Base of every change model: forward(pre, post) with [N, in_bands, H, W] inputs of any

@@ -52,6 +52,10 @@ public:
     virtual Loss loss(const Batch& batch, const StepContext& step) = 0;
     /// Whether every training tile needs a pixel label (false: image-level labels suffice).
     virtual bool needs_pixel_labels() const { return true; }
+    /// What the trainer chooses the best epoch by: "pixel" (change-class F1 against the
+    /// validation tiles' pixel labels) or "image" (accuracy of the model's image logits
+    /// against the tiles' image-level labels).
+    virtual std::string selection() const { return "pixel"; }
     /// Whether batches must carry the clean inputs beside degraded ones (Batch::pre_clean).
     virtual bool needs_clean_inputs() const { return false; }
     /// State of its own beyond model() for a checkpoint (nothing by default).

@@ -8,6 +8,7 @@
 #include "cdk/core/context.hpp"
 #include "cdk/nn/distill.hpp"
 #include "cdk/nn/hicd.hpp"
+#include "cdk/nn/kdmsi.hpp"
 #include "cdk/nn/objective.hpp"
 #include "cdk/pipeline/teachers.hpp"
 #include "cdk/pipeline/train.hpp"
@@ -18,9 +19,10 @@ namespace cdk::pipeline {
 /// options of each method (only the chosen method's are read and checked).
 struct DistillOptions {
     TrainOptions train;        ///< everything training takes; `train.init` = the student's start (the origin)
-    std::string method = "mtkd";  ///< mtkd | hicd (kd-msi is planned)
+    std::string method = "mtkd";  ///< mtkd | hicd | kd-msi
     nn::MtkdOptions mtkd;      ///< --method mtkd: teachers per CAR partition, thresholds, KD weights
     nn::HicdOptions hicd;      ///< --method hicd: the clean-pair teacher and the correlation terms' weights
+    nn::KdMsiOptions kdmsi;    ///< --method kd-msi: the KD weight, the student's own classification term, model selection
 };
 
 /// Cross-option checks: the training options', the method's name, and the chosen
@@ -35,7 +37,10 @@ using nn::MtkdTerm;
 /// on pairs with one date degraded (train.degrade, required) copies the correlations of a
 /// frozen teacher that sees the clean pairs; the student is the teacher's architecture
 /// unless --arch or --student-init says otherwise. The student bundle's header records the
-/// method, its teachers and weights. Returns the training summary plus "distillation".
+/// method, its teachers and weights. kd-msi: nn::KdMsiObjective on image-level labels alone
+/// (tiles.csv's `changed`, or CAR > 0 of a pixel label), a kd-msi-cam model whose teacher
+/// and student train together; the best epoch by image-level validation accuracy unless
+/// kdmsi.select is "pixel". Returns the training summary plus "distillation".
 nlohmann::json distill_model(const DistillOptions& options, const RunContext& ctx = {});
 
 }  // namespace cdk::pipeline

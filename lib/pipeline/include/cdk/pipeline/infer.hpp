@@ -40,6 +40,12 @@ struct InferOptions {
     int batch_size = 0;            ///< windows per forward pass, 0 = automatic (about 4 x 256² pixels, at least 1, at most 4)
     int ram_mb = 1024;             ///< cap on read-ahead, row buffers and GDAL's block cache (column strips when needed)
     bool tta = false;              ///< average over the identity and horizontal/vertical flips
+    std::vector<double> msi_scales;      ///< KD-MSI bundles: multiscale sigmoid inference scales (empty = 0.5,1,1.25,2)
+    std::string msi_branch = "student";  ///< KD-MSI: student (sigmoid of its CAM) | teacher (plain multiscale CAM, the baseline)
+    bool msi_gate = true;                ///< KD-MSI: windows the classifier calls unchanged become all "no change"
+    bool msi_flip = true;                ///< KD-MSI: each scale also mirrored horizontally
+    std::string tiles;             ///< instead of scenes: a tile manifest; each tile is one window (infer_tiles)
+    bool tau_sweep = false;        ///< with `tiles`: print F1/IoU against the threshold on its pixel-labelled tiles; write nothing
     std::string device = "auto";   ///< auto | cpu | cuda[:N]
     std::string memory_format = "auto";  ///< auto | channels-last | contiguous (auto: the training rule)
     bool fold = true;                    ///< batch norm folded, sub-pixel upsampling (nn::prepare_for_inference)
@@ -70,5 +76,16 @@ void validate(const InferOptions& options);
 /// it; outputs appear only when complete. Returns the JSON summary (with `pairs`:
 /// {"shard", "scenes": [per-scene summaries], "done", "skipped"}).
 nlohmann::json infer_scene(const InferOptions& options, const RunContext& ctx = {});
+
+/// A model over the tiles of a manifest (`tiles`), each tile one window, its image-level
+/// label (the `changed` column) gating KD-MSI's map where it is known. Writes OUT as a tile
+/// set whose labels are the thresholded maps (pseudo-masks: OUT/label/<id>.tif, UInt8 0/1,
+/// 255 nodata; OUT/tiles.csv with the source's columns, `label` and `car` from the
+/// pseudo-masks, `changed` kept; OUT/dataset.json), which cd-train-teacher trains on. With
+/// `tau_sweep`, writes nothing and returns F1, IoU, precision and recall of the change class
+/// against the tiles' pixel labels at thresholds 0.05 .. 0.95 (and the best one); the gate
+/// then uses the predicted image label, as mapping a scene would. KD-MSI bundles map with
+/// multiscale sigmoid inference, others as cd-infer maps a window. Returns the JSON summary.
+nlohmann::json infer_tiles(const InferOptions& options, const RunContext& ctx = {});
 
 }  // namespace cdk::pipeline

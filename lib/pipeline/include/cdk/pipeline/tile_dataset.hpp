@@ -63,6 +63,7 @@ struct Sample {
     torch::Tensor pre;    ///< [C, H, W] float, normalised
     torch::Tensor post;   ///< [C, H, W] float, normalised
     torch::Tensor label;  ///< [H, W] int64: 0, 1, 255 = ignored
+    torch::Tensor valid;  ///< [H, W] bool: both dates hold data (augmented like the label)
     double car = 0;       ///< CAR of the (augmented, cropped) label over valid pixels; 0 if none
     std::string id;       ///< tile id
     int changed = -1;     ///< image-level label of the tile (TileRecord::changed)
@@ -72,7 +73,7 @@ struct Sample {
 };
 
 /// Stack samples into a batch; smaller samples (scene-edge tiles) are padded to the largest
-/// with 0 inputs and ignored (255) labels.
+/// with 0 inputs, ignored (255) labels and invalid pixels.
 Batch collate(std::vector<Sample> samples);
 
 /// Tiles of a manifest read through lib/geo, normalised, optionally augmented.
