@@ -66,6 +66,11 @@ int main(int argc, char** argv) {
                    "kd-msi: weight of a classification term for the student too (the authors use none)")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
+    app.add_option("--kdmsi-loss", opt.kdmsi.kd_loss,
+                   "kd-msi: the student's term: mse (the authors': MSE(sigmoid(F_S), target)) or bce (soft-target "
+                   "logistic loss on F_S)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"mse", "bce"}));
     app.add_option("--select", opt.kdmsi.select,
                    "kd-msi: choose the best epoch by image-level validation accuracy (image), or by pixel F1 when the "
                    "validation tiles have pixel labels (pixel)")

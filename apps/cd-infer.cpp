@@ -76,6 +76,8 @@ int main(int argc, char** argv) {
     app.add_flag("!--no-msi-gate", opt.msi_gate,
                  "KD-MSI bundles: keep the map of windows the classifier calls unchanged (default: all no change)");
     app.add_flag("!--no-msi-flip", opt.msi_flip, "KD-MSI bundles: leave out the mirrored pass of each scale");
+    app.add_flag("--msi-window-norm", opt.msi_window_norm,
+                 "KD-MSI bundles: divide each window's map by its maximum (a relative map, as the teacher's target)");
     app.add_option("--prob", opt.prob, "Also write the change probability (Float32, nodata -1) here");
     std::string threshold = "0.5";
     app.add_option("--threshold", threshold,

@@ -12,11 +12,13 @@
 #   HiCD          the model as clean-pair teacher, a student for a date 2 at 4x coarser
 #                 resolution (cd-distill --method hicd), the baseline fine-tuned on degraded
 #                 pairs (cd-train-teacher --degrade), a held-out scene degraded by cd-degrade
+#   kdmsi_recipe  KD-MSI from image-level bits only: CAM teacher + student, multiscale
+#                 sigmoid inference, pseudo-masks, a second-stage FC-Siam-diff (OUT/kdmsi)
 # Usage: scripts/demo.sh [OUT_DIR=demo-out]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
-BIN=build/apps
+BIN=${CDK_BUILD_DIR:-build}/apps  # the build.sh and test.sh rule
 OUT=${1:-demo-out}
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -97,3 +99,6 @@ for name, m in (("clean-pair teacher", "model"), ("fine-tuned on degraded pairs"
 print("  (one small synthetic scene and 4 epochs: a check that the chain runs, not a benchmark;"
       " docs/methods.md says what has been measured)")
 PY
+
+echo "== KD-MSI: change maps from image-level labels (scripts/kdmsi_recipe.sh)" >&2
+bash scripts/kdmsi_recipe.sh "$OUT/kdmsi"

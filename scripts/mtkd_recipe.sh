@@ -15,8 +15,9 @@
 # synthetic default is used: two cd-synth scenes to train on, a third to test on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=$PWD/build/apps
+BIN=${CDK_BUILD_DIR:-build}/apps  # the build.sh and test.sh rule
 [ -x "$BIN/cd-distill" ] || bash scripts/build.sh
+BIN=$(cd "$BIN" && pwd)
 
 TRAIN_PAIRS="" TEST_PAIRS="" OUT=mtkd-out BAND_PATTERN="" TILE=128 OVERLAP=32
 PARTITION="" ARCH=fc-siam-diff WIDTH=8 EPOCHS=8 TEACHER_EPOCHS=6 STUDENT_EPOCHS=8

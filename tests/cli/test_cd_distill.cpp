@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "cdk/core/csv.hpp"
+#include "cdk/core/fs.hpp"
 #include "cdk/nn/bundle.hpp"
 #include "support/cli_checks.hpp"
 #include "support/support.hpp"
@@ -141,4 +143,82 @@ TEST_CASE("the HiCD chain through the programs: clean teacher, HiCD student, deg
                                 "--out", tmp / "x.cdm", "--quiet"});
     CHECK(r.rc == 1);
     CHECK(r.err.find("--teacher") != std::string::npos);
+}
+
+TEST_CASE("the KD-MSI chain through the programs: bits by hand, KD-MSI, MSI map, pseudo-masks, second stage",
+          "[cli][distill][kdmsi]") {
+    TempDir tmp;
+    cdk::test::SynthScene ss;
+    ss.width = 128;
+    ss.height = 96;
+    ss.seed = 3;
+    ss.border = false;
+    const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
+    auto ok = [&](const std::string& tool, const std::vector<std::string>& args) {
+        auto r = run_tool(tool, args);
+        INFO(tool << ": " << r.err);
+        REQUIRE(r.rc == 0);
+        return nlohmann::json::parse(r.out);
+    };
+    // The bits from a labelled tiling, then the scene tiled without its label.
+    ok("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--label", scene + "/label.tif",
+                   "--tile-size", "32", "--out", tmp / "labelled", "--quiet"});
+    const auto lab = cdk::read_csv(tmp / "labelled/tiles.csv");
+    std::string bits = "id,changed\n";
+    for (const auto& r : lab.rows) bits += r[0] + "," + r[size_t(lab.column("changed"))] + "\n";
+    cdk::write_text_file(tmp / "bits.csv", bits);
+    const auto t = ok("cd-tile", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--tile-labels",
+                                  tmp / "bits.csv", "--tile-size", "32", "--out", tmp / "tiles", "--quiet"});
+    CHECK(t["labelled_tiles"] == 0);
+    CHECK(t["image_labelled_tiles"] == lab.rows.size());
+    ok("cd-partition", {tmp / "tiles/tiles.csv", "--out", tmp / "parts", "--val-fraction", "0.25", "--quiet"});
+    const std::vector<std::string> fast = {"--epochs", "1", "--device", "cpu", "--threads", "1", "--quiet"};
+    auto with = [&](std::vector<std::string> args) {
+        args.insert(args.end(), fast.begin(), fast.end());
+        return args;
+    };
+    const auto k = ok("cd-distill", with({"--method", "kd-msi", "--train", tmp / "parts/origin.csv", "--val",
+                                          tmp / "parts/val.csv", "--width", "4", "--model-option", "stages=3",
+                                          "--out", tmp / "k.cdm"}));
+    CHECK(k["distillation"]["method"] == "kd-msi");
+    CHECK(k["metrics"]["image"]["tiles"].get<int>() > 0);
+    // The scene mapped with MSI; the teacher's CAM with --msi-branch teacher.
+    const auto m = ok("cd-infer", {"--model", tmp / "k.cdm", "--pre", scene + "/pre.tif", "--post",
+                                   scene + "/post.tif", "--out", tmp / "b.tif", "--threads", "1", "--quiet"});
+    CHECK(m["op"]["mode"] == "msi");
+    CHECK(m["op"]["branch"] == "student");
+    const auto a = ok("cd-infer", {"--model", tmp / "k.cdm", "--msi-branch", "teacher", "--msi-scales", "1,2",
+                                   "--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out",
+                                   tmp / "a.tif", "--threads", "1", "--quiet"});
+    CHECK(a["op"]["branch"] == "teacher");
+    CHECK(a["op"]["scales"].size() == 2);
+    // Pseudo-masks, a second-stage model on them, its map scored.
+    const auto p = ok("cd-infer", {"--model", tmp / "k.cdm", "--tiles", tmp / "parts/origin.csv", "--out",
+                                   tmp / "pseudo", "--threads", "1", "--quiet"});
+    CHECK(p["count"].get<int>() > 0);
+    ok("cd-train-teacher", with({"--train", tmp / "pseudo/tiles.csv", "--arch", "fc-siam-diff", "--width", "4",
+                                 "--out", tmp / "seg.cdm"}));
+    ok("cd-infer", {"--model", tmp / "seg.cdm", "--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out",
+                    tmp / "c.tif", "--threads", "1", "--quiet"});
+    const auto e = ok("cd-eval", {"--pred", tmp / "c.tif", "--ref", scene + "/label.tif", "--quiet"});
+    CHECK(e["pooled"].contains("change"));
+    // The sweep on the labelled tiles prints a table and writes nothing.
+    auto r = run_tool("cd-infer", {"--model", tmp / "k.cdm", "--tiles", tmp / "labelled/tiles.csv", "--tau-sweep",
+                                   "--threads", "1"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    CHECK(r.err.find("tau") != std::string::npos);
+    CHECK(nlohmann::json::parse(r.out)["sweep"].size() == 19);
+    // Bad input: one line, exit 1, nothing written.
+    r = run_tool("cd-distill", {"--method", "kd-msi", "--train", tmp / "parts/origin.csv", "--crop", "16", "--out",
+                                tmp / "x.cdm", "--quiet"});
+    CHECK(r.rc == 1);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK_FALSE(exists(tmp / "x.cdm"));
+    r = run_tool("cd-infer", {"--model", tmp / "k.cdm", "--tiles", tmp / "parts/origin.csv", "--quiet"});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("--out") != std::string::npos);
+    r = run_tool("cd-infer", {"--model", tmp / "k.cdm", "--pre", scene + "/pre.tif", "--post", scene + "/post.tif",
+                              "--tau-sweep", "--quiet"});
+    CHECK(r.rc == 1);
 }

@@ -371,6 +371,11 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
 
     std::vector<double> car(n);
     std::unordered_set<std::string> ids;
+    // A tile with only an image-level label (tiles.csv `changed`, no pixel label) is placed by
+    // its bit: CAR 0 when unchanged, 1 when changed (the first and the last partition), so
+    // the validation draw is stratified by it.
+    const int c_changed = table.column("changed");
+    long long image_level = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const auto& row = table.rows[i];
         const std::string& id = row[c_id];
@@ -378,10 +383,16 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
             throw ConfigError("manifest " + quote(o.manifest) + " lists tile " + quote(id) +
                               " twice");
         const std::string cell = trim(row[c_car]);
+        const std::string bit = c_changed >= 0 ? trim(row[size_t(c_changed)]) : std::string();
+        if (cell.empty() && (bit == "0" || bit == "1")) {
+            car[i] = bit == "1" ? 1.0 : 0.0;
+            ++image_level;
+            continue;
+        }
         if (cell.empty())
             throw ConfigError(
                 "tile " + quote(id) + " of manifest " + quote(o.manifest) +
-                " has no CAR (Origin-Partition needs labelled tiles: run cd-tile with a label)");
+                " has no CAR and no image-level label (run cd-tile with a label or --tile-labels)");
         if (!parse_number(cell, car[i]) || !(car[i] >= 0 && car[i] <= 1))
             throw ConfigError("tile " + quote(id) + " of manifest " + quote(o.manifest) +
                               " has CAR " + quote(cell) + ", not a number in [0, 1]");
@@ -558,10 +569,12 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         const double hi = k < thresholds.size() ? thresholds[k] : 1.0;
         const bool empty = members[k].empty();
         const double mean = empty ? 0.0 : sum / static_cast<double>(members[k].size());
-        if (empty)
-            ctx.warn("partition " + quote(names[k]) + " (CAR " + range_texts[k] +
-                     ") has no tiles; its file holds only the header");
-        else if (train.empty())
+        // (image-level manifests fill only the first and last partition: no news)
+        if (empty) {
+            if (image_level < static_cast<long long>(n))
+                ctx.warn("partition " + quote(names[k]) + " (CAR " + range_texts[k] +
+                         ") has no tiles; its file holds only the header");
+        } else if (train.empty())
             ctx.warn("partition " + quote(names[k]) + " (CAR " + range_texts[k] +
                      ") has no training tiles: " +
                      (by_scene ? "all " + std::to_string(n_val) + " of its tiles are in the validation scenes"
@@ -614,6 +627,7 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         {"manifest", o.manifest},
         {"manifest_from_out", real_path(o.manifest).lexically_relative(out_real).generic_string()},
         {"mode", o.quantiles > 0 ? "quantiles" : "thresholds"},
+        {"image_level_tiles", image_level},
         {"quantiles", o.quantiles > 0 ? nlohmann::json(o.quantiles) : nlohmann::json(nullptr)},
         {"thresholds", thresholds},
         {"rule", "partition k holds the tiles with thresholds[k-1] < car <= thresholds[k]"},

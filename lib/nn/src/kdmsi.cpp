@@ -24,6 +24,8 @@ void validate(const KdMsiOptions& o) {
         throw ConfigError("--kdmsi-weight must be >= 0, not " + format_number(o.kd_weight));
     if (!(o.student_cls_weight >= 0) || !std::isfinite(o.student_cls_weight))
         throw ConfigError("--kdmsi-student-cls must be >= 0, not " + format_number(o.student_cls_weight));
+    if (o.kd_loss != "mse" && o.kd_loss != "bce")
+        throw ConfigError("unknown --kdmsi-loss " + quote(o.kd_loss) + " (known: mse, bce)");
     if (o.select != "image" && o.select != "pixel")
         throw ConfigError("unknown --select " + quote(o.select) + " (known: image, pixel)");
 }
@@ -84,7 +86,10 @@ Loss KdMsiObjective::loss(const Batch& batch, const StepContext& step) {
                                             .size(std::vector<int64_t>{fs.size(2), fs.size(3)})
                                             .mode(torch::kBilinear)
                                             .align_corners(false));
-    const auto kd = torch::mse_loss(torch::sigmoid(fs), target);
+    // mse: the authors' term. bce: the same target as soft labels of a logistic loss, whose
+    // gradient (sigmoid(F_S) - target) does not vanish where the sigmoid saturates.
+    const auto kd = options_.kd_loss == "bce" ? torch::binary_cross_entropy_with_logits(fs, target)
+                                              : torch::mse_loss(torch::sigmoid(fs), target);
     l.terms.emplace_back("kd", kd);
     l.total = cls + options_.kd_weight * kd;
     if (options_.student_cls_weight > 0) {
@@ -150,6 +155,10 @@ torch::Tensor MsiPredictor::predict(const torch::Tensor& pre, const torch::Tenso
         }
     auto p = (sum / double(passes)).to(torch::kCPU);
     const int64_t n = pre.size(0);
+    if (options_.window_norm) {
+        const auto peak = std::get<0>((p * valid.to(p.dtype())).flatten(1).max(1)).view({-1, 1, 1});
+        p = p / (peak + 1e-5);
+    }
     {
         // The predicted image label: the teacher's mean F on the window as it is.
         const auto a = detail::pad_to_multiple(pre, cam_->stride()), b = detail::pad_to_multiple(post, cam_->stride());
@@ -185,6 +194,7 @@ nlohmann::json MsiPredictor::summary() const {
             {"flip", options_.flip},
             {"branch", options_.branch == MsiBranch::kStudent ? "student" : "teacher"},
             {"gate", options_.gate},
+            {"window_norm", options_.window_norm},
             {"windows", windows_},
             {"windows_gated", gated_}};
 }

@@ -325,9 +325,9 @@ public:
         stride_ = int64_t(1) << stages;  // the stem halves, then every stage after the first
         const int teacher_width = extra_int(o, "teacher_width", o.width);
         teacher_ = register_module("teacher", CamNet(o.in_bands, teacher_width, stages, blocks,
-                                                     cam_fusion(o, "teacher_fusion", "minus")));
+                                                     cam_fusion(o, "teacher_fusion", "abs")));
         student_ = register_module("student", CamNet(o.in_bands, o.width, stages, blocks,
-                                                     cam_fusion(o, "student_fusion", "cat")));
+                                                     cam_fusion(o, "student_fusion", "abs")));
     }
 
     // The maps (and so the logits) are convolutional; the image logit, and so MSI's gate,

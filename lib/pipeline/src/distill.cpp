@@ -114,13 +114,20 @@ nlohmann::json distill_kdmsi(const DistillOptions& o, const RunContext& ctx) {
     TrainOptions t = o.train;
     if (t.model.arch.empty()) t.model.arch = "kd-msi-cam";
     const nn::KdMsiOptions& k = o.kdmsi;
+    // The CAM heads are linear in the fused features: minus (f2 - f1) and cat ([f2, f1]) tell
+    // date 2 from date 1, so a change has a direction. Swapping the dates would ask the same
+    // map to call both directions change and cancels it (the teacher's BCE stays at ln 2).
+    if (t.augment.swap_dates) {
+        t.augment.swap_dates = false;
+        ctx.info("KD-MSI: no date swaps (its minus and cat fusions are order-sensitive, as the authors' models)");
+    }
     // What the model will be: --student-init's options, else these ones.
     const nn::ModelOptions mo = t.init.empty() ? t.model : nn::read_bundle_info(t.init).model;
     auto fusion = [&](const char* key, const char* fallback) {
         return mo.extra.contains(key) && mo.extra[key].is_string() ? mo.extra[key].get<std::string>() : std::string(fallback);
     };
-    ctx.info("KD-MSI: teacher (" + fusion("teacher_fusion", "minus") + " fusion) and student (" +
-             fusion("student_fusion", "cat") + " fusion) trained together on image-level labels; kd weight " +
+    ctx.info("KD-MSI: teacher (" + fusion("teacher_fusion", "abs") + " fusion) and student (" +
+             fusion("student_fusion", "abs") + " fusion) trained together on image-level labels; kd weight " +
              format_number(k.kd_weight) +
              (k.student_cls_weight > 0 ? ", student classification weight " + format_number(k.student_cls_weight)
                                        : std::string()) +
@@ -128,9 +135,10 @@ nlohmann::json distill_kdmsi(const DistillOptions& o, const RunContext& ctx) {
     const nlohmann::json record = {{"method", "kd-msi"},
                                    {"kd_weight", k.kd_weight},
                                    {"student_cls_weight", k.student_cls_weight},
+                                   {"kd_loss", k.kd_loss},
                                    {"select", k.select},
-                                   {"teacher_fusion", fusion("teacher_fusion", "minus")},
-                                   {"student_fusion", fusion("student_fusion", "cat")},
+                                   {"teacher_fusion", fusion("teacher_fusion", "abs")},
+                                   {"student_fusion", fusion("student_fusion", "abs")},
                                    {"labels", "image-level"},
                                    {"student_init", t.init.empty() ? nlohmann::json(nullptr) : nlohmann::json(t.init)}};
     return train_objective(

@@ -225,6 +225,7 @@ nn::MsiOptions msi_options(const InferOptions& o) {
     m.branch = o.msi_branch == "teacher" ? nn::MsiBranch::kTeacher : nn::MsiBranch::kStudent;
     m.gate = o.msi_gate;
     m.flip = o.msi_flip;
+    m.window_norm = o.msi_window_norm;
     nn::validate(m);
     return m;
 }

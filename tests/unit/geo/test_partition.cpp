@@ -670,3 +670,45 @@ TEST_CASE("validation blocks refuse what they cannot do", "[geo][partition]") {
     CHECK_THROWS_WITH(partition_tiles(o), Catch::Contains("leave no training tile"));
     CHECK_FALSE(fs::exists(tmp2 / "parts"));
 }
+
+TEST_CASE("a manifest of image-level labels only is split by its changed bit, the column kept",
+          "[geo][partition][kdmsi]") {
+    TempDir tmp;
+    const fs::path dir = fs::path(tmp.path()) / "tiles";
+    for (const char* sub : {"A", "B"}) fs::create_directories(dir / sub);
+    {
+        std::ofstream csv(dir / "tiles.csv");
+        csv << "id,scene,x,y,width,height,car,valid_fraction,a,b,label,changed\n";
+        for (int i = 0; i < 40; ++i) {
+            const std::string id = "s_" + std::to_string(16 * i) + "_0";
+            for (const char* sub : {"A", "B"}) std::ofstream(dir / sub / (id + ".tif"));
+            csv << id << ",s," << 16 * i << ",0,16,16,,1,A/" << id << ".tif,B/" << id << ".tif,," << (i % 3 == 0) << "\n";
+        }
+    }
+    PartitionOptions o;
+    o.manifest = (dir / "tiles.csv").string();
+    o.out = tmp / "parts";
+    o.val_fraction = 0.25;
+    std::vector<std::string> warnings;
+    cdk::RunContext ctx([&](cdk::LogLevel l, const std::string& m) { if (l == cdk::LogLevel::Warning) warnings.push_back(m); },
+                        nullptr);
+    const auto s = partition_tiles(o, ctx);
+    CHECK(s["image_level_tiles"] == 40);
+    INFO((warnings.empty() ? std::string() : warnings.front()));
+    CHECK(warnings.empty());  // the empty middle partition is expected, not news
+    const auto val = cdk::read_csv(tmp / "parts/val.csv"), origin = cdk::read_csv(tmp / "parts/origin.csv");
+    CHECK(val.rows.size() + origin.rows.size() == 40);
+    // Both bits are represented in validation (drawn per partition = per bit).
+    int val_changed = 0;
+    for (const auto& r : val.rows) val_changed += r[size_t(val.column("changed"))] == "1";
+    CHECK(val_changed > 0);
+    CHECK(val_changed < int(val.rows.size()));
+    for (const auto& r : origin.rows) {
+        CHECK(r[size_t(origin.column("label"))].empty());  // no label path made up
+        CHECK(r[size_t(origin.column("car"))].empty());
+    }
+    // A tile with neither a CAR nor a bit is still refused.
+    std::ofstream(dir / "tiles.csv", std::ios::app) << "s_x,s,0,16,16,16,,1,A/s_0_0.tif,B/s_0_0.tif,,\n";
+    o.out = tmp / "parts2";
+    CHECK_THROWS_WITH(partition_tiles(o), Catch::Contains("no image-level label"));
+}

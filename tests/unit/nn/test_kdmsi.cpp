@@ -87,8 +87,10 @@ TEST_CASE("kd-msi-cam: CAMs at stride 16, image logit = mean teacher CAM, logits
     CHECK(m->local());  // its maps; the gate makes MSI non-local
     CHECK_THROWS_AS(cam_model(1, {{"student_fusion", "sum"}}), cdk::ConfigError);
     CHECK_THROWS_AS(cam_model(1, {{"stages", 5}}), cdk::ConfigError);
-    // cat doubles the CAM convolution's input channels; minus does not.
-    CHECK(cam_weight(m, "student").size(1) == 2 * cam_weight(m, "teacher").size(1));
+    // cat doubles the CAM convolution's input channels; abs does not.
+    auto cat = cam_model(1, {{"student_fusion", "cat"}});
+    CHECK(cam_weight(cat, "student").size(1) == 2 * cam_weight(cat, "teacher").size(1));
+    CHECK(cam_weight(m, "student").size(1) == cam_weight(m, "teacher").size(1));
 }
 
 TEST_CASE("KD-MSI loss: the teacher's target carries no gradient, the student learns only from the KD term",

@@ -166,6 +166,13 @@ TEST_CASE("a KD-MSI bundle maps scenes with MSI, writes pseudo-masks a segmenter
     auto so = cdk::test::tiny_train_options(tmp / "pseudo/tiles.csv", "", tmp / "second.cdm");
     so.epochs = 1;
     CHECK(train_model(so)["complete"] == true);
+    InferOptions second = o;  // the second-stage model maps the scene as any bundle does
+    second.model = tmp / "second.cdm";
+    second.out = tmp / "second.tif";
+    second.prob.clear();
+    const auto ss = infer_scene(second);
+    CHECK(ss["op"].is_null());
+    CHECK(fs::exists(tmp / "second.tif"));
     // The output folder must not hold the manifest.
     InferOptions inside = t;
     inside.out = tmp / "train";

@@ -20,8 +20,11 @@ namespace cdk::nn {
 /// activation head, trained together. Each is a ResNet encoder shared by the dates (output
 /// stride 16), a fusion of the dates' deepest features (abs = |f2 - f1|, minus = f2 - f1,
 /// cat = [f2, f1]) and a 1x1 convolution without bias to one channel: the class activation
-/// map F. The teacher (default fusion minus) is the image classifier, its image logit the
-/// spatial mean of F_T; the student (default fusion cat) is the pixel mapper. forward()
+/// map F. The teacher (default fusion abs; the authors use minus or abs, and a minus teacher
+/// trained from scratch on OSCD stayed at chance, docs/methods.md) is the image classifier,
+/// its image logit the spatial mean of F_T; the student (default fusion abs; the authors'
+/// cat mapped worse here, docs/methods.md) is the pixel mapper. minus and cat are
+/// order-sensitive: cd-distill trains KD-MSI without date swaps. forward()
 /// returns the student's F upsampled to the input as logits [-F/2, F/2] (so the softmax's
 /// change class is sigmoid(F)), `cam` = F_S, `cam_teacher` = F_T (stride 16, cropped to
 /// the input's extent) and `image_logits` = mean F_T. Model options (extra): teacher_fusion,
@@ -49,6 +52,7 @@ torch::Tensor maxnorm(const torch::Tensor& x);
 struct KdMsiOptions {
     double kd_weight = 10.0;          ///< w of the student's term
     double student_cls_weight = 0.0;  ///< weight of BCE(mean F_S, y) for the student (authors: none)
+    std::string kd_loss = "mse";      ///< the student's term: mse (authors': MSE(sigmoid(F_S), target)) | bce (BCE(F_S, target), soft targets)
     std::string select = "image";     ///< best epoch by: image (accuracy of the teacher's image label) | pixel (F1 on pixel-labelled validation tiles)
 };
 
@@ -89,6 +93,7 @@ struct MsiOptions {
     bool flip = true;            ///< also each scale mirrored horizontally (mirrored back)
     MsiBranch branch = MsiBranch::kStudent;
     bool gate = true;            ///< windows whose teacher image logit (scale 1) is < 0 become all "no change"
+    bool window_norm = false;    ///< divide each window's averaged map by its maximum (over valid pixels)
 };
 
 /// Throws ConfigError unless 1..8 scales in (0, 4].

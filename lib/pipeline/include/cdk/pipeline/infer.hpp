@@ -44,6 +44,7 @@ struct InferOptions {
     std::string msi_branch = "student";  ///< KD-MSI: student (sigmoid of its CAM) | teacher (plain multiscale CAM, the baseline)
     bool msi_gate = true;                ///< KD-MSI: windows the classifier calls unchanged become all "no change"
     bool msi_flip = true;                ///< KD-MSI: each scale also mirrored horizontally
+    bool msi_window_norm = false;        ///< KD-MSI: each window's map divided by its maximum
     std::string tiles;             ///< instead of scenes: a tile manifest; each tile is one window (infer_tiles)
     bool tau_sweep = false;        ///< with `tiles`: print F1/IoU against the threshold on its pixel-labelled tiles; write nothing
     std::string device = "auto";   ///< auto | cpu | cuda[:N]
