@@ -15,12 +15,16 @@
 #   kdmsi_recipe  KD-MSI from image-level bits only: CAM teacher + student, multiscale
 #                 sigmoid inference, pseudo-masks, a second-stage FC-Siam-diff (OUT/kdmsi)
 # Usage: scripts/demo.sh [OUT_DIR=demo-out]
+# An existing OUT_DIR is refused before anything runs: an earlier run is never deleted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+OUT=${1:-demo-out}
+if [ -e "$OUT" ]; then
+    echo "demo.sh: $OUT exists (an earlier run?); give another folder (bash scripts/demo.sh OUT) or remove it" >&2
+    exit 1
+fi
 bash scripts/build.sh
 BIN=${CDK_BUILD_DIR:-build}/apps  # the build.sh and test.sh rule
-OUT=${1:-demo-out}
-rm -rf "$OUT"
 mkdir -p "$OUT"
 
 echo "== cd-synth: 1024x1024, 4 bands, UInt16, seed 7" >&2
