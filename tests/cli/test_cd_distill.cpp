@@ -202,8 +202,13 @@ TEST_CASE("the KD-MSI chain through the programs: bits by hand, KD-MSI, MSI map,
                     tmp / "c.tif", "--threads", "1", "--quiet"});
     const auto e = ok("cd-eval", {"--pred", tmp / "c.tif", "--ref", scene + "/label.tif", "--quiet"});
     CHECK(e["pooled"].contains("change"));
+    auto r = run_tool("cd-infer", {"--model", tmp / "seg.cdm", "--msi-branch", "teacher", "--pre", scene + "/pre.tif",
+                               "--post", scene + "/post.tif", "--out", tmp / "x.tif", "--quiet"});
+    CHECK(r.rc == 1);  // MSI options on an ordinary bundle: refused, not ignored
+    CHECK(r.err.find("KD-MSI bundles") != std::string::npos);
+    CHECK_FALSE(exists(tmp / "x.tif"));
     // The sweep on the labelled tiles prints a table and writes nothing.
-    auto r = run_tool("cd-infer", {"--model", tmp / "k.cdm", "--tiles", tmp / "labelled/tiles.csv", "--tau-sweep",
+    r = run_tool("cd-infer", {"--model", tmp / "k.cdm", "--tiles", tmp / "labelled/tiles.csv", "--tau-sweep",
                                    "--threads", "1"});
     INFO(r.err);
     REQUIRE(r.rc == 0);

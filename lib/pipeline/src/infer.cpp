@@ -276,6 +276,11 @@ LoadedModel load_model(const InferOptions& o, const RunContext& ctx) {
     m.predictor = make_predictor(m, o);
     // KD-MSI's maps count as change strictly above the threshold (as its authors threshold).
     m.strict = dynamic_cast<nn::CamPairModelImpl*>(m.bundle.model.get()) != nullptr;
+    const bool msi_asked = !o.msi_scales.empty() || o.msi_branch != "student" || !o.msi_gate || !o.msi_flip ||
+                           o.msi_window_norm;
+    if (msi_asked && !m.strict)
+        throw ConfigError("the --msi-* options are for KD-MSI bundles; " + quote(m.path) + " holds " +
+                          quote(m.bundle.model->options().arch));
     return m;
 }
 
