@@ -142,7 +142,6 @@ torch::Tensor MsiPredictor::map_at(const torch::Tensor& pre, const torch::Tensor
 }
 
 torch::Tensor MsiPredictor::predict(const torch::Tensor& pre, const torch::Tensor& post, const torch::Tensor& valid) {
-    (void)valid;
     torch::NoGradGuard no_grad;
     torch::Tensor sum;
     int passes = 0;
@@ -159,8 +158,11 @@ torch::Tensor MsiPredictor::predict(const torch::Tensor& pre, const torch::Tenso
         const auto peak = std::get<0>((p * valid.to(p.dtype())).flatten(1).max(1)).view({-1, 1, 1});
         p = p / (peak + 1e-5);
     }
+    windows_ += n;
+    if (!options_.gate) return p.contiguous();
     {
-        // The predicted image label: the teacher's mean F on the window as it is.
+        // The predicted image label: the teacher's mean F on the window as it is (an extra
+        // teacher pass, run only for the gate).
         const auto a = detail::pad_to_multiple(pre, cam_->stride()), b = detail::pad_to_multiple(post, cam_->stride());
         torch::Tensor ft;
         {
@@ -170,17 +172,14 @@ torch::Tensor MsiPredictor::predict(const torch::Tensor& pre, const torch::Tenso
         ft = detail::crop_feature(ft.to(torch::kFloat32), pre.size(2), pre.size(3), cam_->stride());
         last_logits_ = ft.mean({1, 2, 3}).to(torch::kCPU);
     }
-    windows_ += n;
-    if (options_.gate) {
-        if (!known_.empty() && int64_t(known_.size()) != n)
-            throw Error("MSI: " + std::to_string(known_.size()) + " known labels for " + std::to_string(n) + " windows");
-        for (int64_t k = 0; k < n; ++k) {
-            const int known = known_.empty() ? -1 : known_[size_t(k)];
-            const bool changed = known >= 0 ? known > 0 : last_logits_[k].item<float>() >= 0;
-            if (!changed) {
-                p[k].zero_();
-                ++gated_;
-            }
+    if (!known_.empty() && int64_t(known_.size()) != n)
+        throw Error("MSI: " + std::to_string(known_.size()) + " known labels for " + std::to_string(n) + " windows");
+    for (int64_t k = 0; k < n; ++k) {
+        const int known = known_.empty() ? -1 : known_[size_t(k)];
+        const bool changed = known >= 0 ? known > 0 : last_logits_[k].item<float>() >= 0;
+        if (!changed) {
+            p[k].zero_();
+            ++gated_;
         }
     }
     return p.contiguous();

@@ -325,9 +325,9 @@ public:
         stride_ = int64_t(1) << stages;  // the stem halves, then every stage after the first
         const int teacher_width = extra_int(o, "teacher_width", o.width);
         teacher_ = register_module("teacher", CamNet(o.in_bands, teacher_width, stages, blocks,
-                                                     cam_fusion(o, "teacher_fusion", "abs")));
+                                                     teacher_fusion(o)));
         student_ = register_module("student", CamNet(o.in_bands, o.width, stages, blocks,
-                                                     cam_fusion(o, "student_fusion", "abs")));
+                                                     student_fusion(o)));
     }
 
     // The maps (and so the logits) are convolutional; the image logit, and so MSI's gate,
@@ -377,3 +377,10 @@ ChangeModel make_bit(const ModelOptions& o) { return std::make_shared<BitImpl>(o
 ChangeModel make_cam_pair(const ModelOptions& o) { return std::make_shared<CamPairImpl>(o); }
 
 }  // namespace cdk::nn::detail
+
+namespace cdk::nn {
+
+std::string teacher_fusion(const ModelOptions& options) { return detail::cam_fusion(options, "teacher_fusion", "abs"); }
+std::string student_fusion(const ModelOptions& options) { return detail::cam_fusion(options, "student_fusion", "abs"); }
+
+}  // namespace cdk::nn

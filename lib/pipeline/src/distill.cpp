@@ -123,11 +123,9 @@ nlohmann::json distill_kdmsi(const DistillOptions& o, const RunContext& ctx) {
     }
     // What the model will be: --student-init's options, else these ones.
     const nn::ModelOptions mo = t.init.empty() ? t.model : nn::read_bundle_info(t.init).model;
-    auto fusion = [&](const char* key, const char* fallback) {
-        return mo.extra.contains(key) && mo.extra[key].is_string() ? mo.extra[key].get<std::string>() : std::string(fallback);
-    };
-    ctx.info("KD-MSI: teacher (" + fusion("teacher_fusion", "abs") + " fusion) and student (" +
-             fusion("student_fusion", "abs") + " fusion) trained together on image-level labels; kd weight " +
+    const std::string teacher = nn::teacher_fusion(mo), student = nn::student_fusion(mo);
+    ctx.info("KD-MSI: teacher (" + teacher + " fusion) and student (" +
+             student + " fusion) trained together on image-level labels; kd weight " +
              format_number(k.kd_weight) +
              (k.student_cls_weight > 0 ? ", student classification weight " + format_number(k.student_cls_weight)
                                        : std::string()) +
@@ -137,8 +135,8 @@ nlohmann::json distill_kdmsi(const DistillOptions& o, const RunContext& ctx) {
                                    {"student_cls_weight", k.student_cls_weight},
                                    {"kd_loss", k.kd_loss},
                                    {"select", k.select},
-                                   {"teacher_fusion", fusion("teacher_fusion", "abs")},
-                                   {"student_fusion", fusion("student_fusion", "abs")},
+                                   {"teacher_fusion", teacher},
+                                   {"student_fusion", student},
                                    {"labels", "image-level"},
                                    {"student_init", t.init.empty() ? nlohmann::json(nullptr) : nlohmann::json(t.init)}};
     return train_objective(

@@ -477,7 +477,7 @@ TrainData open_data(const TrainOptions& o) {
 // A method that learns from pixel labels refuses tiles without one, naming the first.
 // A method that learns from image-level labels refuses tiles without one; validation tiles
 // need what the best epoch is chosen by (pixel labels, or image-level ones).
-void check_pixel_labels(const TrainOptions& o, const TrainData& d, const nn::Objective& objective) {
+void check_labels(const TrainOptions& o, const TrainData& d, const nn::Objective& objective) {
     if (!objective.needs_pixel_labels()) {
         for (const auto& r : d.train->records())
             if (r.changed < 0)
@@ -968,7 +968,7 @@ nlohmann::json train_objective(const TrainOptions& o, const ObjectiveFactory& ma
     const bool nhwc = nn::use_channels_last(o.memory_format, device, start.options.width);
     if (nhwc) nn::to_channels_last(*start.model);
     std::unique_ptr<nn::Objective> objective = make_objective(start.model);
-    check_pixel_labels(o, data, *objective);
+    check_labels(o, data, *objective);
     apply_degradation(o, data, *objective);
     Trainer trainer(o, ctx, std::move(paths), std::move(data), std::move(start), std::move(objective), device, nhwc);
     return trainer.run(t_start);

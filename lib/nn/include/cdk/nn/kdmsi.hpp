@@ -44,6 +44,11 @@ protected:
     using ChangeModelImpl::ChangeModelImpl;
 };
 
+/// The fusion a kd-msi-cam model's teacher (and student) uses: options.extra's
+/// teacher_fusion (student_fusion), else the default abs; throws ConfigError for another name.
+std::string teacher_fusion(const ModelOptions& options);
+std::string student_fusion(const ModelOptions& options);
+
 /// maxnorm(x): each map of [N, 1, h, w] divided by its spatial maximum + 1e-5 (the input is
 /// expected >= 0; an all-zero map stays 0).
 torch::Tensor maxnorm(const torch::Tensor& x);
@@ -115,7 +120,8 @@ public:
     void begin_scene() override;
     /// {"mode": "msi", "scales", "flip", "branch", "gate", "windows", "windows_gated"}.
     nlohmann::json summary() const override;
-    /// The predicted image label's logit of each window of the last predict() call ([N], CPU).
+    /// The predicted image label's logit of each window of the last predict() call with the
+    /// gate on ([N], CPU; without the gate the teacher's pass is not run).
     const torch::Tensor& last_image_logits() const { return last_logits_; }
     /// Gate each window of the next predict() calls by these labels instead of the teacher's
     /// prediction (1 changed, 0 not; a known image-level label, e.g. for pseudo-masks of
