@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
     cdk::apps::add_write_flags(app, opt.write, "Output format", "Replace an existing output");
     CLI11_PARSE(app, argc, argv);
 
+    common.memory_options = "--block-rows";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         double value = 0;
         if (threshold != "auto" && cdk::parse_number(threshold, value)) opt.threshold = value;  // checked above

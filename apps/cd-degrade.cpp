@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
     cdk::apps::add_write_flags(app, opt.write, "Output format", "Replace an existing output");
     CLI11_PARSE(app, argc, argv);
 
+    common.memory_options = "--block";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         auto summary = cdk::geo::degrade_raster(opt, ctx);
         cdk::apps::print_result(summary.dump(2));

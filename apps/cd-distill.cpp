@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"image", "pixel"}));
     CLI11_PARSE(app, argc, argv);
 
+    common.memory_options = "--batch-size or --crop";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         cdk::apps::finish_train_flags(opt.train, flags, common);
         auto summary = cdk::pipeline::distill_model(opt, ctx);

@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
     cdk::apps::add_write_flags(app, opt.write, "Output format", "Replace existing outputs");
     CLI11_PARSE(app, argc, argv);
 
+    common.memory_options = "--ram, --batch-size or --tile-size";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         opt.pair.align = cdk::geo::parse_align_mode(align);
         opt.pair.nodata = nodata;

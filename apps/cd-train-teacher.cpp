@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     app.get_option("--arch")->required();
     CLI11_PARSE(app, argc, argv);
 
+    common.memory_options = "--batch-size or --crop";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         cdk::apps::finish_train_flags(opt, flags, common);
         auto summary = cdk::pipeline::train_model(opt, ctx);

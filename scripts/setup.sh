@@ -9,7 +9,7 @@ PACKAGES=(
   libgdal-dev gdal-bin libproj-dev proj-bin
   libopencv-core-dev libopencv-imgproc-dev
   libtorch-dev libopenblas0-openmp libdnnl-dev
-  libcli11-dev catch2 nlohmann-json3-dev
+  libcli11-dev catch2 nlohmann-json3-dev zlib1g-dev
   python3 python3-gdal python3-numpy
 )
 # Optional clients used by the tests that talk to real tools; tests skip without them.

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <iostream>
 #include <mutex>
+#include <new>
 
 #include "cdk/core/error.hpp"
 #include "cdk/core/version.hpp"
@@ -160,9 +161,26 @@ void write_log(LogLevel level, const std::string& message) {
 
 // GDAL failures become exceptions carrying CPLGetLastErrorMsg(); here only warnings and
 // debug messages are shown, routed through the program's logger.
+// GDAL's warnings are shown at debug level (--verbose): a damaged input draws several
+// before the error that names it, and a failure is one line. What the user asked for and
+// GDAL would only warn about (an unknown --co) is checked and refused up front.
 void CPL_STDCALL gdal_error_handler(CPLErr cls, CPLErrorNum, const char* msg) {
     if (cls == CE_Warning) write_log(LogLevel::Debug, std::string("GDAL: ") + msg);
     else if (cls == CE_Debug) write_log(LogLevel::Debug, std::string("GDAL: ") + msg);
+}
+
+// An error's message for the one line a program prints: its first line (LibTorch appends
+// a backtrace of many lines to its own); running out of memory says so, with the options
+// that lower it.
+std::string error_line(const std::exception& e, const std::string& memory_options) {
+    std::string m = e.what();
+    if (const auto nl = m.find('\n'); nl != std::string::npos) m.erase(nl);
+    while (!m.empty() && (m.back() == ' ' || m.back() == '\r')) m.pop_back();
+    const bool oom = dynamic_cast<const std::bad_alloc*>(&e) || m.find("can't allocate memory") != std::string::npos ||
+                     m.find("out of memory") != std::string::npos;
+    if (!oom) return m;
+    return "out of memory (" + m + ")" +
+           (memory_options.empty() ? std::string() : "; " + memory_options + " lower what a run needs");
 }
 
 }  // namespace
@@ -220,13 +238,11 @@ int run_guarded(const CommonFlags& flags, const std::function<void(const RunCont
         return finish(130);
     } catch (const std::exception& e) {
         bar.finish_line();
-        write_log(LogLevel::Error, e.what());
+        write_log(LogLevel::Error, error_line(e, flags.memory_options));
         return finish(1);
     }
-    if (g_interrupted) {
-        write_log(LogLevel::Error, "interrupted");
-        return finish(130);
-    }
+    // An interrupt that came after the work was complete (every output written) changes
+    // nothing: the run succeeded.
     return finish(0);
 }
 

@@ -16,6 +16,9 @@ struct CommonFlags {
     bool verbose = false;  ///< debug lines too
     bool debug = false;    ///< let exceptions escape (for a debugger / core dump)
     int threads = 0;       ///< worker threads, 0 = all cores
+    /// The options that lower the memory a run needs, named when it runs out ("--ram or
+    /// --batch-size"); set by each program.
+    std::string memory_options;
 };
 
 /// Add --quiet --verbose --debug --threads --version to a program.

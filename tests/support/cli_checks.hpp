@@ -15,6 +15,7 @@ namespace cdk::test {
 /// A run that failed as every cdkit program must: exit 1, nothing on stdout, exactly one
 /// line on stderr, starting with "ERROR: " and naming every culprit.
 inline void check_one_error_line(const CommandResult& r, const std::vector<std::string>& culprits) {
+    INFO("stderr: " << r.err);
     CHECK(r.rc == 1);
     CHECK(r.out.empty());
     CHECK(r.err.rfind("ERROR: ", 0) == 0);

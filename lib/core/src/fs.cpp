@@ -1,6 +1,11 @@
 #include "cdk/core/fs.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <atomic>
 #include <cctype>
@@ -8,7 +13,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <random>
+#include <vector>
 
 #include "cdk/core/error.hpp"
 
@@ -17,13 +25,70 @@ namespace fs = std::filesystem;
 namespace cdk {
 
 namespace {
+
+std::string host_name() {
+    char host[256] = "";
+    if (::gethostname(host, sizeof host - 1) != 0 || !host[0]) return "host";
+    std::string h(host);
+    for (char& c : h)
+        if (c == '/' || c == '-') c = '_';  // '-' separates the fields of a temporary's name
+    return h;
+}
+
+const std::string& this_host() {
+    static const std::string h = host_name();
+    return h;
+}
+
+// ".NAME.part-HOST-PID-COUNTER-RANDOM": the host and process that write it, so a later run
+// can tell a temporary whose writer died (kill -9, power loss) from one being written.
 std::string temp_name_for(const fs::path& final_path) {
     static std::atomic<unsigned> counter{0};
     std::random_device rd;
-    auto name = "." + final_path.filename().string() + ".part-" + std::to_string(::getpid()) +
-                "-" + std::to_string(counter++) + "-" + std::to_string(rd() % 100000);
+    auto name = "." + final_path.filename().string() + ".part-" + this_host() + "-" +
+                std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+                std::to_string(rd() % 100000);
     return (final_path.parent_path() / name).string();
 }
+
+// Temporaries that a dead process of this host left in `folder`, by the output name they
+// were for. Each folder is listed once per process (a tile folder holds thousands of files).
+// Another host's temporaries are never touched: on a shared file system (a Slurm cluster)
+// their writer may be running.
+std::vector<std::pair<std::string, fs::path>> stale_parts_in(const fs::path& folder) {
+    std::vector<std::pair<std::string, fs::path>> stale;
+    std::error_code ec;
+    const std::string mark = ".part-" + this_host() + "-";
+    for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string f = it->path().filename().string();
+        const size_t at = f.rfind(mark);
+        if (f.empty() || f[0] != '.' || at == std::string::npos || at < 1) continue;
+        const long pid = std::strtol(f.c_str() + at + mark.size(), nullptr, 10);
+        if (pid <= 0 || pid == ::getpid()) continue;
+        if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+        stale.emplace_back(f.substr(1, at - 1), it->path());
+    }
+    return stale;
+}
+
+// Remove what a dead writer left of output `final_path` (its own temporaries only).
+void remove_stale_parts(const fs::path& final_path) {
+    static std::mutex mu;
+    static std::map<std::string, std::vector<std::pair<std::string, fs::path>>> listed;
+    const fs::path folder = final_path.parent_path().empty() ? fs::path(".") : final_path.parent_path();
+    std::lock_guard<std::mutex> lock(mu);
+    std::error_code ec;
+    const std::string key = fs::absolute(folder, ec).lexically_normal().string();
+    auto it = listed.find(key);
+    if (it == listed.end()) it = listed.emplace(key, stale_parts_in(folder)).first;
+    const std::string name = final_path.filename().string();
+    for (auto& [output, path] : it->second)
+        if (output == name && !path.empty()) {
+            fs::remove_all(path, ec);
+            path.clear();
+        }
+}
+
 }  // namespace
 
 AtomicPath::AtomicPath(std::string final_path, bool overwrite)
@@ -39,6 +104,7 @@ AtomicPath::AtomicPath(std::string final_path, bool overwrite)
     if (fs::exists(p, ec) && !overwrite_)
         throw ConfigError("output " + quote(final_) + " exists (use --overwrite to replace it)");
     if (p.parent_path().empty()) p = fs::path(".") / p;
+    remove_stale_parts(p);
     temp_ = temp_name_for(p);
 }
 
@@ -79,15 +145,89 @@ void AtomicPath::commit() {
     committed_ = true;
 }
 
+namespace {
+
+// The path with links resolved as far as it exists (the rest appended as written).
+fs::path resolved(const std::string& p) {
+    std::error_code ec;
+    fs::path abs = fs::absolute(p, ec);
+    if (ec) abs = fs::path(p);
+    fs::path c = fs::weakly_canonical(abs, ec);
+    return ec ? abs.lexically_normal() : c;
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+    std::error_code ec;
+    if (fs::exists(a, ec) && fs::exists(b, ec)) {
+        const bool same = fs::equivalent(a, b, ec);
+        if (!ec) return same;
+    }
+    return resolved(a) == resolved(b);
+}
+
+// Whether `path` lies inside folder `folder` (both resolved).
+bool lies_in(const std::string& folder, const std::string& path) {
+    const fs::path f = resolved(folder), x = resolved(path);
+    auto fi = f.begin(), xi = x.begin();
+    for (; fi != f.end() && xi != x.end(); ++fi, ++xi) {
+        if (fi->empty()) break;  // a trailing separator
+        if (*fi != *xi) return false;
+    }
+    return fi == f.end() || fi->empty();
+}
+
+}  // namespace
+
+void check_not_input(const std::string& output, const std::vector<NamedInput>& inputs) {
+    if (output.empty() || output.rfind("/vsi", 0) == 0) return;
+    for (const auto& in : inputs) {
+        if (in.path.empty() || in.path.rfind("/vsi", 0) == 0) continue;
+        if (same_file(output, in.path))
+            throw ConfigError("output " + quote(output) + " is the input " + in.option + " " + quote(in.path) +
+                              ": choose another output (inputs are never replaced)");
+        if (lies_in(output, in.path))
+            throw ConfigError("output " + quote(output) + " holds the input " + in.option + " " + quote(in.path) +
+                              ": choose another output (inputs are never replaced)");
+    }
+}
+
+void check_output_folder(const std::string& path) {
+    fs::path p(path);
+    if (p.filename().empty()) p = p.parent_path();
+    const fs::path parent = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+    std::error_code ec;
+    if (!fs::is_directory(parent, ec))
+        throw IoError("output folder " + quote(parent.string()) + " does not exist (for " + quote(path) + ")");
+    if (::access(parent.c_str(), W_OK | X_OK) != 0)
+        throw IoError("output folder " + quote(parent.string()) + " is not writable (for " + quote(path) + "): " +
+                      std::strerror(errno));
+}
+
+void write_file(const std::string& path, const std::string& bytes, const std::string& what,
+                const std::string& name) {
+    auto fail = [&](int err) {
+        return IoError("cannot write " + what + (what.empty() ? "" : " ") + quote(name) + ": " +
+                       std::strerror(err));
+    };
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) throw fail(errno);
+    size_t done = 0;
+    while (done < bytes.size()) {
+        const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            const int err = n < 0 ? errno : ENOSPC;
+            ::close(fd);
+            throw fail(err);
+        }
+        done += size_t(n);
+    }
+    if (::close(fd) != 0) throw fail(errno);  // NFS and friends report a full disk here
+}
+
 void write_text_file(const std::string& path, const std::string& text, bool overwrite) {
     AtomicPath out(path, overwrite);
-    {
-        std::ofstream f(out.temp(), std::ios::binary);
-        if (!f) throw IoError("cannot create " + quote(out.temp()));
-        f << text;
-        f.flush();
-        if (!f) throw IoError("cannot write " + quote(path));
-    }
+    write_file(out.temp(), text, "", path);
     out.commit();
 }
 

@@ -93,7 +93,13 @@ nlohmann::json change_vector_analysis(const CvaOptions& o, const RunContext& ctx
     const auto start = std::chrono::steady_clock::now();
     ensure_gdal_registered();
     validate(o);
-    ScenePair pair = open_pair(SceneSpec::parse(o.pre), SceneSpec::parse(o.post), "", o.pair, ctx);
+    const SceneSpec pre = SceneSpec::parse(o.pre), post = SceneSpec::parse(o.post);
+    std::vector<NamedInput> inputs;
+    for (const auto& f : pre.files) inputs.push_back({"--pre", f});
+    for (const auto& f : post.files) inputs.push_back({"--post", f});
+    check_not_input(o.out, inputs);
+    check_not_input(style_path_for(o.out), inputs);
+    ScenePair pair = open_pair(pre, post, "", o.pair, ctx);
     const Grid& grid = pair.grid();
     const int W = grid.width, H = grid.height, B = pair.pre.band_count();
 

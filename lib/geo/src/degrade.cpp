@@ -589,6 +589,7 @@ void crop(const std::vector<float>& img, const Window& outer, const Window& core
 void validate(const DegradeOptions& o) {
     if (o.in.empty()) throw ConfigError("an input raster is needed (--in)");
     if (o.out.empty()) throw ConfigError("an output raster is needed (--out)");
+    check_not_input(o.out, {{"--in", o.in}});
     DegradeSpec::parse(o.spec);
     if (o.block < 16 || o.block > 16384)
         throw ConfigError("block size " + quote(std::to_string(o.block)) + " must be from 16 to 16384");

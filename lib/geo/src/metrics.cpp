@@ -58,14 +58,14 @@ struct OpenedPair {
 OpenedPair open_eval_pair(const EvalPair& p, const EvalOptions& o) {
     OpenedPair op;
     // The reference's grid first, so that a prediction on another grid is the one named.
-    op.ref = open_label(p.ref, grid_of(*open_raster(p.ref)));
+    op.ref = open_label(p.ref, grid_of(*open_raster(p.ref)), "reference");
     op.grid = grid_of(*op.ref.ds);
     const Grid pred_grid = grid_of(*open_raster(p.pred));
     if (!grids_match(pred_grid, op.grid))
         throw ConfigError("prediction " + quote(p.pred) + " is not on the grid of reference " +
                           quote(p.ref) + ": prediction is " + pred_grid.describe() +
                           ", reference is " + op.grid.describe());
-    op.pred = open_label(p.pred, op.grid);
+    op.pred = open_label(p.pred, op.grid, "prediction", "the reference");
     if (o.pred_nodata) op.pred.nodata = o.pred_nodata;
     if (o.ref_nodata) op.ref.nodata = o.ref_nodata;
     return op;

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "cdk/core/error.hpp"
+#include "cdk/core/fs.hpp"
 #include "cdk/geo/polygons.hpp"
 #include "cdk/geo/scene.hpp"
 
@@ -53,8 +54,9 @@ void validate(const MosaicOptions& o) {
         throw ConfigError("resolution must be a positive number (or 0 for the first input's)");
     if (o.strip_rows < 1) throw ConfigError("strip rows must be positive");
     if (!(o.min_area_m2 >= 0)) throw ConfigError("minimum area must be >= 0");
-    for (const auto& in : o.inputs)
-        if (in == o.out) throw ConfigError("output " + quote(o.out) + " is also an input");
+    std::vector<NamedInput> inputs;
+    for (const auto& in : o.inputs) inputs.push_back({"raster", in});
+    for (const auto* out : {&o.out, &o.polygons}) check_not_input(*out, inputs);
     validate(o.write);
 }
 

@@ -393,7 +393,7 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
             throw ConfigError(
                 "tile " + quote(id) + " of manifest " + quote(o.manifest) +
                 " has no CAR and no image-level label (run cd-tile with a label or --tile-labels)");
-        if (!parse_number(cell, car[i]) || !(car[i] >= 0 && car[i] <= 1))
+        if (!parse_car(cell, car[i]))
             throw ConfigError("tile " + quote(id) + " of manifest " + quote(o.manifest) +
                               " has CAR " + quote(cell) + ", not a number in [0, 1]");
     }

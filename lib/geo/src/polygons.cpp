@@ -83,6 +83,19 @@ nlohmann::json polygonize_changes(const PolygonOptions& o, const RunContext& ctx
 
     auto* gpkg = GetGDALDriverManager()->GetDriverByName("GPKG");
     if (!gpkg) throw IoError("GDAL has no GeoPackage driver");
+    // SQLite reports some failed writes (a full disk) only as GDAL errors from calls whose
+    // results the driver does not pass on: any GDAL failure while the GeoPackage is written
+    // makes it an error, or a truncated file would be published as complete.
+    std::string failure;
+    CPLPushErrorHandlerEx(
+        [](CPLErr cls, CPLErrorNum, const char* msg) {
+            auto* first = static_cast<std::string*>(CPLGetErrorHandlerUserData());
+            if (cls >= CE_Failure && first->empty()) *first = msg;
+        },
+        &failure);
+    struct PopHandler {
+        ~PopHandler() { CPLPopErrorHandler(); }
+    } pop_handler;
     CPLErrorReset();
     std::unique_ptr<GDALDataset> vec(gpkg->Create(out.temp().c_str(), 0, 0, 0, GDT_Unknown, nullptr));
     if (!vec) throw IoError("cannot create " + quote(o.out) + ": " + gdal_message());
@@ -99,7 +112,8 @@ nlohmann::json polygonize_changes(const PolygonOptions& o, const RunContext& ctx
     const int id_field = layer->GetLayerDefn()->GetFieldIndex("id");
 
     // One transaction: a GeoPackage commits every feature otherwise.
-    vec->StartTransaction();
+    if (vec->StartTransaction() != OGRERR_NONE)
+        throw IoError("cannot write " + quote(o.out) + ": " + gdal_message());
     auto* band = lab_ds->GetRasterBand(1);  // also the mask: label 0 (no kept region) is skipped
     CPLErrorReset();
     if (GDALPolygonize(GDALRasterBand::ToHandle(band), GDALRasterBand::ToHandle(band), OGRLayer::ToHandle(layer),
@@ -131,6 +145,7 @@ nlohmann::json polygonize_changes(const PolygonOptions& o, const RunContext& ctx
     CPLErrorReset();
     vec.reset();  // closes the GeoPackage
     if (CPLGetLastErrorType() >= CE_Failure) throw IoError("cannot close " + quote(o.out) + ": " + gdal_message());
+    if (!failure.empty()) throw IoError("cannot write " + quote(o.out) + ": " + failure);
     out.commit();
     ctx.info(std::to_string(regions) + " change regions written to " + quote(o.out) +
              (dropped ? " (" + std::to_string(dropped) + " smaller than the minimum area left out)" : ""));

@@ -212,6 +212,30 @@ void validate(const WriteOptions& options) {
     for (const auto& co : options.creation_options)
         if (co.find('=') == std::string::npos || co.front() == '=')
             throw ConfigError("creation option " + quote(co) + " is not of the form KEY=VALUE");
+    if (options.creation_options.empty()) return;
+    // GDAL only warns about an option it does not know, or a value outside an option's list,
+    // and then ignores it: the user asked for something they would not get, so it is an error
+    // here (--co COMPRESS=BOGUS). Its other complaints (a number outside the advised range,
+    // as COG's BLOCKSIZE below 128) are advice the driver does not enforce: let through.
+    auto* driver = GetGDALDriverManager()->GetDriverByName(options.format.c_str());
+    if (!driver) return;  // a missing COG driver is reported when the file is written
+    CPLStringList co;
+    for (const auto& kv : options.creation_options) co.AddString(kv.c_str());
+    std::string complaints;
+    CPLPushErrorHandlerEx(
+        [](CPLErr, CPLErrorNum, const char* msg) {
+            const std::string m(msg);
+            if (m.find("does not support") == std::string::npos && m.find("string-select") == std::string::npos)
+                return;
+            auto* text = static_cast<std::string*>(CPLGetErrorHandlerUserData());
+            *text += (text->empty() ? "" : "; ") + m;
+        },
+        &complaints);
+    GDALValidateCreationOptions(driver, co.List());
+    CPLPopErrorHandler();
+    if (!complaints.empty())
+        throw ConfigError("--co refused (GDAL's " + options.format + " driver would ignore it): " +
+                          complaints);
 }
 
 long long set_block_cache(long long bytes) {
@@ -283,6 +307,12 @@ void RasterWriter::write_all(const Window& w, const void* data, GDALDataType buf
 }
 
 void RasterWriter::commit() {
+    close();
+    out_.commit();
+}
+
+const std::string& RasterWriter::close() {
+    if (!ds_) return out_.temp();
     CPLErrorReset();
     if (staged()) {
         auto* drv = GetGDALDriverManager()->GetDriverByName(options_.format.c_str());
@@ -304,7 +334,7 @@ void RasterWriter::commit() {
     if (CPLGetLastErrorType() == CE_Failure)
         throw IoError("cannot close " + quote(path_) + ": " + gdal_message());
     if (work_path_ != out_.temp()) VSIUnlink(work_path_.c_str());
-    out_.commit();
+    return out_.temp();
 }
 
 void set_change_colour_table(GDALRasterBand& band) {

@@ -343,20 +343,20 @@ std::vector<uint8_t> Label::read(const Window& w) const {
     return out;
 }
 
-Label open_label(const std::string& path, const Grid& grid) {
+Label open_label(const std::string& path, const Grid& grid, const std::string& role, const std::string& grid_of_what) {
     Label l;
     l.path = path;
     l.ds = open_raster(path);
     refuse_gcp_only(*l.ds, path);
     if (l.ds->GetRasterCount() != 1)
-        throw ConfigError("label " + quote(path) + " has " + std::to_string(l.ds->GetRasterCount()) +
+        throw ConfigError(role + " " + quote(path) + " has " + std::to_string(l.ds->GetRasterCount()) +
                           " bands; a single-band change mask is needed");
     Grid g = grid_of(*l.ds);
     const bool same_size = g.width == grid.width && g.height == grid.height;
     const bool ok = (g.has_geotransform && grid.has_geotransform) ? g.same_as(grid) : same_size;
     if (!ok)
-        throw ConfigError("label " + quote(path) + " is not on date 1's grid: label is " + g.describe() +
-                          ", date 1 is " + grid.describe());
+        throw ConfigError(role + " " + quote(path) + " is not on " + grid_of_what + "'s grid: " + role + " is " +
+                          g.describe() + ", " + grid_of_what + " is " + grid.describe());
     int has = 0;
     double nd = l.ds->GetRasterBand(1)->GetNoDataValue(&has);
     if (has) l.nodata = nd;

@@ -173,8 +173,17 @@ std::map<std::string, int> read_tile_labels(const std::string& path) {
 nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
     validate(o);
     const auto t0 = std::chrono::steady_clock::now();
-    AtomicPath out(o.out, o.write.overwrite);  // refuses an existing output before any work
     std::vector<PairJob> jobs = pair_jobs(o);
+    {  // --overwrite replaces the output folder whole: it must hold no input
+        std::vector<NamedInput> inputs{{"--pairs", o.pairs}, {"--folder", o.folder}, {"--tile-labels", o.tile_labels}};
+        for (const auto& j : jobs) {
+            for (const auto& f : j.pre.files) inputs.push_back({"scene " + quote(j.scene) + " (pre)", f});
+            for (const auto& f : j.post.files) inputs.push_back({"scene " + quote(j.scene) + " (post)", f});
+            inputs.push_back({"scene " + quote(j.scene) + " (label)", j.label});
+        }
+        check_not_input(o.out, inputs);
+    }
+    AtomicPath out(o.out, o.write.overwrite);  // refuses an existing output before any work
     {
         std::set<std::string> seen;
         for (auto& j : jobs) {
@@ -427,6 +436,13 @@ nlohmann::json tile_scenes(const TileOptions& o, const RunContext& ctx) {
                           {"given", o.tile_labels.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.tile_labels)},
                           {"tiles", n_image_labelled},
                           {"changed", n_changed}};
+    // An empty tile set is no result: every later step would fail on it.
+    if (n_tiles == 0)
+        throw ConfigError("no tile written to " + quote(o.out) + ": " +
+                          (n_skipped > 0 ? "all " + std::to_string(n_skipped) +
+                                               " tiles have less valid data than --min-valid " + format_number(o.min_valid) +
+                                               " (scenes mostly nodata, or a wrong nodata value?)"
+                                         : std::string("the scenes hold no whole tile")));
     write_text_file(tmp + "/dataset.json", ds.dump(2) + "\n", false);
     out.commit();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -11,6 +11,8 @@
 #include "cdk/core/fs.hpp"
 #include "cdk/core/version.hpp"
 
+#include <zlib.h>
+
 namespace cdk::nn {
 
 namespace {
@@ -37,11 +39,34 @@ std::vector<std::pair<std::string, torch::Tensor>> state_of(torch::nn::Module& m
     return s;
 }
 
-// An open bundle: the header parsed, the stream positioned at the weights.
+// CRC-32 (zlib's, the one zip and PNG use) as 8 hex digits.
+std::string crc32_hex(const std::string& bytes) {
+    uLong crc = ::crc32(0L, Z_NULL, 0);
+    for (size_t at = 0; at < bytes.size();) {  // zlib takes uInt lengths
+        const size_t n = std::min<size_t>(bytes.size() - at, size_t(1) << 30);
+        crc = ::crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + at), static_cast<uInt>(n));
+        at += n;
+    }
+    char hex[9];
+    std::snprintf(hex, sizeof hex, "%08lx", static_cast<unsigned long>(crc) & 0xffffffffUL);
+    return hex;
+}
+
+// The header's own checksum covers its JSON without the "checksum" entry, in nlohmann's
+// compact form (keys sorted; numbers in their shortest round-trip form, so text that was
+// written, read and written again is the same).
+std::string header_crc(nlohmann::json header) {
+    header.erase("checksum");
+    return crc32_hex(header.dump());
+}
+
+// An open bundle: the header parsed (and checked against its checksum), the stream
+// positioned at the weights.
 struct OpenBundle {
     std::ifstream in;
     nlohmann::json header;
     uint64_t weights_size = 0;
+    std::string weights_crc;  // the stored checksum of the weights ("" = none stored)
 };
 
 void open_bundle(const std::string& path, OpenBundle& b) {
@@ -72,6 +97,16 @@ void open_bundle(const std::string& path, OpenBundle& b) {
         throw ModelError("model bundle " + quote(path) + " has format " + quote(format) + ", this build reads " +
                          quote(kFormat));
     b.weights_size = size - 16 - len;
+    if (b.header.contains("checksum")) {
+        const auto& c = b.header["checksum"];
+        if (!c.is_object() || c.value("algorithm", "") != "crc32" || !c.contains("header") ||
+            !c["header"].is_string() || !c.contains("weights") || !c["weights"].is_string())
+            throw ModelError("model bundle " + quote(path) + " has an unreadable checksum entry");
+        if (c["header"].get<std::string>() != header_crc(b.header))
+            throw ModelError("model bundle " + quote(path) +
+                             " is corrupt: its header does not match its checksum (edited or damaged)");
+        b.weights_crc = c["weights"].get<std::string>();
+    }
 }
 
 }  // namespace
@@ -92,21 +127,18 @@ void save_bundle(const std::string& path, ChangeModelImpl& model, nlohmann::json
     header["model"] = to_json(model.options());
     header["toolkit"] = kVersion;
     header["weights_bytes"] = w.size();
+    header.erase("checksum");
+    header["checksum"] = {{"algorithm", "crc32"}, {"header", header_crc(header)}, {"weights", crc32_hex(w)}};
     const std::string text = header.dump(2);
     std::array<char, 8> len{};
     for (size_t i = 0; i < 8; ++i) len[i] = static_cast<char>((uint64_t(text.size()) >> (8 * i)) & 0xff);
 
     AtomicPath out(path, overwrite);
-    {
-        std::ofstream f(out.temp(), std::ios::binary | std::ios::trunc);
-        if (!f) throw IoError("cannot write model bundle " + quote(path));
-        f.write(kMagic, 8);
-        f.write(len.data(), 8);
-        f.write(text.data(), static_cast<std::streamsize>(text.size()));
-        f.write(w.data(), static_cast<std::streamsize>(w.size()));
-        f.close();
-        if (!f) throw IoError("cannot write model bundle " + quote(path) + " (disk full?)");
-    }
+    std::string bytes(kMagic, 8);
+    bytes.append(len.data(), 8);
+    bytes += text;
+    bytes += w;
+    write_file(out.temp(), bytes, "model bundle", path);
     out.commit();
 }
 
@@ -126,7 +158,7 @@ namespace {
 // Keys BundleHeader knows; every other key is kept in `other`.
 const char* const kKnownKeys[] = {"format", "model",    "bands",   "data_type",    "nodata",  "normalization",
                                   "tile_size", "overlap", "training", "metrics", "distillation", "toolkit",
-                                  "weights_bytes"};
+                                  "weights_bytes", "checksum"};
 
 }  // namespace
 
@@ -224,6 +256,11 @@ std::vector<double> BundleHeader::partition_thresholds() const {
 
 bool BundleHeader::training_complete() const { return !training.is_object() || training.value("complete", true); }
 
+std::string unverified_warning(const std::string& path) {
+    return "model bundle " + quote(path) +
+           " has no checksum (an older cdkit wrote it): it cannot be checked for damage";
+}
+
 Bundle load_bundle(const std::string& path, const torch::Device& device) {
     OpenBundle b;
     open_bundle(path, b);
@@ -238,6 +275,9 @@ Bundle load_bundle(const std::string& path, const torch::Device& device) {
     if (info.weights_bytes && *info.weights_bytes != b.weights_size) throw ModelError(corrupt(path));
     std::string w(b.weights_size, '\0');
     if (!b.in.read(w.data(), static_cast<std::streamsize>(w.size()))) throw ModelError(corrupt(path));
+    if (!b.weights_crc.empty() && crc32_hex(w) != b.weights_crc)
+        throw ModelError("model bundle " + quote(path) +
+                         " is corrupt: its weights do not match their checksum (a damaged copy?)");
     torch::serialize::InputArchive archive;
     try {
         std::istringstream ws(w);
@@ -267,7 +307,14 @@ Bundle load_bundle(const std::string& path, const torch::Device& device) {
     }
     model->to(device);
     model->eval();
-    return Bundle{std::move(b.header), std::move(model), std::move(info)};
+    const bool verified = !b.weights_crc.empty();
+    return Bundle{std::move(b.header), std::move(model), std::move(info), verified};
+}
+
+Bundle load_bundle(const std::string& path, const torch::Device& device, const RunContext& ctx) {
+    Bundle b = load_bundle(path, device);
+    if (!b.verified) ctx.warn(unverified_warning(path));
+    return b;
 }
 
 void check_input(const BundleHeader& header, int bands, const std::string& data_type,

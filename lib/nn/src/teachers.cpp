@@ -50,7 +50,7 @@ void check_threshold_count(size_t teachers, size_t thresholds) {
 }
 
 TeacherSet load_teachers(const std::vector<std::string>& items, std::vector<double> thresholds,
-                         const torch::Device& device) {
+                         const torch::Device& device, const RunContext* ctx) {
     if (items.size() < 2) throw ConfigError("at least two teachers are needed (NAME=BUNDLE,NAME=BUNDLE)");
     std::vector<std::pair<std::string, std::string>> given;
     for (const auto& item : items) {
@@ -68,7 +68,7 @@ TeacherSet load_teachers(const std::vector<std::string>& items, std::vector<doub
     TeacherSet set;
     set.thresholds = std::move(thresholds);
     for (const auto& [name, path] : ordered) {
-        Bundle b = load_bundle(path, device);
+        Bundle b = ctx ? load_bundle(path, device, *ctx) : load_bundle(path, device);
         for (auto& p : b.model->parameters()) p.set_requires_grad(false);
         if (!set.bundles.empty()) {
             const auto& first = set.bundles.front();

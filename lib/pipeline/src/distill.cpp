@@ -54,7 +54,7 @@ nlohmann::json distill_mtkd(const DistillOptions& o, const RunContext& ctx) {
         throw ConfigError("the student needs a start (--student-init ORIGIN.cdm) or an architecture (--arch)");
     const nn::MtkdOptions& m = o.mtkd;
     // Teachers are loaded before the trainer seeds the generator: loading draws from it.
-    nn::MtkdTerm term(nn::load_teachers(m.teachers, m.thresholds, nn::parse_device(o.train.device)), m.kd);
+    nn::MtkdTerm term(nn::load_teachers(m.teachers, m.thresholds, nn::parse_device(o.train.device), &ctx), m.kd);
     const auto& ts = term.teachers();
     const TrainOptions t = student_options(o, ts.bundles.front().info.scene_norm());
     ctx.info("MTKD: " + std::to_string(ts.bundles.size()) + " teachers, CAR thresholds " +
@@ -80,7 +80,7 @@ nlohmann::json distill_mtkd(const DistillOptions& o, const RunContext& ctx) {
 nlohmann::json distill_hicd(const DistillOptions& o, const RunContext& ctx) {
     const nn::HicdOptions& h = o.hicd;
     // The teacher is loaded before the trainer seeds the generator: loading draws from it.
-    nn::Bundle teacher = nn::load_bundle(h.teacher, nn::parse_device(o.train.device));
+    nn::Bundle teacher = nn::load_bundle(h.teacher, nn::parse_device(o.train.device), ctx);
     DistillOptions with_arch = o;
     if (with_arch.train.init.empty() && with_arch.train.model.arch.empty()) with_arch.train.model = teacher.info.model;
     const TrainOptions t = student_options(with_arch, teacher.info.scene_norm());
@@ -147,6 +147,10 @@ nlohmann::json distill_kdmsi(const DistillOptions& o, const RunContext& ctx) {
 
 nlohmann::json distill_model(const DistillOptions& o, const RunContext& ctx) {
     validate(o);
+    std::vector<NamedInput> teachers{{"--teacher", o.hicd.teacher}};
+    for (const auto& t : o.mtkd.teachers) teachers.push_back({"--teachers", t.substr(t.find('=') + 1)});
+    for (const auto& out : {o.train.out, o.train.out + ".ckpt", o.train.out + ".log.jsonl", o.train.save_last})
+        if (!o.train.out.empty()) check_not_input(out, teachers);
     if (o.method == "kd-msi") return distill_kdmsi(o, ctx);
     return o.method == "hicd" ? distill_hicd(o, ctx) : distill_mtkd(o, ctx);
 }

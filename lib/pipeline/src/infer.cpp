@@ -19,6 +19,7 @@
 #include <set>
 
 #include "cdk/core/error.hpp"
+#include "cdk/core/fs.hpp"
 #include "cdk/core/shard.hpp"
 #include "cdk/geo/polygons.hpp"
 #include "cdk/geo/stats.hpp"
@@ -146,6 +147,7 @@ void validate(const InferOptions& o) {
     nn::validate_memory_format(o.memory_format);
     if (o.threads < 0) throw ConfigError("threads must be >= 0");
     if (!o.prob.empty() && o.prob == o.out) throw ConfigError("--prob and --out name the same file " + quote(o.out));
+    if (!o.pairs.empty() && (o.pairs == o.out)) throw ConfigError("--out names the pairs file " + quote(o.pairs));
     geo::validate_resampling(o.pair.resampling);
     geo::validate(o.write);
 }
@@ -166,8 +168,8 @@ void prepare_models(LoadedModel& m, const InferOptions& o) {
     }
 }
 
-LoadedModel load_op_model(const InferOptions& o, LoadedModel origin) {
-    origin.teachers = load_teachers(o.op_teachers, o.op_thresholds, origin.device);
+LoadedModel load_op_model(const InferOptions& o, LoadedModel origin, const RunContext& ctx) {
+    origin.teachers = load_teachers(o.op_teachers, o.op_thresholds, origin.device, &ctx);
     const auto& first = origin.teachers.bundles.front();
     if (first.info.normalization != origin.bundle.info.normalization ||
         first.model->options().in_bands != origin.bundle.model->options().in_bands)
@@ -186,9 +188,9 @@ LoadedModel open_model(const InferOptions& o, const RunContext& ctx) {
     const torch::Device device = nn::parse_device(o.device);
     if (o.amp) nn::check_amp(device, "--amp", ctx);
     if (!o.op_origin.empty()) {
-        nn::Bundle origin = nn::load_bundle(o.op_origin, device);
+        nn::Bundle origin = nn::load_bundle(o.op_origin, device, ctx);
         Normalization norm = bundle_normalization(origin, o.op_origin);
-        return load_op_model(o, LoadedModel{std::move(origin), std::move(norm), device, o.op_origin, {}, false, 0.5, nullptr});
+        return load_op_model(o, LoadedModel{std::move(origin), std::move(norm), device, o.op_origin, {}, false, 0.5, nullptr}, ctx);
     }
     if (nn::is_torchscript(o.model)) {
         // A model from Python: what a bundle's header would say comes from the options.
@@ -210,7 +212,7 @@ LoadedModel open_model(const InferOptions& o, const RunContext& ctx) {
     if (o.bands > 0 || !o.mean.empty() || !o.std.empty() || o.scene_norm != "none")
         throw ConfigError("--bands, --mean, --std and --scene-norm are for TorchScript models; bundle " + quote(o.model) +
                           " carries its own");
-    nn::Bundle bundle = nn::load_bundle(o.model, device);
+    nn::Bundle bundle = nn::load_bundle(o.model, device, ctx);
     Normalization norm = bundle_normalization(bundle, o.model);
     return {std::move(bundle), std::move(norm), device, o.model, {}, false, 0.5, nullptr};
 }
@@ -290,6 +292,21 @@ nlohmann::json skipped(const std::string& out) {
     return {{"out", out}, {"skipped", true}};
 }
 
+// The files a run reads that are not scenes: the model or the Origin-Partition bundles.
+std::vector<NamedInput> model_inputs(const InferOptions& o) {
+    std::vector<NamedInput> in{{"--model", o.model}, {"--op-origin", o.op_origin}, {"--pairs", o.pairs}};
+    for (const auto& t : o.op_teachers) in.push_back({"--op-teachers", t.substr(t.find('=') + 1)});
+    return in;
+}
+
+// No output may be (or, as a folder, hold) an input: nothing of the user's is replaced.
+void check_not_inputs(const std::vector<std::string>& outputs, std::vector<NamedInput> inputs,
+                      const std::vector<std::pair<std::string, const geo::SceneSpec*>>& scenes) {
+    for (const auto& [option, spec] : scenes)
+        for (const auto& f : spec->files) inputs.push_back({option, f});
+    for (const auto& out : outputs) check_not_input(out, inputs);
+}
+
 // Where one scene's outputs go.
 struct ScenePaths {
     std::string out, prob, polygons;
@@ -306,6 +323,16 @@ struct ScenePaths {
             if (!fs::exists(p)) return false;
         return true;
     }
+    /// The outputs that exist.
+    std::vector<std::string> existing() const {
+        std::vector<std::string> v;
+        for (const auto& p : all())
+            if (fs::exists(p)) v.push_back(p);
+        return v;
+    }
+    /// --resume found part of this scene's outputs (an earlier run stopped while it
+    /// published them): they are made again, replacing those.
+    bool redo = false;
 };
 
 // Removes a file when it goes out of scope (intermediate outputs).
@@ -629,9 +656,10 @@ struct SceneOutputs {
 };
 
 SceneOutputs open_outputs(const std::string& out, const std::string& prob, bool prob_is_scratch,
-                          const geo::Grid& grid, size_t strips, const InferOptions& o) {
+                          const geo::Grid& grid, size_t strips, const InferOptions& o, bool replace) {
     SceneOutputs w;
     geo::WriteOptions mw = o.write;
+    mw.overwrite = mw.overwrite || replace;
     mw.stage = mw.stage || strips > 1;
     w.mask = std::make_unique<geo::RasterWriter>(out, grid, 1, GDT_Byte, mw, double(kMaskNodata));
     geo::set_change_colour_table(*w.mask->dataset().GetRasterBand(1));
@@ -844,38 +872,68 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     }
     const auto t_start = Clock::now();
     const SceneInputs in = open_scene(m, pre, post, o, ctx);
+    if (!paths.polygons.empty() && o.min_area_m2 > 0 && !in.pair.grid().has_geotransform)
+        throw ConfigError("--min-area needs a georeferenced scene; " + quote(in.pair.pre.name()) +
+                          " has no pixel size in metres (use --min-area 0)");
     // Progress: the statistics pass is the first 5 %, the windows the rest.
     const RunContext window_ctx = m.norm.scene != "none" ? ctx.scaled(0.05, 1.0) : ctx;
     const ScenePlan plan = plan_scene(m, in.pair, o, ctx);
-    SceneOutputs out = open_outputs(paths.out, prob, !scratch.path.empty(), in.pair.grid(), plan.stream.strips.size(), o);
+    SceneOutputs out = open_outputs(paths.out, prob, !scratch.path.empty(), in.pair.grid(), plan.stream.strips.size(), o,
+                                    paths.redo);
     m.predictor->begin_scene();
     const StreamStats st = SceneStream(m, in, plan, out, window_ctx).run();
 
-    if (out.prob) out.prob->commit();
-    out.mask->commit();
-    geo::write_change_style(paths.out, true);
+    // The mask is published last: it stands for a complete scene (--resume skips a scene
+    // whose outputs all exist). The polygons are made from the closed but unpublished mask;
+    // a failure at any step leaves none of this scene's outputs behind.
+    const std::string mask_file = out.mask->close();
+    const std::string prob_file = out.prob ? out.prob->close() : std::string();
+    std::vector<std::string> published;
     nlohmann::json polygons = nullptr;
-    if (!paths.polygons.empty()) {
-        geo::PolygonOptions po;
-        po.mask = paths.out;
-        po.prob = prob;
-        po.out = paths.polygons;
-        po.min_area_m2 = o.min_area_m2;
-        po.overwrite = true;  // conflicts were refused before any work
-        polygons = geo::polygonize_changes(po, ctx);
+    try {
+        if (!paths.polygons.empty()) {
+            geo::PolygonOptions po;
+            po.mask = mask_file;
+            po.prob = prob_file;
+            po.out = paths.polygons;
+            po.min_area_m2 = o.min_area_m2;
+            po.overwrite = true;  // conflicts were refused before any work
+            polygons = geo::polygonize_changes(po, ctx);
+            published.push_back(paths.polygons);
+        }
+        geo::write_change_style(paths.out, true);
+        published.push_back(geo::style_path_for(paths.out));
+        if (out.prob && scratch.path.empty()) {
+            out.prob->commit();
+            published.push_back(paths.prob);
+        }
+        out.mask->commit();
+    } catch (...) {
+        std::error_code ec;
+        for (const auto& f : published) fs::remove(f, ec);
+        throw;
     }
     if (st.valid_pixels == 0) ctx.warn("scene " + quote(in.pair.pre.name()) + " has no pixel with data in both dates");
     return scene_summary(m, in, plan, st, paths, polygons, seconds_since(t_start), o);
 }
 
-// An output that exists is either part of a finished scene (--resume) or to be replaced
-// (--overwrite); anything else is refused before any work.
-void refuse_existing(const ScenePaths& paths, const InferOptions& o) {
+// An output that exists is part of a finished scene (--resume skips it), of a scene an
+// earlier run left incomplete (--resume makes it again) or to be replaced (--overwrite);
+// anything else is refused before any work. Every output's folder must be writable.
+void check_scene_outputs(ScenePaths& paths, const InferOptions& o, const RunContext& ctx) {
+    for (const auto& p : paths.all()) check_output_folder(p);
     if (o.write.overwrite) return;
-    for (const auto& p : paths.all())
-        if (fs::exists(p))
-            throw ConfigError("output " + quote(p) + " exists (use --overwrite to replace it" +
-                              (o.resume ? ")" : ", or --resume to skip finished scenes)"));
+    const auto have = paths.existing();
+    if (have.empty()) return;
+    if (o.resume) {
+        std::string missing;
+        for (const auto& p : paths.all())
+            if (!fs::exists(p)) missing += (missing.empty() ? "" : ", ") + quote(p);
+        ctx.info("outputs of " + quote(paths.out) + " are incomplete (no " + missing + "): mapping it again (--resume)");
+        paths.redo = true;
+        return;
+    }
+    throw ConfigError("output " + quote(have.front()) + " exists (use --overwrite to replace it, or --resume to skip finished scenes)");
 }
 
 }  // namespace
@@ -885,15 +943,17 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
     nn::set_threads(o.threads);
     ctx.debug(nn::torch_build_info());
     if (o.pairs.empty()) {
-        const ScenePaths paths{o.out, o.prob, o.polygons};
+        ScenePaths paths{o.out, o.prob, o.polygons};
         if (o.resume && paths.finished()) {
             ctx.info("outputs of " + quote(o.out) + " exist; skipped (--resume)");
             return skipped(o.out);
         }
-        refuse_existing(paths, o);
+        const auto pre = geo::SceneSpec::parse(o.pre, o.band_pattern);
+        const auto post = geo::SceneSpec::parse(o.post, o.band_pattern);
+        check_not_inputs(paths.all(), model_inputs(o), {{"--pre", &pre}, {"--post", &post}});
+        check_scene_outputs(paths, o, ctx);
         LoadedModel m = load_model(o, ctx);
-        return map_scene(m, geo::SceneSpec::parse(o.pre, o.band_pattern), geo::SceneSpec::parse(o.post, o.band_pattern),
-                         paths, o, ctx);
+        return map_scene(m, pre, post, paths, o, ctx);
     }
 
     const std::vector<geo::PairJob> jobs = geo::read_pairs_csv(o.pairs, o.band_pattern);
@@ -918,13 +978,26 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
                          o.with_polygons ? (dir / (j.scene + ".gpkg")).string() : ""};
         plan.push_back({&j, std::move(paths)});
     }
-    // Refuse conflicts before any work.
-    for (const auto& p : plan)
-        if (!(o.resume && p.paths.finished())) refuse_existing(p.paths, o);
+    {
+        std::vector<std::pair<std::string, const geo::SceneSpec*>> scenes;
+        std::vector<NamedInput> inputs = model_inputs(o);
+        for (const auto& j : jobs) {
+            scenes.push_back({"scene " + quote(j.scene) + " (pre)", &j.pre});
+            scenes.push_back({"scene " + quote(j.scene) + " (post)", &j.post});
+            if (!j.label.empty()) inputs.push_back({"scene " + quote(j.scene) + " (label)", j.label});
+        }
+        std::vector<std::string> outputs;  // the folder may hold inputs: nothing replaces it whole
+        for (const auto& p : plan)
+            for (const auto& f : p.paths.all()) outputs.push_back(f);
+        check_not_inputs(outputs, inputs, scenes);
+    }
     std::error_code ec;
     fs::create_directories(o.out, ec);
     if (ec || !fs::is_directory(o.out))
         throw IoError("cannot create output folder " + quote(o.out) + ": " + ec.message());
+    // Refuse conflicts before any work.
+    for (auto& p : plan)
+        if (!(o.resume && p.paths.finished())) check_scene_outputs(p.paths, o, ctx);
 
     ctx.info(std::to_string(plan.size()) + " of " + std::to_string(jobs.size()) + " scenes in shard " + shard.text());
     LoadedModel m = load_model(o, ctx);

@@ -34,15 +34,10 @@ void check_tile_options(const InferOptions& o) {
         throw ConfigError("--tiles writes a tile set of pseudo-masks: give --out FOLDER (or --tau-sweep)");
     if (!(o.threshold > 0 && o.threshold < 1))
         throw ConfigError("threshold " + quote(format_number(o.threshold)) + " must lie strictly between 0 and 1");
-    if (!o.out.empty()) {
-        // The output folder must not hold the manifest or its tiles (--overwrite would delete them).
-        const auto out = fs::weakly_canonical(fs::absolute(o.out));
-        const auto in = fs::weakly_canonical(fs::absolute(o.tiles)).parent_path();
-        const auto rel = in.lexically_relative(out);
-        if (!rel.empty() && *rel.begin() != "..")
-            throw ConfigError("output folder " + quote(o.out) + " holds the manifest " + quote(o.tiles) +
-                              "; write the pseudo-masks elsewhere");
-    }
+    // The output folder must not be or hold the manifest, its tiles or the model
+    // (--overwrite would delete them).
+    const std::string tile_folder = fs::path(o.tiles).parent_path().empty() ? "." : fs::path(o.tiles).parent_path().string();
+    check_not_input(o.out, {{"--tiles", o.tiles}, {"--tiles folder", tile_folder}, {"--model", o.model}});
 }
 
 struct TileMap {

@@ -13,6 +13,7 @@
 
 #include <omp.h>
 
+#include "cdk/core/car.hpp"
 #include "cdk/core/csv.hpp"
 #include "cdk/core/error.hpp"
 #include "cdk/core/fs.hpp"
@@ -161,11 +162,11 @@ TileDataset::TileDataset(const std::string& manifest, Normalization norm)
         r.a = resolve_path(row[a], base);
         r.b = resolve_path(row[b], base);
         if (label >= 0 && !row[label].empty()) r.label = resolve_path(row[label], base);
-        // Read as cd-partition reads the same column: spaces around it allowed, junk not.
+        // Read as cd-partition reads the same column (one rule: a number in [0, 1]).
         const std::string car_text = car >= 0 ? trim(row[car]) : std::string();
-        if (!car_text.empty() && !parse_number(car_text, r.car))
-            throw ConfigError("manifest " + quote(manifest) + ": tile " + quote(r.id) +
-                              " has a CAR that is not a number: " + quote(row[car]));
+        if (!car_text.empty() && !parse_car(car_text, r.car))
+            throw ConfigError("manifest " + quote(manifest) + ": tile " + quote(r.id) + " has CAR " +
+                              quote(row[car]) + ", not a number in [0, 1]");
         // The image-level label: the `changed` column (0/1, empty = unknown), else whether the
         // pixel label's CAR is above 0.
         const std::string changed_text = changed >= 0 ? trim(row[changed]) : std::string();

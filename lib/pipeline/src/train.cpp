@@ -304,12 +304,16 @@ void save_checkpoint(const std::string& path, nn::Objective& objective,
     // The CPU generator drives dropout and initialisation: restoring it makes a resumed run
     // match an uninterrupted one.
     archive.write("cpu_rng", cpu_rng_state());
-    AtomicPath out(path, true);
+    // Serialised in memory, then written by write_file: LibTorch's file writer throws from
+    // its destructor when the disk fills, which ends the program (issue 34).
+    std::ostringstream bytes;
     try {
-        archive.save_to(out.temp());
+        archive.save_to(bytes);
     } catch (const c10::Error& e) {
         throw IoError("cannot write checkpoint " + quote(path) + ": " + e.what_without_backtrace());
     }
+    AtomicPath out(path, true);
+    write_file(out.temp(), bytes.str(), "checkpoint", path);
     out.commit();
 }
 
@@ -397,10 +401,10 @@ struct RunPaths {
 
 RunPaths check_outputs(const TrainOptions& o, const RunContext& ctx) {
     RunPaths r{o.out + ".ckpt", o.out + ".log.jsonl"};
-    const std::string out_dir = folder_of(o.out);
-    if (!fs::is_directory(out_dir)) throw IoError("output folder " + quote(out_dir) + " does not exist");
-    if (!o.save_last.empty() && !fs::is_directory(folder_of(o.save_last)))
-        throw IoError("output folder " + quote(folder_of(o.save_last)) + " of --save-last does not exist");
+    for (const auto& out : {o.out, r.ckpt, r.log, o.save_last})
+        check_not_input(out, {{"--train", o.train}, {"--val", o.val}, {"--init", o.init}});
+    check_output_folder(o.out);
+    if (!o.save_last.empty()) check_output_folder(o.save_last);
     const bool have_ckpt = fs::exists(r.ckpt);
     if (o.resume && !have_ckpt && fs::exists(o.out)) {
         const nn::BundleHeader h = nn::read_bundle_info(o.out);
@@ -525,7 +529,8 @@ struct ModelStart {
     nlohmann::json meta;  // the checkpoint's metadata
 };
 
-ModelStart start_model(const TrainOptions& o, const RunPaths& paths, int bands, const torch::Device& device) {
+ModelStart start_model(const TrainOptions& o, const RunPaths& paths, int bands, const torch::Device& device,
+                       const RunContext& ctx) {
     ModelStart s;
     s.options = o.model;
     s.options.in_bands = bands;
@@ -543,7 +548,7 @@ ModelStart start_model(const TrainOptions& o, const RunPaths& paths, int bands, 
                              " bands, training manifest " + quote(o.train) + " has " + std::to_string(bands));
         s.model = nn::create_model(s.options);
     } else if (!o.init.empty()) {
-        nn::Bundle b = nn::load_bundle(o.init, device);
+        nn::Bundle b = nn::load_bundle(o.init, device, ctx);
         const nn::ModelOptions io = b.model->options();
         if (io.arch != o.model.arch)
             throw ModelError("bundle " + quote(o.init) + " holds architecture " + quote(io.arch) + ", training asks for " +
@@ -585,7 +590,7 @@ public:
             fs::remove(paths_.ckpt);
         }
         meta_ = {{"model", nn::to_json(mo_)}, {"train", o_.train}, {"val", o_.val}, {"seed", o_.seed},
-                 {"ema", o_.ema},             {"method", objective_->name()}};
+                 {"ema", o_.ema},             {"method", objective_->name()}, {"options", determining()}};
         steps_per_epoch_ = (data_.train->size() + size_t(o_.batch_size) - 1) / size_t(o_.batch_size);
         total_steps_ = int64_t(steps_per_epoch_) * o_.epochs;
         augment_ = o_.augment;
@@ -629,6 +634,7 @@ private:
         if (method != objective_->name())
             throw ConfigError("checkpoint " + quote(paths_.ckpt) + " was written by " + quote(method) +
                               " training, this run is " + quote(objective_->name()) + "; resume with the same program");
+        if (meta.contains("options")) check_same_options(meta["options"]);
         torch::serialize::InputArchive ma, oa;
         ckpt.read("model", ma);
         ckpt.read("optimizer", oa);
@@ -671,6 +677,54 @@ private:
         h.overlap = data_.dataset_json.value("overlap", 0);
         h.distillation = objective_->describe();
         return h;
+    }
+
+    // The options that decide the weights, by the flags that set them. A checkpoint records
+    // them and --resume refuses one written with others: otherwise the run would go on
+    // silently and its bundle would record options that only some epochs had. --epochs,
+    // --max-steps, --save-last, --device, --workers, --threads and --memory-format may change.
+    nlohmann::json determining() const {
+        const auto path = [](const std::string& p) {
+            return p.empty() ? nlohmann::json(nullptr) : nlohmann::json(fs::absolute(p).lexically_normal().string());
+        };
+        return {{"--train", path(o_.train)},
+                {"--val", path(o_.val)},
+                {"--init", path(o_.init)},
+                {"--arch, --width, --model-option", nn::to_json(o_.model)},
+                {"--scene-norm", o_.scene_norm},
+                {"--seed", o_.seed},
+                {"--batch-size", o_.batch_size},
+                {"--optimizer", o_.optimizer},
+                {"--lr", o_.lr},
+                {"--weight-decay", o_.weight_decay},
+                {"--schedule", o_.schedule},
+                {"--warmup-steps", o_.warmup_steps},
+                {"--ema", o_.ema},
+                {"--crop", o_.augment.crop},
+                {"--no-augment, --no-date-swap",
+                 {{"flips", o_.augment.flips}, {"rot90", o_.augment.rot90}, {"swap_dates", o_.augment.swap_dates}}},
+                {"--class-weights", o_.loss.class_weights},
+                {"--dice-weight", o_.loss.dice_weight},
+                {"--degrade", o_.degrade},
+                {"--degrade-date", o_.degrade_date},
+                {"--amp", o_.amp},
+                {"the method's options", objective_->describe()}};
+    }
+
+    void check_same_options(const nlohmann::json& stored) const {
+        const nlohmann::json now = determining();
+        const auto text = [](const nlohmann::json& v) {
+            return v.is_string() ? quote(v.get<std::string>()) : v.is_null() ? std::string("none") : v.dump();
+        };
+        std::string diff;
+        for (const auto& [key, value] : now.items()) {
+            const nlohmann::json before = stored.contains(key) ? stored[key] : nlohmann::json(nullptr);
+            if (before != value)
+                diff += (diff.empty() ? "" : "; ") + key + " " + text(before) + " (this run: " + text(value) + ")";
+        }
+        if (!diff.empty())
+            throw ConfigError("checkpoint " + quote(paths_.ckpt) + " was written with other options: " + diff +
+                              "; resume with the same options, or start again with --overwrite");
     }
 
     nlohmann::json training_record() const {
@@ -963,7 +1017,7 @@ nlohmann::json train_objective(const TrainOptions& o, const ObjectiveFactory& ma
     nn::set_threads(o.threads);
     torch::manual_seed(o.seed);
 
-    ModelStart start = start_model(o, paths, data.bands(), device);
+    ModelStart start = start_model(o, paths, data.bands(), device, ctx);
     start.model->to(device);
     const bool nhwc = nn::use_channels_last(o.memory_format, device, start.options.width);
     if (nhwc) nn::to_channels_last(*start.model);

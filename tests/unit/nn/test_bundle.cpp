@@ -65,11 +65,14 @@ void write_all(const std::string& path, const std::string& bytes) {
 }
 
 // Rewrite a bundle's header as documented in docs/formats.md (magic, LE length, JSON, weights).
+// The checksum goes (an edited header no longer matches it): the bundle reads as one from
+// before checksums, so that the errors these tests look for are the ones they get.
 void edit_header(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
     const std::string bytes = read_all(path);
     uint64_t len = 0;
     for (int i = 7; i >= 0; --i) len = (len << 8) | static_cast<unsigned char>(bytes[8 + size_t(i)]);
     auto header = nlohmann::json::parse(bytes.substr(16, len));
+    header.erase("checksum");
     edit(header);
     const std::string text = header.dump();
     std::string out = bytes.substr(0, 8);
@@ -207,6 +210,47 @@ TEST_CASE("a bundle whose header does not fit its weights or this build is refus
         edit_header(path, [](nlohmann::json& h) { h["format"] = "cdkit-model/2"; });
         CHECK_THROWS_WITH(cdk::nn::read_bundle_header(path), Catch::Contains("'cdkit-model/2'") &&
                                                                  Catch::Contains("'cdkit-model/1'"));
+    }
+}
+
+TEST_CASE("a bundle's checksums catch damaged weights and an edited header", "[nn][bundle]") {
+    Scratch tmp;
+    auto model = small_model("fc-siam-diff", 3, 4);
+    const auto path = tmp.file("m.cdm");
+    cdk::nn::save_bundle(path, *model, {{"tile_size", 256}});
+    const auto header = cdk::nn::read_bundle_header(path);
+    REQUIRE(header.contains("checksum"));
+    CHECK(header["checksum"]["algorithm"] == "crc32");
+    CHECK(header["checksum"]["weights"].get<std::string>().size() == 8);
+    CHECK(cdk::nn::load_bundle(path).verified);
+    // Saving a loaded bundle's header again gives a fresh, matching checksum.
+    cdk::nn::save_bundle(tmp.file("again.cdm"), *model, header);
+    CHECK(cdk::nn::load_bundle(tmp.file("again.cdm")).verified);
+
+    const std::string bytes = read_all(path);
+    SECTION("one flipped bit in the weights") {
+        std::string bad = bytes;
+        bad[bad.size() - 200] = char(bad[bad.size() - 200] ^ 0x01);
+        write_all(path, bad);
+        CHECK_NOTHROW(cdk::nn::read_bundle_header(path));  // the header alone is intact
+        CHECK_THROWS_AS(cdk::nn::load_bundle(path), cdk::ModelError);
+        CHECK_THROWS_WITH(cdk::nn::load_bundle(path),
+                          Catch::Contains("'" + path + "'") && Catch::Contains("weights do not match their checksum"));
+    }
+    SECTION("a header value changed in place") {
+        std::string bad = bytes;
+        const auto at = bad.find("\"tile_size\": 256");
+        REQUIRE(at != std::string::npos);
+        bad[at + 13] = '5';
+        write_all(path, bad);
+        CHECK_THROWS_WITH(cdk::nn::read_bundle_header(path),
+                          Catch::Contains("'" + path + "'") && Catch::Contains("header does not match its checksum"));
+    }
+    SECTION("no checksum (an older bundle): loads, unverified") {
+        edit_header(path, [](nlohmann::json&) {});
+        const auto b = cdk::nn::load_bundle(path);
+        CHECK_FALSE(b.verified);
+        CHECK(cdk::nn::unverified_warning(path).find("'" + path + "' has no checksum") != std::string::npos);
     }
 }
 

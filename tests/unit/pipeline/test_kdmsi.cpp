@@ -177,7 +177,7 @@ TEST_CASE("a KD-MSI bundle maps scenes with MSI, writes pseudo-masks a segmenter
     InferOptions inside = t;
     inside.out = tmp / "train";
     inside.write.overwrite = true;
-    CHECK_THROWS_WITH(infer_tiles(inside), Catch::Contains("holds the manifest"));
+    CHECK_THROWS_WITH(infer_tiles(inside), Catch::Contains("holds the input --tiles"));
     CHECK(fs::exists(tiles));
 
     // The sweep: F1 and IoU at 19 thresholds against the pixel labels, nothing written.

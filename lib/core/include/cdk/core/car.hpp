@@ -18,4 +18,9 @@ int partition_of(double car, const std::vector<double>& thresholds);
 /// 2 → small, medium, large; otherwise p1 … pK.
 std::vector<std::string> partition_names(std::size_t threshold_count);
 
+/// Read a manifest's CAR cell (spaces around it allowed): true when it is a number in
+/// [0, 1]; false for junk, NaN, inf or a value outside. cd-partition and the training
+/// loader read the column with this one rule.
+bool parse_car(const std::string& cell, double& car);
+
 }  // namespace cdk

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace cdk {
 
@@ -29,6 +30,29 @@ private:
     bool overwrite_;
     bool committed_ = false;
 };
+
+/// Refuse, before any work, an output whose folder does not exist or cannot be written to:
+/// IoError "output folder 'F' does not exist (for 'PATH')" or "… is not writable …".
+void check_output_folder(const std::string& path);
+
+/// An input of a program, for check_not_input: the option that named it, and its path.
+struct NamedInput {
+    std::string option;  ///< "--pre", "--model", "pairs file" ...
+    std::string path;    ///< a file or folder ("/vsi…" paths are not checked)
+};
+
+/// Refuse an output that is one of the inputs, or that holds one (a folder output, which
+/// --overwrite replaces whole): ConfigError "output 'O' is the input --pre 'I' …". Paths
+/// are compared as files (hard and symbolic links, "./a" and "a" alike), so that nothing
+/// of the user's is ever overwritten or deleted, --overwrite or not.
+void check_not_input(const std::string& output, const std::vector<NamedInput>& inputs);
+
+/// Write `bytes` into the file `path` (created or truncated) and close it, checking every
+/// step: a failure throws IoError "cannot write WHAT 'NAME': REASON" (REASON from the
+/// system, "No space left on device" on a full disk). `name` is what the user knows the
+/// output as (an AtomicPath's final path while `path` is its temporary).
+void write_file(const std::string& path, const std::string& bytes, const std::string& what,
+                const std::string& name);
 
 /// Write a text file atomically (temporary name, then rename).
 void write_text_file(const std::string& path, const std::string& text, bool overwrite = true);

@@ -117,6 +117,10 @@ public:
     GDALDataset& dataset() { return *ds_; }
     /// Finish: build the final format, close, rename into place.
     void commit();
+    /// Build the final format and close, but keep the temporary name: returns that
+    /// complete file, for a step that reads it before commit() publishes it (the polygons
+    /// of a mask, say, so that the mask appears only with them). No write() after this.
+    const std::string& close();
 
 private:
     bool staged() const { return options_.stage || options_.format == "COG"; }

@@ -139,7 +139,9 @@ struct ScenePair {
 ScenePair open_pair(const SceneSpec& pre, const SceneSpec& post, const std::string& label_path,
                     const PairOptions& options, const RunContext& ctx = {});
 
-/// Open a single-band label and check that it lies on `grid`.
-Label open_label(const std::string& path, const Grid& grid);
+/// Open a single-band label and check that it lies on `grid`. Messages call the raster
+/// `role` and the grid's owner `grid_of_what` ("prediction", "the reference" in cd-eval).
+Label open_label(const std::string& path, const Grid& grid, const std::string& role = "label",
+                 const std::string& grid_of_what = "date 1");
 
 }  // namespace cdk::geo

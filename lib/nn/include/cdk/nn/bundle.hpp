@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cdk/core/context.hpp"
 #include "cdk/nn/models.hpp"
 #include "cdk/nn/normalization.hpp"
 
@@ -57,7 +58,13 @@ struct Bundle {
     nlohmann::json header;  ///< the whole header as stored (for tools and summaries)
     ChangeModel model;      ///< the model, weights loaded, on the requested device
     BundleHeader info;      ///< the header, typed: what library code reads
+    /// Header and weights matched the checksums the bundle stores. False for a bundle
+    /// written before bundles had checksums (it loads; callers warn). A mismatch throws.
+    bool verified = false;
 };
+
+/// The warning for a bundle without checksums (`verified` false), naming `path`.
+std::string unverified_warning(const std::string& path);
 
 /// Write a bundle atomically (temporary name, then rename). `header` gets "format",
 /// "model" and "toolkit" filled in from the model.
@@ -73,6 +80,8 @@ BundleHeader read_bundle_info(const std::string& path);
 /// Throws ModelError naming the file for a truncated/corrupt file, an unknown format or
 /// architecture, or weights that do not fit the architecture.
 Bundle load_bundle(const std::string& path, const torch::Device& device = torch::kCPU);
+/// The same, warning through `ctx` when the bundle has no checksum to verify.
+Bundle load_bundle(const std::string& path, const torch::Device& device, const RunContext& ctx);
 
 /// Check that a scene fits a bundle; throws ModelError naming both sides
 /// ("bundle 'm.cdm' expects 13 UInt16 bands, scene 'x.tif' has 3 Byte bands").

@@ -42,8 +42,9 @@ void check_threshold_count(size_t teachers, size_t thresholds);
 /// the given order. `thresholds` empty = read from the bundles'
 /// training.train.partition.thresholds. Throws ConfigError/ModelError naming the culprit:
 /// malformed items, fewer than two teachers, thresholds missing or of the wrong count,
-/// teachers whose bands or normalisation differ.
+/// teachers whose bands or normalisation differ. `ctx`, when given, hears a warning for
+/// each bundle without a checksum.
 TeacherSet load_teachers(const std::vector<std::string>& items, std::vector<double> thresholds,
-                         const torch::Device& device);
+                         const torch::Device& device, const RunContext* ctx = nullptr);
 
 }  // namespace cdk::nn
