@@ -164,7 +164,17 @@ void write_log(LogLevel level, const std::string& message) {
 // GDAL's warnings are shown at debug level (--verbose): a damaged input draws several
 // before the error that names it, and a failure is one line. What the user asked for and
 // GDAL would only warn about (an unknown --co) is checked and refused up front.
+std::string g_memory_options;  // CommonFlags::memory_options of the running program
+
 void CPL_STDCALL gdal_error_handler(CPLErr cls, CPLErrorNum, const char* msg) {
+    // GDAL aborts after a fatal error, which it raises when an allocation fails (CPLMalloc,
+    // any thread): say so in the one line, and exit 1 rather than die by SIGABRT. Temporary
+    // files stay behind; the next run of the same outputs removes them (docs/reliability.md).
+    if (cls == CE_Fatal) {
+        write_log(LogLevel::Error, "out of memory (GDAL: " + std::string(msg) + ")" +
+                                       (g_memory_options.empty() ? "" : "; " + g_memory_options + " lower what a run needs"));
+        std::_Exit(1);
+    }
     if (cls == CE_Warning) write_log(LogLevel::Debug, std::string("GDAL: ") + msg);
     else if (cls == CE_Debug) write_log(LogLevel::Debug, std::string("GDAL: ") + msg);
 }
@@ -205,6 +215,7 @@ void add_write_flags(CLI::App& app, geo::WriteOptions& options, const std::strin
 
 int run_guarded(const CommonFlags& flags, const std::function<void(const RunContext&)>& body) {
     g_min_level = flags.quiet ? LogLevel::Warning : flags.verbose ? LogLevel::Debug : LogLevel::Info;
+    g_memory_options = flags.memory_options;
     CPLSetErrorHandler(gdal_error_handler);
     tune_allocator();
     // Programs stream whole strips, so GDAL's default block cache (5 % of RAM) only grows the

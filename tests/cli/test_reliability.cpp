@@ -512,3 +512,34 @@ TEST_CASE("bad inputs, table-driven: every program exits 1 with one line and wri
         }
     for (const auto& name : files_in(tmp.path())) CHECK(name.find(".part-") == std::string::npos);
 }
+
+TEST_CASE("running out of memory is one line naming the options that lower it", "[cli][reliability]") {
+    TempDir tmp;
+    const auto train = tiles(tmp);
+    auto t = run_tool("cd-train-teacher", train_args(train, tmp / "m.cdm", 1));
+    REQUIRE(t.rc == 0);
+    cdk::test::SynthScene big;
+    big.width = big.height = 1024;
+    const std::string scene = cdk::test::synth_scene(tmp / "big", big);
+    // An address-space limit (ulimit -v) from below to above what mapping 1024x1024 windows
+    // in batches of 8 needs. Below about 700 MB OpenBLAS, loaded with LibTorch, retries its
+    // buffer allocation for ever in its start-up code, before main(): no program can help
+    // that (timeout ends it here); from there up, runs fail in the model's allocations.
+    int oom = 0;
+    for (int mb = 900; mb <= 1600; mb += 100) {
+        const std::string out = tmp / ("m" + std::to_string(mb) + ".tif");
+        const auto r = run_shell("exec timeout -s KILL 60 prlimit --as=" + std::to_string(mb) + "000000 -- " + tool("cd-infer") +
+                                 shell_args({"--model", tmp / "m.cdm", "--pre", scene + "/pre.tif", "--post",
+                                             scene + "/post.tif", "--out", out, "--tile-size", "1024", "--batch-size",
+                                             "8", "--ram", "4000", "--threads", "1", "--quiet"}));
+        INFO(mb << " MB: " << r.err);
+        if (r.rc == 0 || r.rc == 137 || r.err.find("error while loading shared libraries") != std::string::npos) continue;
+        check_one_error_line(r, std::vector<std::string>{});
+        CHECK_FALSE(exists(out));
+        if (r.err.find("out of memory") != std::string::npos) {
+            CHECK(r.err.find("--ram, --batch-size or --tile-size") != std::string::npos);
+            ++oom;
+        }
+    }
+    CHECK(oom >= 1);
+}
