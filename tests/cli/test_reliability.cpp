@@ -543,3 +543,56 @@ TEST_CASE("running out of memory is one line naming the options that lower it", 
     }
     CHECK(oom >= 1);
 }
+
+TEST_CASE("smaller failure paths: one CAR rule, --co GDAL would ignore, an empty tile set, messages naming roles",
+          "[cli][reliability]") {
+    TempDir tmp;
+    const auto train = tiles(tmp);
+    SECTION("a training manifest's CAR follows cd-partition's rule: a number in [0, 1]") {
+        for (const std::string bad : {"NaN", "1.5", "-0.1", "0.2x"}) {
+            // Replace the first tile's CAR (column 7) in a copy of the manifest beside it.
+            const auto r = run_shell("awk -F, 'BEGIN{OFS=\",\"} NR==2{$7=\"" + bad + "\"} {print}' '" + train + "' > '" +
+                                     tmp / "tiles/bad.csv" + "'");
+            REQUIRE(r.rc == 0);
+            auto a = train_args(tmp / "tiles/bad.csv", tmp / "m.cdm", 1);
+            a.erase(a.begin() + 2, a.begin() + 4);
+            check_one_error_line(run_tool("cd-train-teacher", a), std::vector<std::string>{"bad.csv", "'" + bad + "'", "[0, 1]"});
+            check_one_error_line(run_tool("cd-partition", {tmp / "tiles/bad.csv", "--out", tmp / "parts"}),
+                                 std::vector<std::string>{"bad.csv", "'" + bad + "'", "[0, 1]"});
+        }
+        CHECK_FALSE(exists(tmp / "m.cdm"));
+    }
+    SECTION("a creation option GDAL would ignore is refused before any work") {
+        const std::string scene = tmp / "scene";
+        for (const std::string co : {"COMPRESS=BOGUS", "NO_SUCH_OPTION=1"}) {
+            const auto r = run_tool("cd-cva", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out",
+                                               tmp / "c.tif", "--co", co});
+            check_one_error_line(r, std::vector<std::string>{"--co", co.substr(0, co.find('='))});
+            CHECK_FALSE(exists(tmp / "c.tif"));
+        }
+        // Advice GDAL does not enforce (COG's BLOCKSIZE below 128) passes, as GDAL uses it.
+        CHECK(run_tool("cd-cva", {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--out", tmp / "c.tif",
+                                  "--of", "COG", "--co", "BLOCKSIZE=32", "--quiet"}).rc == 0);
+    }
+    SECTION("cd-tile that would write no tile at all exits 1 saying why") {
+        cdk::test::RasterSpec spec;
+        spec.width = spec.height = 64;
+        spec.nodata = 0;
+        cdk::test::make_raster(tmp / "void.tif", spec, [](int, int, int) { return 0; });  // all nodata
+        const auto r = run_tool("cd-tile", {"--pre", tmp / "void.tif", "--post", tmp / "void.tif", "--tile-size", "32",
+                                            "--out", tmp / "none", "--quiet"});
+        check_one_error_line(r, std::vector<std::string>{"no tile written", "--min-valid"});
+        CHECK_FALSE(exists(tmp / "none"));
+    }
+    SECTION("cd-eval names the prediction and the reference") {
+        cdk::test::RasterSpec spec;
+        spec.width = spec.height = 16;
+        cdk::test::make_raster(tmp / "ref.tif", spec, [](int, int, int) { return 0; });
+        spec.bands = 2;
+        cdk::test::make_raster(tmp / "pred2.tif", spec, [](int, int, int) { return 0; });
+        check_one_error_line(run_tool("cd-eval", {"--pred", tmp / "pred2.tif", "--ref", tmp / "ref.tif"}),
+                             std::vector<std::string>{"prediction", "pred2.tif"});
+        check_one_error_line(run_tool("cd-eval", {"--pred", tmp / "ref.tif", "--ref", tmp / "pred2.tif"}),
+                             std::vector<std::string>{"reference", "pred2.tif"});
+    }
+}
