@@ -19,29 +19,21 @@
 
 #include "cdk/core/fs.hpp"
 #include "cdk/nn/bundle.hpp"
+#include "support/bytes.hpp"
 #include "support/cli_checks.hpp"
 #include "support/support.hpp"
 
 namespace fs = std::filesystem;
 using cdk::test::check_one_error_line;
+using cdk::test::edit_header;
+using cdk::test::read_all;
+using cdk::test::write_all;
 using cdk::test::exists;
 using cdk::test::run_shell;
 using cdk::test::run_tool;
 using cdk::test::TempDir;
 
 namespace {
-
-std::string read_all(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
-
-void write_all(const std::string& path, const std::string& bytes) {
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // Hidden temporaries (".NAME.part-…") left in a folder.
 std::vector<std::string> part_files(const std::string& dir) {
@@ -72,18 +64,13 @@ std::vector<std::string> train_args(const std::string& train, const std::string&
             "--workers", "1", "--crop", "24", "--quiet"};
 }
 
-// Rewrite a bundle's header (docs/formats.md: magic, LE length, JSON, weights).
-void edit_header(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
-    const std::string bytes = read_all(path);
-    uint64_t len = 0;
-    for (int i = 7; i >= 0; --i) len = (len << 8) | static_cast<unsigned char>(bytes[8 + size_t(i)]);
-    auto header = nlohmann::json::parse(bytes.substr(16, len));
-    edit(header);
-    const std::string text = header.dump();
-    std::string out = bytes.substr(0, 8);
-    for (size_t i = 0; i < 8; ++i) out += static_cast<char>((uint64_t(text.size()) >> (8 * i)) & 0xff);
-    out += text + bytes.substr(16 + len);
-    write_all(path, out);
+// A tiny tile set and a bundle trained 1 epoch on it (TMP/m.cdm); returns the manifest.
+std::string trained(const TempDir& tmp) {
+    const auto train = tiles(tmp);
+    const auto r = run_tool("cd-train-teacher", train_args(train, tmp / "m.cdm", 1));
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    return train;
 }
 
 }  // namespace
@@ -144,11 +131,8 @@ TEST_CASE("stale temporaries of a killed run are removed by the next run, others
 
 TEST_CASE("a damaged bundle is refused in one line, one without checksums maps with a warning", "[cli][reliability]") {
     TempDir tmp;
-    const auto train = tiles(tmp);
+    trained(tmp);
     const std::string model = tmp / "m.cdm";
-    auto r = run_tool("cd-train-teacher", train_args(train, model, 1));
-    INFO(r.err);
-    REQUIRE(r.rc == 0);
     CHECK(cdk::nn::read_bundle_header(model).contains("checksum"));
     const std::string scene = tmp / "scene";
     auto map = [&](const std::string& m, const std::string& out) {
@@ -194,11 +178,8 @@ TEST_CASE("a damaged bundle is refused in one line, one without checksums maps w
 TEST_CASE("a scene's outputs appear together: --resume redoes an incomplete scene, a failed one leaves none",
           "[cli][reliability]") {
     TempDir tmp;
-    const auto train = tiles(tmp);
+    const auto train = trained(tmp);
     const std::string model = tmp / "m.cdm";
-    auto t = run_tool("cd-train-teacher", train_args(train, model, 1));
-    INFO(t.err);
-    REQUIRE(t.rc == 0);
     const std::string scene = tmp / "scene";
 
     SECTION("--pairs --with-polygons --resume after a kill between a scene's outputs") {
@@ -280,11 +261,8 @@ TEST_CASE("a scene's outputs appear together: --resume redoes an incomplete scen
 
 TEST_CASE("no program writes over an input, --overwrite or not", "[cli][reliability]") {
     TempDir tmp;
-    const auto train = tiles(tmp);
+    const auto train = trained(tmp);
     const std::string model = tmp / "m.cdm";
-    auto t = run_tool("cd-train-teacher", train_args(train, model, 1));
-    INFO(t.err);
-    REQUIRE(t.rc == 0);
     const std::string scene = tmp / "scene", pre = scene + "/pre.tif", post = scene + "/post.tif";
     const std::string pre_bytes = read_all(pre), post_bytes = read_all(post), model_bytes = read_all(model);
     fs::create_symlink(pre, tmp / "link.tif");

@@ -9,6 +9,7 @@
 
 #include "cdk/core/error.hpp"
 #include "cdk/nn/bundle.hpp"
+#include "support/bytes.hpp"
 
 namespace fs = std::filesystem;
 using cdk::nn::ModelOptions;
@@ -52,34 +53,9 @@ torch::Tensor probe_output(cdk::nn::ChangeModelImpl& m, int bands) {
     return m.forward(a, b).logits;
 }
 
-std::string read_all(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-}
-
-void write_all(const std::string& path, const std::string& bytes) {
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-// Rewrite a bundle's header as documented in docs/formats.md (magic, LE length, JSON, weights).
-// The checksum goes (an edited header no longer matches it): the bundle reads as one from
-// before checksums, so that the errors these tests look for are the ones they get.
-void edit_header(const std::string& path, const std::function<void(nlohmann::json&)>& edit) {
-    const std::string bytes = read_all(path);
-    uint64_t len = 0;
-    for (int i = 7; i >= 0; --i) len = (len << 8) | static_cast<unsigned char>(bytes[8 + size_t(i)]);
-    auto header = nlohmann::json::parse(bytes.substr(16, len));
-    header.erase("checksum");
-    edit(header);
-    const std::string text = header.dump();
-    std::string out = bytes.substr(0, 8);
-    for (size_t i = 0; i < 8; ++i) out += static_cast<char>((uint64_t(text.size()) >> (8 * i)) & 0xff);
-    out += text + bytes.substr(16 + len);
-    write_all(path, out);
-}
+using cdk::test::edit_header;
+using cdk::test::read_all;
+using cdk::test::write_all;
 
 }  // namespace
 
