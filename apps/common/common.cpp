@@ -166,13 +166,18 @@ void write_log(LogLevel level, const std::string& message) {
 // GDAL would only warn about (an unknown --co) is checked and refused up front.
 std::string g_memory_options;  // CommonFlags::memory_options of the running program
 
+// The one line for running out of memory: what failed, and the options that lower it.
+std::string out_of_memory_line(const std::string& detail) {
+    return "out of memory (" + detail + ")" +
+           (g_memory_options.empty() ? std::string() : "; " + g_memory_options + " lower what a run needs");
+}
+
 void CPL_STDCALL gdal_error_handler(CPLErr cls, CPLErrorNum, const char* msg) {
     // GDAL aborts after a fatal error, which it raises when an allocation fails (CPLMalloc,
     // any thread): say so in the one line, and exit 1 rather than die by SIGABRT. Temporary
     // files stay behind; the next run of the same outputs removes them (docs/reliability.md).
     if (cls == CE_Fatal) {
-        write_log(LogLevel::Error, "out of memory (GDAL: " + std::string(msg) + ")" +
-                                       (g_memory_options.empty() ? "" : "; " + g_memory_options + " lower what a run needs"));
+        write_log(LogLevel::Error, out_of_memory_line("GDAL: " + std::string(msg)));
         std::_Exit(1);
     }
     if (cls == CE_Warning) write_log(LogLevel::Debug, std::string("GDAL: ") + msg);
@@ -182,15 +187,13 @@ void CPL_STDCALL gdal_error_handler(CPLErr cls, CPLErrorNum, const char* msg) {
 // An error's message for the one line a program prints: its first line (LibTorch appends
 // a backtrace of many lines to its own); running out of memory says so, with the options
 // that lower it.
-std::string error_line(const std::exception& e, const std::string& memory_options) {
+std::string error_line(const std::exception& e) {
     std::string m = e.what();
     if (const auto nl = m.find('\n'); nl != std::string::npos) m.erase(nl);
     while (!m.empty() && (m.back() == ' ' || m.back() == '\r')) m.pop_back();
     const bool oom = dynamic_cast<const std::bad_alloc*>(&e) || m.find("can't allocate memory") != std::string::npos ||
                      m.find("out of memory") != std::string::npos;
-    if (!oom) return m;
-    return "out of memory (" + m + ")" +
-           (memory_options.empty() ? std::string() : "; " + memory_options + " lower what a run needs");
+    return oom ? out_of_memory_line(m) : m;
 }
 
 }  // namespace
@@ -249,7 +252,7 @@ int run_guarded(const CommonFlags& flags, const std::function<void(const RunCont
         return finish(130);
     } catch (const std::exception& e) {
         bar.finish_line();
-        write_log(LogLevel::Error, error_line(e, flags.memory_options));
+        write_log(LogLevel::Error, error_line(e));
         return finish(1);
     }
     // An interrupt that came after the work was complete (every output written) changes
