@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     cdk::geo::CvaOptions opt;
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-cva --pre pre.tif --post post.tif --out change.tif --quicklook change.png");
     std::string threshold = "auto", align = "warp";
     std::optional<double> nodata;
     app.add_option("--pre", opt.pre, "Date 1: a raster, or band files separated by ';'")
@@ -43,8 +44,9 @@ int main(int argc, char** argv) {
     app.add_option("--block-rows", opt.block_rows, "Rows read at a time")
         ->capture_default_str()
         ->check(CLI::Range(1, 65536));
+    cdk::apps::add_quicklook_flags(app, opt.quicklook);
     cdk::apps::add_write_flags(app, opt.write, "Output format", "Replace an existing output");
-    CLI11_PARSE(app, argc, argv);
+    CDK_PARSE(app, argc, argv);
 
     common.memory_options = "--block-rows";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
@@ -53,6 +55,6 @@ int main(int argc, char** argv) {
         opt.pair.align = cdk::geo::parse_align_mode(align);
         opt.pair.nodata = nodata;
         auto summary = cdk::geo::change_vector_analysis(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     cdk::geo::DegradeOptions opt;
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-degrade --in post.tif --out post_res4.tif --degrade res=4 --seed 1");
     app.add_option("-i,--in", opt.in, "Input raster (Byte, UInt16 or Int16)")->required();
     app.add_option("-o,--out", opt.out, "Output raster (GeoTIFF or COG)")->required();
     app.add_option("--degrade", opt.spec,
@@ -25,11 +26,11 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(16, 16384));
     cdk::apps::add_write_flags(app, opt.write, "Output format", "Replace an existing output");
-    CLI11_PARSE(app, argc, argv);
+    CDK_PARSE(app, argc, argv);
 
     common.memory_options = "--block";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         auto summary = cdk::geo::degrade_raster(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

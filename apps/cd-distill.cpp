@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     opt.train.model.arch.clear();  // the student's architecture is --student-init's unless --arch says otherwise
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-distill --method mtkd --teachers small=s.cdm,large=l.cdm --train parts/origin.csv --val parts/val.csv --out student.cdm");
     cdk::apps::TrainFlags flags;
     cdk::apps::add_train_flags(app, opt.train, flags, "--student-init");
     app.add_option("--method", opt.method, "Distillation method: mtkd, hicd or kd-msi")
@@ -76,12 +77,12 @@ int main(int argc, char** argv) {
                    "validation tiles have pixel labels (pixel)")
         ->capture_default_str()
         ->check(CLI::IsMember({"image", "pixel"}));
-    CLI11_PARSE(app, argc, argv);
+    CDK_PARSE(app, argc, argv);
 
     common.memory_options = "--batch-size or --crop";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         cdk::apps::finish_train_flags(opt.train, flags, common);
         auto summary = cdk::pipeline::distill_model(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

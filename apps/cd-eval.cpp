@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
     cdk::geo::EvalOptions opt;
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-eval --pred change.tif --ref label.tif");
     auto* pred = app.add_option("--pred", opt.pred,
                                 "Predicted change mask of one scene (single-band raster)");
     auto* ref = app.add_option("--ref", opt.ref, "Reference change mask on the prediction's grid");
@@ -32,16 +33,14 @@ int main(int argc, char** argv) {
     ref->needs(pred);
     pairs->excludes(pred)->excludes(ref);
     name->needs(pred);
-    try {
-        app.parse(argc, argv);
-        if (opt.pred.empty() && opt.pairs.empty())
-            throw CLI::RequiredError("--pred/--ref or --pairs");
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+    CDK_PARSE(app, argc, argv);
+    if (opt.pred.empty() && opt.pairs.empty()) {
+        app.exit(CLI::RequiredError("--pred/--ref or --pairs"));
+        return 2;
     }
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         auto summary = cdk::geo::evaluate(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     cdk::pipeline::InferOptions opt;
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-infer --model model.cdm --pre pre.tif --post post.tif --out change.tif --polygons change.gpkg --quicklook change.png");
     std::string align = "warp";
     std::optional<double> nodata;
     app.add_option("-m,--model", opt.model,
@@ -48,9 +49,10 @@ int main(int argc, char** argv) {
     app.add_option("--polygons", opt.polygons,
                    "Also write the change regions as polygons (GeoPackage: id, pixels, area_m2, mean_prob)");
     app.add_flag("--with-polygons", opt.with_polygons, "With --pairs: also write OUT/<scene>.gpkg");
-    app.add_option("--min-area", opt.min_area_m2, "Leave out change regions smaller than this many square metres")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+    cdk::apps::add_quicklook_flags(app, opt.quicklook);
+    app.add_flag("--with-quicklook", opt.with_quicklook, "With --pairs: also write OUT/<scene>.png");
+    std::string min_area = "5px";
+    cdk::apps::add_min_area_flag(app, min_area);
     app.add_option("--shard", opt.shard,
                    "With --pairs: process scenes I, I+N, I+2N ... of the list (I/N, 0-based); default: the Slurm "
                    "array task (SLURM_ARRAY_TASK_ID/COUNT) or every scene");
@@ -79,11 +81,14 @@ int main(int argc, char** argv) {
     app.add_flag("--msi-window-norm", opt.msi_window_norm,
                  "KD-MSI bundles: divide each window's map by its maximum (a relative map, as the teacher's target)");
     app.add_option("--prob", opt.prob, "Also write the change probability (Float32, nodata -1) here");
-    std::string threshold = "0.5";
+    std::string threshold = "auto";
     app.add_option("--threshold", threshold,
                    "Change where the change probability is at least this; 'model' = the threshold the bundle's "
-                   "training chose on its validation tiles")
+                   "training chose on its validation tiles (an error when it has none); 'auto' = that one when the "
+                   "bundle has it, else 0.5")
         ->capture_default_str();
+    app.add_flag("!--no-band-check", opt.check_bands,
+                 "Do not compare the scene's band names and statistics with the bundle's training data");
     app.add_option("--tile-size", opt.tile_size, "Window edge in pixels; 0 = automatic: for fully convolutional models the edge up to 512 that computes the fewest pixels of the scene (at least the bundle's training tile size), otherwise the bundle's tile size")
         ->capture_default_str()
         ->check(CLI::Range(0, 8192));
@@ -115,24 +120,27 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--nodata", nodata, "Nodata value of both dates (overrides the files')");
     cdk::apps::add_write_flags(app, opt.write, "Output format", "Replace existing outputs");
-    CLI11_PARSE(app, argc, argv);
+    CDK_PARSE(app, argc, argv);
 
     common.memory_options = "--ram, --batch-size or --tile-size";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
+        cdk::apps::parse_min_area(min_area, opt.min_area_m2, opt.min_pixels);
         opt.pair.align = cdk::geo::parse_align_mode(align);
         opt.pair.nodata = nodata;
         opt.threads = common.threads;
-        if (threshold == "model") {
+        if (threshold == "auto") {
+            opt.threshold_auto = true;
+        } else if (threshold == "model") {
             opt.threshold_from_model = true;
         } else if (!cdk::parse_number(threshold, opt.threshold)) {
-            throw cdk::ConfigError("--threshold " + cdk::quote(threshold) + " is neither a number nor 'model'");
+            throw cdk::ConfigError("--threshold " + cdk::quote(threshold) + " is neither a number, 'auto' nor 'model'");
         }
         if (!opt.tiles.empty()) {
-            cdk::apps::print_result(cdk::pipeline::infer_tiles(opt, ctx).dump(2));
+            cdk::apps::print_result(cdk::pipeline::infer_tiles(opt, ctx));
             return;
         }
         if (opt.tau_sweep) throw cdk::ConfigError("--tau-sweep goes with --tiles MANIFEST");
         auto summary = cdk::pipeline::infer_scene(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
     cdk::geo::MosaicOptions opt;
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-mosaic maps/*.tif --out mosaic.tif -of COG");
     app.add_option("inputs", opt.inputs, "Change masks (UInt8 0/1/255) or probabilities (Float32), one kind")
         ->required();
     app.add_option("-o,--out", opt.out, "Output mosaic (GeoTIFF or COG)")->required();
@@ -24,14 +25,14 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::IsMember({"max", "first", "last"}));
     app.add_option("--polygons", opt.polygons, "Also write the mosaic's change regions (GeoPackage)");
-    app.add_option("--min-area", opt.min_area_m2, "Leave out change regions smaller than this many square metres")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+    std::string min_area = "5px";
+    cdk::apps::add_min_area_flag(app, min_area);
     cdk::apps::add_write_flags(app, opt.write, "Output format", "Replace existing outputs");
-    CLI11_PARSE(app, argc, argv);
+    CDK_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
+        cdk::apps::parse_min_area(min_area, opt.min_area_m2, opt.min_pixels);
         auto summary = cdk::geo::mosaic(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
     cdk::geo::PartitionOptions opt;
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-partition tiles/tiles.csv --out parts --quantiles 3 --val-blocks 256");
     app.add_option("manifest", opt.manifest,
                    "Tile manifest tiles.csv written by cd-tile (needs CARs)")
         ->required();
@@ -47,11 +48,11 @@ int main(int argc, char** argv) {
         ->excludes(val_scenes);
     app.add_option("--seed", opt.seed, "Seed of the train/validation draw")->capture_default_str();
     app.add_flag("--overwrite", opt.overwrite, "Replace an existing output folder");
-    CLI11_PARSE(app, argc, argv);
+    CDK_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         if (opt.quantiles > 0) opt.thresholds.clear();
         auto summary = cdk::geo::partition_tiles(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

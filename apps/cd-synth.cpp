@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
     cdk::geo::SynthOptions opt;
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-synth --out scene --width 1024 --height 1024 --bands 4 --type UInt16 --seed 1");
     app.add_option("-o,--out", opt.out, "Output folder (must not exist unless --overwrite)")
         ->required();
     app.add_option("--width", opt.width, "Columns")
@@ -51,11 +52,11 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(1, 65536));
     cdk::apps::add_write_flags(app, opt.write, "Raster format", "Replace an existing output folder");
-    CLI11_PARSE(app, argc, argv);
+    CDK_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         opt.threads = common.threads;
         auto summary = cdk::geo::synthesize_pair(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
     cdk::geo::TileOptions opt;
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-tile --pre pre.tif --post post.tif --label label.tif --out tiles --tile-size 256");
     std::string align = "warp", bands;
     std::optional<double> nodata;
     app.add_option("--pre", opt.pre, "Date 1: a raster, band files separated by ';', or a folder with --band-pattern");
@@ -39,7 +40,7 @@ int main(int argc, char** argv) {
     app.add_option("-r,--resampling", opt.pair.resampling, "Resampling for alignment and band stacking")->capture_default_str();
     app.add_option("--nodata", nodata, "Nodata value of both dates (overrides the files')");
     cdk::apps::add_write_flags(app, opt.write, "Tile format", "Replace an existing output folder");
-    CLI11_PARSE(app, argc, argv);
+    CDK_PARSE(app, argc, argv);
 
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         if (common.threads > 0) opt.threads = common.threads;
@@ -47,6 +48,6 @@ int main(int argc, char** argv) {
         opt.pair.nodata = nodata;
         if (!bands.empty()) opt.bands = cdk::geo::parse_band_list(bands);
         auto summary = cdk::geo::tile_scenes(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

@@ -15,15 +15,16 @@ int main(int argc, char** argv) {
     cdk::pipeline::TrainOptions opt;
     cdk::apps::CommonFlags common;
     cdk::apps::add_common_flags(app, common);
+    cdk::apps::set_footer(app, "cd-train-teacher --train parts/origin.csv --val parts/val.csv --arch fc-siam-diff --epochs 20 --out model.cdm");
     cdk::apps::TrainFlags flags;
     cdk::apps::add_train_flags(app, opt, flags);
     app.get_option("--arch")->required();
-    CLI11_PARSE(app, argc, argv);
+    CDK_PARSE(app, argc, argv);
 
     common.memory_options = "--batch-size or --crop";
     return cdk::apps::run_guarded(common, [&](const cdk::RunContext& ctx) {
         cdk::apps::finish_train_flags(opt, flags, common);
         auto summary = cdk::pipeline::train_model(opt, ctx);
-        cdk::apps::print_result(summary.dump(2));
+        cdk::apps::print_result(summary);
     });
 }

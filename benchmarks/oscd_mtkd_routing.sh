@@ -29,7 +29,7 @@ for seed in ${SEEDS//,/ }; do
     [ -f "$RUN/$model.cdm" ] || { echo "$RUN/$model.cdm is missing: run bench_oscd_mtkd.sh first" >&2; exit 1; }
     mkdir -p "$RUN/train_$model"
     "$BIN/cd-infer" -q --model "$RUN/$model.cdm" --pairs "$DATA/train_pairs.csv" --band-pattern "$BANDS" \
-        --out "$RUN/train_$model" --resume > /dev/null
+        --out "$RUN/train_$model" --threshold 0.5 --resume > /dev/null
   done
 done
 /usr/bin/python3 - "$DATA/parts_quantiles" "$PREFIX" "$SEEDS" "$STUDENT" "$NAMES" <<'PY'

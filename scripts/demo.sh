@@ -43,7 +43,8 @@ echo "== cd-train-teacher: fc-siam-diff, width 8, 12 epochs on the origin set" >
     > "$OUT/train.json"
 echo "== cd-infer: the trained model over the whole scene" >&2
 "$BIN/cd-infer" --model "$OUT/model.cdm" --pre "$OUT/scene/pre.tif" --post "$OUT/scene/post.tif" \
-    --out "$OUT/change.tif" --prob "$OUT/change_prob.tif" --polygons "$OUT/change.gpkg" > "$OUT/infer.json"
+    --out "$OUT/change.tif" --prob "$OUT/change_prob.tif" --polygons "$OUT/change.gpkg" \
+    --quicklook "$OUT/change.png" > "$OUT/infer.json"
 echo "== cd-eval: both change maps against the known changes" >&2
 "$BIN/cd-eval" --pred "$OUT/cva_change.tif" --ref "$OUT/scene/label.tif" > "$OUT/eval.json"
 "$BIN/cd-eval" --pred "$OUT/change.tif" --ref "$OUT/scene/label.tif" > "$OUT/eval_model.json"
@@ -62,7 +63,8 @@ print(f"model: {tr['arch']} width {tr['width']}, {tr['parameters']} parameters, 
       f"in {tr['training_seconds']:.0f} s ({tr['samples_per_s']:.0f} samples/s), best epoch {tr['best_epoch']} "
       f"-> {out}/model.cdm")
 print(f"inference: {inf['windows']} windows of {inf['window']} px in {inf['seconds']:.1f} s "
-      f"({inf['megapixels_per_s']:.2f} Mpx/s), changed area {inf['changed_area_m2'] / 1e4:.1f} ha")
+      f"({inf['megapixels_per_s']:.2f} Mpx/s), changed area {inf['changed_area_m2'] / 1e4:.1f} ha, "
+      f"threshold {inf['threshold']:.2f} ({'chosen on the validation tiles' if inf['threshold_source'] == 'model' else inf['threshold_source']})")
 print("\nagainst the known changes (change class):")
 for name, f in (("CVA baseline (cd-cva)", "eval.json"), ("model (trained on it)", "eval_model.json")):
     e = json.load(open(f"{out}/{f}"))["pooled"]
@@ -70,7 +72,8 @@ for name, f in (("CVA baseline (cd-cva)", "eval.json"), ("model (trained on it)"
     print(f"  {name:26s} F1 {c['f1']:.3f}  IoU {c['iou']:.3f}  precision {c['precision']:.3f}  "
           f"recall {c['recall']:.3f}  |  OA {e['oa']:.3f}  kappa {e['kappa']:.3f}  mIoU {e['miou']:.3f}")
 print(f"\nchange maps: {out}/change.tif and {out}/cva_change.tif, polygons: {out}/change.gpkg "
-      f"({inf['polygons']['regions']} regions) - open them in QGIS")
+      f"({inf['polygons']['regions']} regions of 5 pixels or more) - open them in QGIS;\n"
+      f"quick look: {out}/change.png (date 2, changes in red), training curves: {out}/model.cdm.curves.svg")
 PY
 
 echo "== mtkd_recipe: Origin-Partition teachers distilled into a student, on held-out synthetic scenes" >&2
@@ -89,7 +92,7 @@ HICD=(--train "$OUT/parts/origin.csv" --val "$OUT/parts/val.csv" --degrade res=4
 "$BIN/cd-degrade" --in "$OUT/hicd_scene/post.tif" --out "$OUT/hicd_scene/post_res4.tif" --degrade res=4 > /dev/null
 for m in model degraded_direct hicd_student; do
     "$BIN/cd-infer" --model "$OUT/$m.cdm" --pre "$OUT/hicd_scene/pre.tif" --post "$OUT/hicd_scene/post_res4.tif" \
-        --out "$OUT/hicd_$m.tif" -q > /dev/null
+        --out "$OUT/hicd_$m.tif" --threshold 0.5 -q > /dev/null
     "$BIN/cd-eval" --pred "$OUT/hicd_$m.tif" --ref "$OUT/hicd_scene/label.tif" > "$OUT/hicd_eval_$m.json"
 done
 /usr/bin/python3 - "$OUT" <<'PY'

@@ -57,9 +57,9 @@ TAU=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["
 
 step "cd-infer: the test scene, (a) teacher CAM and (b) student MSI (threshold 0.5 and $TAU)"
 "$BIN/cd-infer" -q --model "$OUT/kdmsi.cdm" --msi-branch teacher --pre "$OUT/test/pre.tif" \
-    --post "$OUT/test/post.tif" --out "$OUT/a_teacher_cam.tif" > /dev/null
+    --post "$OUT/test/post.tif" --out "$OUT/a_teacher_cam.tif" --threshold 0.5 > /dev/null
 "$BIN/cd-infer" -q --model "$OUT/kdmsi.cdm" --pre "$OUT/test/pre.tif" --post "$OUT/test/post.tif" \
-    --out "$OUT/b_student_msi_05.tif" > /dev/null
+    --out "$OUT/b_student_msi_05.tif" --threshold 0.5 > /dev/null
 "$BIN/cd-infer" -q --model "$OUT/kdmsi.cdm" --pre "$OUT/test/pre.tif" --post "$OUT/test/post.tif" \
     --threshold "$TAU" --out "$OUT/b_student_msi.tif" --prob "$OUT/b_student_msi_prob.tif" > /dev/null
 
@@ -72,13 +72,13 @@ SEG=(--arch fc-siam-diff --width 8 --epochs 10 --batch-size 8 --lr 1e-3 --class-
 "$BIN/cd-train-teacher" -q "${SEG[@]}" --train "$OUT/pseudo_train/tiles.csv" --val "$OUT/pseudo_val/tiles.csv" \
     --out "$OUT/stage2.cdm" > "$OUT/stage2.json"
 "$BIN/cd-infer" -q --model "$OUT/stage2.cdm" --pre "$OUT/test/pre.tif" --post "$OUT/test/post.tif" \
-    --out "$OUT/c_stage2.tif" > /dev/null
+    --out "$OUT/c_stage2.tif" --threshold 0.5 > /dev/null
 
 step "for comparison: (d) the same FC-Siam-diff on pixel labels, (e) cd-cva"
 "$BIN/cd-train-teacher" -q "${SEG[@]}" --train "$OUT/parts_labelled/origin.csv" --val "$OUT/parts_labelled/val.csv" \
     --out "$OUT/supervised.cdm" > "$OUT/supervised.json"
 "$BIN/cd-infer" -q --model "$OUT/supervised.cdm" --pre "$OUT/test/pre.tif" --post "$OUT/test/post.tif" \
-    --out "$OUT/d_supervised.tif" > /dev/null
+    --out "$OUT/d_supervised.tif" --threshold 0.5 > /dev/null
 "$BIN/cd-cva" -q --pre "$OUT/test/pre.tif" --post "$OUT/test/post.tif" --out "$OUT/e_cva.tif" > /dev/null
 
 for m in a_teacher_cam b_student_msi_05 b_student_msi c_stage2 d_supervised e_cva; do

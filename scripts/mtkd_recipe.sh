@@ -117,7 +117,7 @@ for m in origin op student; do
     op) model=(--op-origin "$OUT/origin.cdm" --op-teachers "$TEACHERS") ;;
     student) model=(--model "$OUT/student.cdm") ;;
   esac
-  "$BIN/cd-infer" -q "${model[@]}" --pairs "$TEST_PAIRS" "${BP[@]}" --out "$OUT/maps_$m" --resume > "$OUT/infer_$m.json"
+  "$BIN/cd-infer" -q "${model[@]}" --pairs "$TEST_PAIRS" "${BP[@]}" --out "$OUT/maps_$m" --threshold 0.5 --resume > "$OUT/infer_$m.json"
   /usr/bin/python3 - "$TEST_PAIRS" "$base" "$OUT/maps_$m" > "$OUT/eval_$m.csv" <<'PY'
 import csv, os, sys
 rows = list(csv.DictReader(open(sys.argv[1])))

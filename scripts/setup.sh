@@ -11,6 +11,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp libdnnl-dev
   libcli11-dev catch2 nlohmann-json3-dev zlib1g-dev
   python3 python3-gdal python3-numpy
+  help2man
 )
 # Optional clients used by the tests that talk to real tools; tests skip without them.
 OPTIONAL=(python3-torch python3-qgis)

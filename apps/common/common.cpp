@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <new>
 
 #include "cdk/core/error.hpp"
+#include "cdk/core/fs.hpp"
 #include "cdk/core/version.hpp"
 
 namespace cdk::apps {
@@ -196,7 +198,96 @@ std::string error_line(const std::exception& e) {
     return oom ? out_of_memory_line(m) : m;
 }
 
+std::string g_command_line;
+std::string g_summary_path;  // CommonFlags::summary of the running program
+
+// A word of a command line as a POSIX shell reads it back.
+std::string shell_quoted(const std::string& word) {
+    if (!word.empty() && word.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                                "-_./=:,+%@") == std::string::npos)
+        return word;
+    std::string q = "'";
+    for (char c : word) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+bool is_area_key(const std::string& key) {
+    return key.find("area") != std::string::npos ||
+           (key.size() >= 3 && key.compare(key.size() - 3, 3, "_m2") == 0);
+}
+
+void round_numbers(nlohmann::json& j, bool area) {
+    if (j.is_object()) {
+        for (auto it = j.begin(); it != j.end(); ++it) round_numbers(it.value(), area || is_area_key(it.key()));
+    } else if (j.is_array()) {
+        for (auto& v : j) round_numbers(v, area);
+    } else if (j.is_number_float()) {
+        const double v = j.get<double>();
+        if (!std::isfinite(v) || v == 0) return;
+        if (area) {
+            if (std::abs(v) < 9e15) j = static_cast<long long>(std::llround(v));  // whole square metres
+            return;
+        }
+        const double scale = std::pow(10.0, 5 - static_cast<int>(std::floor(std::log10(std::abs(v)))));
+        const double r = std::round(v * scale) / scale;
+        // Printed as the shortest text that reads back: 0.123457, not 0.12345700000000001.
+        double back = 0;
+        j = parse_number(format_number(r), back) ? back : r;
+    }
+}
+
 }  // namespace
+
+int parse_command_line(CLI::App& app, int argc, char** argv) {
+    std::vector<std::string> args;
+    g_command_line.clear();
+    for (int i = 0; i < argc; ++i) g_command_line += (i ? " " : "") + shell_quoted(argv[i]);
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "-of" || a == "-co" || a == "-ot") {
+            args.push_back("-" + a);
+        } else if (a == "--config") {
+            // GDAL's --config KEY VALUE, or KEY=VALUE as GDAL 3.9 accepts it.
+            std::string key, value;
+            const std::string k = i + 1 < argc ? argv[i + 1] : "";
+            if (const auto eq = k.find('='); eq != std::string::npos && eq > 0) {
+                key = k.substr(0, eq);
+                value = k.substr(eq + 1);
+                i += 1;
+            } else if (i + 2 < argc && !k.empty()) {
+                key = k;
+                value = argv[i + 2];
+                i += 2;
+            } else {
+                std::fprintf(stderr, "ERROR: --config needs KEY VALUE (a GDAL configuration option, e.g. "
+                                     "--config GDAL_CACHEMAX 64)\n");
+                return 2;
+            }
+            CPLSetConfigOption(key.c_str(), value.c_str());
+        } else {
+            args.push_back(a);
+        }
+    }
+    std::reverse(args.begin(), args.end());  // CLI11 takes the arguments last first
+    try {
+        app.parse(args);
+    } catch (const CLI::ParseError& e) {
+        const int rc = app.exit(e);
+        return rc == 0 ? 0 : 2;
+    }
+    return -1;
+}
+
+const std::string& command_line() { return g_command_line; }
+
+void set_footer(CLI::App& app, const std::string& example) {
+    const std::string name = app.get_name();
+    app.footer("Example:\n  " + example +
+               "\n\nExit status: 0 done, 1 error (one line on stderr), 2 usage error, 130 interrupted."
+               "\nJSON result on stdout, log and progress on stderr. GDAL spellings work too: -of, -co, "
+               "--config KEY VALUE.\nManual: man " +
+               name + " (installed), or docs/" + name + ".md in the source tree.");
+}
 
 void add_common_flags(CLI::App& app, CommonFlags& flags) {
     app.set_version_flag("--version", std::string(app.get_name()) + " (cdkit) " + kVersion);
@@ -205,21 +296,102 @@ void add_common_flags(CLI::App& app, CommonFlags& flags) {
     app.add_flag("--debug", flags.debug, "Let errors escape as exceptions (for debugging)");
     app.add_option("--threads", flags.threads, "Worker threads (0 = all cores)")
         ->check(CLI::Range(0, 1024));
+    app.add_option("--summary", flags.summary,
+                   "Also write the JSON result into this file (for batch logs that mix stdout and stderr)");
 }
 
 void add_write_flags(CLI::App& app, geo::WriteOptions& options, const std::string& format_help,
                      const std::string& overwrite_help) {
-    app.add_option("--of", options.format, format_help + ": GTiff or COG")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"GTiff", "COG"}));
-    app.add_option("--co", options.creation_options, "Creation option KEY=VALUE (repeatable)");
+    app.add_option("--of", options.format,
+                   format_help + ": GTiff, COG or PNG (default: from the extension, .tif GTiff, .png PNG; a "
+                                 "GeoTIFF is tiled and DEFLATE-compressed unless --co says otherwise)")
+        ->check(CLI::IsMember({"GTiff", "COG", "PNG"}));
+    app.add_option("--co", options.creation_options, "Creation option KEY=VALUE (repeatable; also -co)");
     app.add_flag("--overwrite", options.overwrite, overwrite_help);
 }
+
+void add_min_area_flag(CLI::App& app, std::string& text) {
+    app.add_option("--min-area", text,
+                   "Leave out change regions smaller than this: square metres (500) or pixels (5px); 0 keeps every "
+                   "region. The default leaves out regions of 1-4 pixels, mostly speckle")
+        ->capture_default_str();
+}
+
+void parse_min_area(const std::string& text, double& m2, int& pixels) {
+    m2 = 0;
+    pixels = 0;
+    const std::string t = trim(text);
+    if (t.size() > 2 && t.compare(t.size() - 2, 2, "px") == 0) {
+        double v = 0;
+        if (!parse_number(t.substr(0, t.size() - 2), v) || v < 0 || v != std::floor(v) || v > 1e9)
+            throw ConfigError("--min-area " + quote(text) + ": a pixel count is a whole number >= 0, e.g. 5px");
+        pixels = static_cast<int>(v);
+        return;
+    }
+    if (!parse_number(t, m2) || !(m2 >= 0) || !std::isfinite(m2))
+        throw ConfigError("--min-area " + quote(text) + " is neither square metres (500) nor pixels (5px)");
+}
+
+void add_quicklook_flags(CLI::App& app, geo::QuicklookOptions& options) {
+    app.add_option("--quicklook", options.out,
+                   "Also draw a quick-look PNG: date 2 with the changes in red and nodata as a grey checker");
+    app.add_option("--quicklook-size", options.max_size, "Longest side of the quick look in pixels")
+        ->capture_default_str()
+        ->check(CLI::Range(16, 16384));
+    app.add_option("--quicklook-bands", options.bands,
+                   "Bands of date 2 shown as red,green,blue (1-based; one band: grey); default: bands named "
+                   "red/green/blue or Sentinel-2's B04,B03,B02, else 1,2,3")
+        ->delimiter(',');
+}
+
+namespace {
+
+// A crash inside a library still says what happened, in one line, before the process dies of
+// its signal (exit status 128 + signal, a core dump where enabled). Seen: oneDNN's code
+// generator segfaults when an allocation fails under an address-space limit (ulimit -v).
+char g_crash_line[512];
+size_t g_crash_len = 0;
+
+void on_crash(int sig) {
+    if (g_crash_len) (void)!::write(STDERR_FILENO, g_crash_line, g_crash_len);
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+}
+
+void install_crash_line(const std::string& memory_options) {
+    const std::string program = g_command_line.substr(0, g_command_line.find(' '));
+    const std::string line = "ERROR: " + program.substr(program.rfind('/') + 1) +
+                             " crashed inside a library (signal); near a memory limit this is running out of memory" +
+                             (memory_options.empty() ? std::string() : " (" + memory_options + " lower what a run needs)") +
+                             "\n";
+    g_crash_len = std::min(line.size(), sizeof g_crash_line);
+    std::memcpy(g_crash_line, line.data(), g_crash_len);
+    for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE}) std::signal(sig, on_crash);
+}
+
+}  // namespace
 
 int run_guarded(const CommonFlags& flags, const std::function<void(const RunContext&)>& body) {
     g_min_level = flags.quiet ? LogLevel::Warning : flags.verbose ? LogLevel::Debug : LogLevel::Info;
     g_memory_options = flags.memory_options;
+    g_summary_path = flags.summary;
+    if (!flags.debug) install_crash_line(flags.memory_options);
+    if (!g_summary_path.empty()) {
+        try {
+            check_output_folder(g_summary_path);
+        } catch (const std::exception& e) {
+            write_log(LogLevel::Error, "--summary: " + error_line(e));
+            return 1;
+        }
+    }
     CPLSetErrorHandler(gdal_error_handler);
+    // Where every raster this run writes came from (gdalinfo shows it, QGIS under
+    // Properties > Information).
+    const std::string program = g_command_line.substr(0, g_command_line.find(' '));
+    geo::set_provenance({{"CDK_VERSION", kVersion},
+                         {"CDK_COMMAND", g_command_line},
+                         {"TIFFTAG_SOFTWARE", "cdkit " + std::string(kVersion) + " (" +
+                                                  program.substr(program.rfind('/') + 1) + ")"}});
     tune_allocator();
     // Programs stream whole strips, so GDAL's default block cache (5 % of RAM) only grows the
     // resident size: cd-tile on an 8192x8192 pair ran in 4.0 s / 303 MB with 128 MiB of
@@ -260,7 +432,15 @@ int run_guarded(const CommonFlags& flags, const std::function<void(const RunCont
     return finish(0);
 }
 
-void print_result(const std::string& json_text) {
+nlohmann::json rounded(const nlohmann::json& result) {
+    nlohmann::json j = result;
+    round_numbers(j, false);
+    return j;
+}
+
+void print_result(const nlohmann::json& result) {
+    const std::string json_text = rounded(result).dump(2);
+    if (!g_summary_path.empty()) write_text_file(g_summary_path, json_text + "\n", true);
     std::fwrite(json_text.data(), 1, json_text.size(), stdout);
     std::fputc('\n', stdout);
     std::fflush(stdout);

@@ -27,6 +27,7 @@ namespace fs = std::filesystem;
 using cdk::test::check_one_error_line;
 using cdk::test::edit_header;
 using cdk::test::read_all;
+using cdk::test::read_band;
 using cdk::test::write_all;
 using cdk::test::exists;
 using cdk::test::run_shell;
@@ -171,7 +172,8 @@ TEST_CASE("a damaged bundle is refused in one line, one without checksums maps w
         INFO(q.err);
         CHECK(q.rc == 0);
         CHECK(q.err.find("Warning: model bundle '" + tmp / "old.cdm" + "' has no checksum") != std::string::npos);
-        CHECK(read_all(tmp / "old.tif") == read_all(tmp / "good.tif"));
+        // The same map (the files differ in their provenance: the model's checksum, the command).
+        CHECK(read_band(tmp / "old.tif") == read_band(tmp / "good.tif"));
     }
 }
 
@@ -190,7 +192,7 @@ TEST_CASE("a scene's outputs appear together: --resume redoes an incomplete scen
         auto r = run_tool("cd-infer", args);
         INFO(r.err);
         REQUIRE(r.rc == 0);
-        const std::string mask = read_all(tmp / "maps/a.tif"), gpkg_b = read_all(tmp / "maps/b.gpkg");
+        const std::string mask = read_all(tmp / "maps/a.tif"), gpkg_b = read_all(tmp / "maps/b.gpkg");  // same command: same bytes
         // What a kill between the polygons and the mask leaves (the mask is published last);
         // and a scene whose polygons went missing.
         fs::remove(tmp / "maps/a.tif");
@@ -275,7 +277,7 @@ TEST_CASE("no program writes over an input, --overwrite or not", "[cli][reliabil
     const std::vector<Case> cases = {
         {"cd-infer", {"--model", model, "--pre", pre, "--post", post, "--out", pre}, "--pre"},
         {"cd-infer", {"--model", model, "--pre", pre, "--post", post, "--out", tmp / "link.tif"}, "--pre"},
-        {"cd-infer", {"--model", model, "--pre", pre, "--post", post, "--out", model}, "--model"},
+        {"cd-infer", {"--model", model, "--pre", pre, "--post", post, "--out", model, "--of", "GTiff"}, "--model"},
         {"cd-infer", {"--model", model, "--pre", pre, "--post", post, "--out", tmp / "c.tif", "--prob", post}, "--post"},
         {"cd-cva", {"--pre", pre, "--post", post, "--out", post}, "--post"},
         {"cd-degrade", {"--in", post, "--out", post, "--degrade", "res=2"}, "--in"},
@@ -408,8 +410,9 @@ TEST_CASE("fault injection: SIGKILL at seeded random points, then --resume, give
         INFO(last.err);
         REQUIRE(last.rc == 0);
         for (const std::string s : {"a", "b", "c", "d"}) {
-            CHECK(read_all(tmp / ("maps/" + s + ".tif")) == read_all(tmp / ("ref/" + s + ".tif")));
-            CHECK(read_all(tmp / ("maps/" + s + "_prob.tif")) == read_all(tmp / ("ref/" + s + "_prob.tif")));
+            // The same values (the files' provenance names other folders).
+            CHECK(read_band(tmp / ("maps/" + s + ".tif")) == read_band(tmp / ("ref/" + s + ".tif")));
+            CHECK(read_band(tmp / ("maps/" + s + "_prob.tif")) == read_band(tmp / ("ref/" + s + "_prob.tif")));
             CHECK(feature_count(tmp / ("maps/" + s + ".gpkg")) == feature_count(tmp / ("ref/" + s + ".gpkg")));
         }
         CHECK(files_in(tmp / "maps") == files_in(tmp / "ref"));  // no stray file
@@ -512,6 +515,14 @@ TEST_CASE("running out of memory is one line naming the options that lower it", 
                                              "8", "--ram", "4000", "--threads", "1", "--quiet"}));
         INFO(mb << " MB: " << r.err);
         if (r.rc == 0 || r.rc == 137 || r.err.find("error while loading shared libraries") != std::string::npos) continue;
+        if (r.rc == 139) {
+            // oneDNN's code generator can segfault when an allocation fails (seen at 1200-1250 MB
+            // under load, about 1 run in 8): not ours to fix, but the run says so in one line.
+            CHECK(r.err.find("crashed inside a library") != std::string::npos);
+            CHECK(r.err.find("--ram, --batch-size or --tile-size") != std::string::npos);
+            CHECK_FALSE(exists(out));
+            continue;
+        }
         check_one_error_line(r, std::vector<std::string>{});
         CHECK_FALSE(exists(out));
         if (r.err.find("out of memory") != std::string::npos) {

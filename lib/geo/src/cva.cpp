@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "cdk/core/error.hpp"
@@ -59,7 +60,8 @@ void validate(const CvaOptions& o) {
         throw ConfigError("sample limit " + quote(std::to_string(o.sample_limit)) +
                           " must be at least 1000");
     validate_resampling(o.pair.resampling);
-    validate(o.write);
+    validate(o.write, o.out);
+    if (!o.quicklook.out.empty()) check_quicklook_path(o.quicklook.out, o.out);
 }
 
 size_t otsu_threshold(const std::vector<double>& h) {
@@ -99,7 +101,12 @@ nlohmann::json change_vector_analysis(const CvaOptions& o, const RunContext& ctx
     for (const auto& f : post.files) inputs.push_back({"--post", f});
     check_not_input(o.out, inputs);
     check_not_input(style_path_for(o.out), inputs);
+    if (!o.quicklook.out.empty()) {
+        check_not_input(o.quicklook.out, inputs);
+        AtomicPath(o.quicklook.out, o.write.overwrite);  // refused now rather than after the work
+    }
     ScenePair pair = open_pair(pre, post, "", o.pair, ctx);
+    if (!o.quicklook.out.empty()) quicklook_bands(pair.post, o.quicklook.bands);
     const Grid& grid = pair.grid();
     const int W = grid.width, H = grid.height, B = pair.pre.band_count();
 
@@ -211,8 +218,21 @@ nlohmann::json change_vector_analysis(const CvaOptions& o, const RunContext& ctx
         out.write(1, w, mask.data(), GDT_Byte);
         pass2.progress(static_cast<double>(s + 1) / strips, "Change vector analysis");
     }
-    out.commit();
-    write_change_style(o.out);
+    // The mask is published last, after its quick look and style.
+    nlohmann::json quicklook = nullptr;
+    const std::string mask_file = out.close();
+    if (!o.quicklook.out.empty()) {
+        QuicklookOptions q = o.quicklook;
+        q.overwrite = o.write.overwrite;
+        quicklook = write_quicklook(pair.post, mask_file, q, ctx);
+    }
+    try {
+        write_change_style(o.out);
+        out.commit();
+    } catch (...) {
+        if (!o.quicklook.out.empty()) std::remove(o.quicklook.out.c_str());
+        throw;
+    }
 
     const double area = pixel_area_m2(grid);
     auto stats = [&](const std::vector<double>& m, const std::vector<double>& sd) {
@@ -224,6 +244,7 @@ nlohmann::json change_vector_analysis(const CvaOptions& o, const RunContext& ctx
             {"post", o.post},
             {"out", o.out},
             {"style", style_path_for(o.out)},
+            {"quicklook", quicklook},
             {"width", W},
             {"height", H},
             {"bands", B},

@@ -593,7 +593,7 @@ void validate(const DegradeOptions& o) {
     DegradeSpec::parse(o.spec);
     if (o.block < 16 || o.block > 16384)
         throw ConfigError("block size " + quote(std::to_string(o.block)) + " must be from 16 to 16384");
-    validate(o.write);
+    validate(o.write, o.out);
 }
 
 nlohmann::json degrade_raster(const DegradeOptions& o, const RunContext& ctx) {

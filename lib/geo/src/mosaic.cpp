@@ -57,7 +57,7 @@ void validate(const MosaicOptions& o) {
     std::vector<NamedInput> inputs;
     for (const auto& in : o.inputs) inputs.push_back({"raster", in});
     for (const auto* out : {&o.out, &o.polygons}) check_not_input(*out, inputs);
-    validate(o.write);
+    validate(o.write, o.out);
 }
 
 nlohmann::json mosaic(const MosaicOptions& o, const RunContext& ctx) {
@@ -176,6 +176,7 @@ nlohmann::json mosaic(const MosaicOptions& o, const RunContext& ctx) {
         po.mask = o.out;
         po.out = o.polygons;
         po.min_area_m2 = o.min_area_m2;
+        po.min_pixels = o.min_pixels;
         po.overwrite = o.write.overwrite;
         polygons = polygonize_changes(po, ctx);
     }

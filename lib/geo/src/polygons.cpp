@@ -63,7 +63,8 @@ nlohmann::json polygonize_changes(const PolygonOptions& o, const RunContext& ctx
     std::vector<char> keep(size_t(n), 0);
     long long dropped = 0;
     for (int k = 1; k < n; ++k) {
-        keep[size_t(k)] = double(pixels[size_t(k)]) * pixel_m2 >= o.min_area_m2 || o.min_area_m2 <= 0;
+        keep[size_t(k)] = (double(pixels[size_t(k)]) * pixel_m2 >= o.min_area_m2 || o.min_area_m2 <= 0) &&
+                          pixels[size_t(k)] >= o.min_pixels;
         dropped += !keep[size_t(k)];
     }
     int32_t* lab_w = labels.ptr<int32_t>();
@@ -117,8 +118,8 @@ nlohmann::json polygonize_changes(const PolygonOptions& o, const RunContext& ctx
     auto* band = lab_ds->GetRasterBand(1);  // also the mask: label 0 (no kept region) is skipped
     CPLErrorReset();
     if (GDALPolygonize(GDALRasterBand::ToHandle(band), GDALRasterBand::ToHandle(band), OGRLayer::ToHandle(layer),
-                       id_field, nullptr, nullptr, nullptr) != CE_None)
-        throw IoError("cannot polygonize " + quote(o.mask) + ": " + gdal_message());
+                       id_field, nullptr, nullptr, nullptr) != CE_None)  // fails as its writes do (a full disk)
+        throw IoError("cannot write polygons " + quote(o.out) + ": " + gdal_message());
     long long regions = 0;
     double area_total = 0;
     layer->ResetReading();

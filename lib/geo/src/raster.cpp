@@ -3,6 +3,10 @@
 #include <cpl_string.h>
 #include <ogr_spatialref.h>
 
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -204,11 +208,71 @@ GDALDataType parse_data_type(const std::string& name) {
     return t;
 }
 
-void validate(const WriteOptions& options) {
+namespace {
+
+std::vector<std::pair<std::string, std::string>> g_provenance;
+
+std::string lower(std::string t) {
+    for (auto& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return t;
+}
+
+bool has_key(const std::vector<std::string>& co, const std::string& key) {
+    for (const auto& kv : co)
+        if (lower(kv.substr(0, kv.find('='))) == lower(key)) return true;
+    return false;
+}
+
+}  // namespace
+
+std::string output_format(const WriteOptions& options, const std::string& path) {
+    const std::string ext = lower(std::filesystem::path(path).extension().string());
+    std::string guessed;
+    if (ext == ".tif" || ext == ".tiff") guessed = "GTiff";
+    else if (ext == ".png") guessed = "PNG";
+    else if (ext == ".jpg" || ext == ".jpeg") guessed = "JPEG";
+    if (!options.format.empty()) {
+        const bool tiff = options.format == "GTiff" || options.format == "COG";
+        if (!guessed.empty() && (guessed == "GTiff") != tiff)
+            throw ConfigError("output " + quote(path) + ": --of " + options.format + " does not go with a " + ext +
+                              " name");
+        return options.format;
+    }
+    if (ext.empty() || path.empty()) return "GTiff";
+    if (guessed.empty())
+        throw ConfigError("cannot guess the output format of " + quote(path) + " from its extension " +
+                          quote(ext) + ": name it .tif (GeoTIFF) or .png, or give --of GTiff, COG or PNG");
+    return guessed;
+}
+
+std::vector<std::string> creation_options_for(const WriteOptions& options, const std::string& format,
+                                              GDALDataType type) {
+    std::vector<std::string> co = options.creation_options;
+    if (format != "GTiff" || !options.compact) return co;
+    if (!has_key(co, "TILED")) co.push_back("TILED=YES");
+    if (!has_key(co, "COMPRESS")) {
+        co.push_back("COMPRESS=DEFLATE");
+        // A 2048² synthetic scene: a UInt16 image 25.4 MB with DEFLATE alone, 19.3 MB with the
+        // horizontal predictor; a Byte change mask 99 KB alone, 110 KB with it.
+        if (!has_key(co, "PREDICTOR")) {
+            if (GDALDataTypeIsFloating(type)) co.push_back("PREDICTOR=3");
+            else if (GDALGetDataTypeSizeBits(type) > 8) co.push_back("PREDICTOR=2");
+        }
+    }
+    return co;
+}
+
+void set_provenance(std::vector<std::pair<std::string, std::string>> items) { g_provenance = std::move(items); }
+
+void validate(const WriteOptions& options, const std::string& path) {
     ensure_gdal_registered();
-    if (options.format != "GTiff" && options.format != "COG")
-        throw ConfigError("output format " + quote(options.format) +
-                          " is not supported (use GTiff or COG)");
+    const std::string format = output_format(options, path);
+    if (format == "JPEG")
+        throw ConfigError("output " + quote(path) +
+                          ": JPEG is lossy and would change the values written (a map's classes, an image's "
+                          "radiometry); use .tif or .png");
+    if (format != "GTiff" && format != "COG" && format != "PNG")
+        throw ConfigError("output format " + quote(format) + " is not supported (use GTiff, COG or PNG)");
     for (const auto& co : options.creation_options)
         if (co.find('=') == std::string::npos || co.front() == '=')
             throw ConfigError("creation option " + quote(co) + " is not of the form KEY=VALUE");
@@ -217,7 +281,7 @@ void validate(const WriteOptions& options) {
     // and then ignores it: the user asked for something they would not get, so it is an error
     // here (--co COMPRESS=BOGUS). Its other complaints (a number outside the advised range,
     // as COG's BLOCKSIZE below 128) are advice the driver does not enforce: let through.
-    auto* driver = GetGDALDriverManager()->GetDriverByName(options.format.c_str());
+    auto* driver = GetGDALDriverManager()->GetDriverByName(format.c_str());
     if (!driver) return;  // a missing COG driver is reported when the file is written
     CPLStringList co;
     for (const auto& kv : options.creation_options) co.AddString(kv.c_str());
@@ -234,8 +298,7 @@ void validate(const WriteOptions& options) {
     GDALValidateCreationOptions(driver, co.List());
     CPLPopErrorHandler();
     if (!complaints.empty())
-        throw ConfigError("--co refused (GDAL's " + options.format + " driver would ignore it): " +
-                          complaints);
+        throw ConfigError("--co refused (GDAL's " + format + " driver would ignore it): " + complaints);
 }
 
 long long set_block_cache(long long bytes) {
@@ -246,15 +309,24 @@ long long set_block_cache(long long bytes) {
 RasterWriter::RasterWriter(const std::string& path, const Grid& grid, int bands, GDALDataType type,
                            const WriteOptions& options, std::optional<double> nodata)
     : path_(path), options_(options), out_(path, options.overwrite) {
-    validate(options);
+    validate(options, path);
+    format_ = output_format(options, path);
+    final_co_ = creation_options_for(options, format_, type);
+    if (format_ == "PNG" && type != GDT_Byte && type != GDT_UInt16)
+        throw ConfigError("output " + quote(path) + ": PNG cannot hold " + GDALGetDataTypeName(type) +
+                          " data (only Byte and UInt16); use .tif");
+    if (format_ == "PNG" && bands > 4)
+        throw ConfigError("output " + quote(path) + ": PNG cannot hold " + std::to_string(bands) +
+                          " bands (at most 4); use .tif");
     CPLStringList co;
-    // COG cannot be created directly: write a plain tiled GeoTIFF, then CreateCopy at commit().
+    // COG and PNG cannot be created directly: write a plain tiled GeoTIFF, then CreateCopy at
+    // commit().
     if (staged()) {
         work_path_ = out_.temp() + ".work.tif";
         co.SetNameValue("TILED", "YES");
     } else {
         work_path_ = out_.temp();
-        for (const auto& kv : options.creation_options) co.AddString(kv.c_str());
+        for (const auto& kv : final_co_) co.AddString(kv.c_str());
     }
     auto* drv = GetGDALDriverManager()->GetDriverByName("GTiff");
     CPLErrorReset();
@@ -280,6 +352,8 @@ RasterWriter::RasterWriter(const std::string& path, const Grid& grid, int bands,
     }
     if (nodata)
         for (int b = 1; b <= bands; ++b) ds_->GetRasterBand(b)->SetNoDataValue(*nodata);
+    for (const auto& [k, v] : g_provenance) ds_->SetMetadataItem(k.c_str(), v.c_str());
+    for (const auto& [k, v] : options.metadata) ds_->SetMetadataItem(k.c_str(), v.c_str());
 }
 
 RasterWriter::~RasterWriter() {
@@ -288,6 +362,7 @@ RasterWriter::~RasterWriter() {
         ds_ = nullptr;
     }
     if (work_path_ != out_.temp()) VSIUnlink(work_path_.c_str());
+    VSIUnlink((out_.temp() + ".aux.xml").c_str());  // a PNG's georeferencing, unpublished
 }
 
 void RasterWriter::write(int band, const Window& w, const void* data, GDALDataType buf_type) {
@@ -308,6 +383,16 @@ void RasterWriter::write_all(const Window& w, const void* data, GDALDataType buf
 
 void RasterWriter::commit() {
     close();
+    // A PNG keeps its georeferencing, nodata and metadata in NAME.aux.xml beside it (GDAL's
+    // PAM): published first, so that the picture never appears without them.
+    const std::string aux = out_.temp() + ".aux.xml";
+    VSIStatBufL st;
+    if (VSIStatL(aux.c_str(), &st) == 0) {
+        if (VSIRename(aux.c_str(), (path_ + ".aux.xml").c_str()) != 0)
+            throw IoError("cannot publish " + quote(path_ + ".aux.xml") + ": " + std::strerror(errno));
+    } else if (format_ != "GTiff" && format_ != "COG") {
+        VSIUnlink((path_ + ".aux.xml").c_str());  // an older output's, which no longer applies
+    }
     out_.commit();
 }
 
@@ -315,10 +400,10 @@ const std::string& RasterWriter::close() {
     if (!ds_) return out_.temp();
     CPLErrorReset();
     if (staged()) {
-        auto* drv = GetGDALDriverManager()->GetDriverByName(options_.format.c_str());
-        if (!drv) throw IoError("GDAL has no " + options_.format + " driver (GDAL >= 3.1 is needed for COG)");
+        auto* drv = GetGDALDriverManager()->GetDriverByName(format_.c_str());
+        if (!drv) throw IoError("GDAL has no " + format_ + " driver (GDAL >= 3.1 is needed for COG)");
         CPLStringList co;
-        for (const auto& kv : options_.creation_options) co.AddString(kv.c_str());
+        for (const auto& kv : final_co_) co.AddString(kv.c_str());
         ds_->FlushCache();
         auto* copy = drv->CreateCopy(out_.temp().c_str(), ds_, FALSE, co.List(), nullptr, nullptr);
         if (!copy) throw IoError("cannot write " + quote(path_) + ": " + gdal_message());

@@ -258,12 +258,14 @@ int Scene::block_width() const {
     return widest;
 }
 
-Block Scene::read(const Window& w) const {
+Block Scene::read(const Window& w) const { return read_decimated(w, w.width, w.height); }
+
+Block Scene::read_decimated(const Window& w, int bw, int bh) const {
     Block blk;
-    blk.window = w;
+    blk.window = bw == w.width && bh == w.height ? w : Window{0, 0, bw, bh};
     blk.bands = band_count();
     blk.type = type_;
-    const size_t n = static_cast<size_t>(w.pixels());
+    const size_t n = static_cast<size_t>(bw) * bh;
     const int bytes = GDALGetDataTypeSizeBytes(type_);
     blk.data.resize(n * blk.bands * bytes);
     blk.valid.assign(n, 1);
@@ -275,7 +277,7 @@ Block Scene::read(const Window& w) const {
         for (int k = b; k < e; ++k) map.push_back(bands_[k].index);
         CPLErrorReset();
         if (bands_[b].ds->RasterIO(GF_Read, w.x, w.y, w.width, w.height, blk.data.data() + b * n * bytes,
-                                   w.width, w.height, type_, e - b, map.data(), 0, 0, 0, nullptr) != CE_None)
+                                   bw, bh, type_, e - b, map.data(), 0, 0, 0, nullptr) != CE_None)
             throw IoError("cannot read " + quote(name_) + ": " + gdal_message());
         b = e;
     }
@@ -295,7 +297,7 @@ Block Scene::read(const Window& w) const {
         std::vector<uint8_t> a(n);
         CPLErrorReset();
         if (alpha_->ds->GetRasterBand(alpha_->index)->RasterIO(GF_Read, w.x, w.y, w.width, w.height, a.data(),
-                                                                w.width, w.height, GDT_Byte, 0, 0) != CE_None)
+                                                                bw, bh, GDT_Byte, 0, 0) != CE_None)
             throw IoError("cannot read " + quote(name_) + ": " + gdal_message());
         for (size_t i = 0; i < n; ++i)
             if (a[i] == 0) blk.valid[i] = 0;

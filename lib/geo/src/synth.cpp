@@ -481,6 +481,12 @@ void generate(const SynthOptions& o, GDALDataType type, const Grid& grid, const 
         const std::string name = band_name(b) ? band_name(b) : "band" + std::to_string(b + 1);
         pre.dataset().GetRasterBand(b + 1)->SetDescription(name.c_str());
         post.dataset().GetRasterBand(b + 1)->SetDescription(name.c_str());
+        // GeoTIFF calls a fourth Byte band alpha by default: QGIS would make the near
+        // infrared a transparency. It is data.
+        if (b >= 3) {
+            pre.dataset().GetRasterBand(b + 1)->SetColorInterpretation(GCI_Undefined);
+            post.dataset().GetRasterBand(b + 1)->SetColorInterpretation(GCI_Undefined);
+        }
     }
 
     long long changed = 0, valid = 0;
@@ -584,7 +590,7 @@ void validate(const SynthOptions& o) {
                           " must be positive");
     if (o.epsg <= 0)
         throw ConfigError("EPSG code " + quote(std::to_string(o.epsg)) + " must be positive");
-    validate(o.write);
+    validate(o.write, "pre.tif");
 }
 
 nlohmann::json synthesize_pair(const SynthOptions& options, const RunContext& ctx) {

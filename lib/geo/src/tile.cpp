@@ -134,7 +134,7 @@ void validate(const TileOptions& o) {
     if (!(o.min_valid >= 0 && o.min_valid <= 1))
         throw ConfigError("minimum valid fraction must be in [0, 1], got " + format_number(o.min_valid));
     validate_resampling(o.pair.resampling);
-    geo::validate(o.write);
+    geo::validate(o.write, "tile.tif");
 }
 
 std::vector<PairJob> pair_jobs(const TileOptions& o) {

@@ -5,7 +5,9 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <condition_variable>
@@ -130,6 +132,12 @@ void validate(const InferOptions& o) {
     validate_scene_normalization(o.scene_norm);
     if (!(o.min_area_m2 >= 0) || !std::isfinite(o.min_area_m2))
         throw ConfigError("minimum area must be a number >= 0");
+    if (o.min_pixels < 0) throw ConfigError("minimum region size must be >= 0 pixels");
+    if (!o.pairs.empty() && !o.quicklook.out.empty())
+        throw ConfigError("with --pairs, --quicklook cannot name one file; use --with-quicklook for OUT/<scene>.png");
+    if (o.pairs.empty() && o.with_quicklook)
+        throw ConfigError("--with-quicklook goes with --pairs; give --quicklook FILE.png instead");
+    if (!o.quicklook.out.empty()) geo::check_quicklook_path(o.quicklook.out, o.out);
     for (const auto* other : {&o.prob, &o.out})
         if (!o.polygons.empty() && o.polygons == *other)
             throw ConfigError("--polygons and another output name the same file " + quote(o.polygons));
@@ -149,7 +157,19 @@ void validate(const InferOptions& o) {
     if (!o.prob.empty() && o.prob == o.out) throw ConfigError("--prob and --out name the same file " + quote(o.out));
     if (!o.pairs.empty() && (o.pairs == o.out)) throw ConfigError("--out names the pairs file " + quote(o.pairs));
     geo::validate_resampling(o.pair.resampling);
-    geo::validate(o.write);
+    if (!o.tiles.empty()) {
+        geo::validate(o.write);
+    } else {
+        // The maps' format: from --of, else the names' extensions (OUT/<scene>.tif with --pairs).
+        const std::string mask = o.pairs.empty() ? o.out : "scene.tif";
+        geo::validate(o.write, mask);
+        const std::string prob = o.pairs.empty() ? o.prob : (o.with_prob ? "scene_prob.tif" : "");
+        if (!prob.empty()) {
+            geo::validate(o.write, prob);
+            if (geo::output_format(o.write, prob) == "PNG")
+                throw ConfigError("--prob " + quote(prob) + ": PNG cannot hold the Float32 probability; use .tif");
+        }
+    }
 }
 
 namespace {
@@ -262,7 +282,19 @@ LoadedModel load_model(const InferOptions& o, const RunContext& ctx) {
     LoadedModel m = open_model(o, ctx);
     prepare_models(m, o);
     m.threshold = o.threshold;
+    if (o.threshold_auto && !o.threshold_from_model) {
+        const auto t = m.teachers.bundles.empty() ? m.bundle.info.best_threshold() : std::nullopt;
+        if (t && *t > 0 && *t < 1) {
+            m.threshold = *t;
+            m.threshold_source = "model";
+            ctx.info("threshold " + format_number(*t) + ": the one validation chose for " + quote(m.path) +
+                     " (--threshold sets another)");
+        } else {
+            m.threshold_source = "default";
+        }
+    }
     if (o.threshold_from_model) {
+        m.threshold_source = "model";
         if (!m.teachers.bundles.empty())
             throw ConfigError("--threshold model needs one bundle (--model); in Origin-Partition mode give a number");
         const auto t = m.bundle.info.best_threshold();
@@ -309,11 +341,11 @@ void check_not_inputs(const std::vector<std::string>& outputs, std::vector<Named
 
 // Where one scene's outputs go.
 struct ScenePaths {
-    std::string out, prob, polygons;
+    std::string out, prob, polygons, quicklook;
     /// The outputs that are asked for.
     std::vector<std::string> all() const {
         std::vector<std::string> v{out};
-        for (const auto* p : {&prob, &polygons})
+        for (const auto* p : {&prob, &polygons, &quicklook})
             if (!p->empty()) v.push_back(*p);
         return v;
     }
@@ -648,6 +680,81 @@ ScenePlan plan_scene(const LoadedModel& m, const geo::ScenePair& pair, const Inf
     return p;
 }
 
+// A band name without folder and extension, in lower case: "T32_B04.jp2" -> "t32_b04".
+std::string band_stem(const std::string& name) {
+    std::string n = fs::path(name).stem().string();
+    for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return n;
+}
+
+// Whether two band names can name the same band: equal, or one ends with the other after a
+// separator ("B04" and "T32TQM_20200101_B04").
+bool same_band(const std::string& a, const std::string& b) {
+    const std::string x = band_stem(a), y = band_stem(b);
+    const std::string& lng = x.size() >= y.size() ? x : y;
+    const std::string& sht = x.size() >= y.size() ? y : x;
+    if (lng == sht) return true;
+    return !sht.empty() && lng.size() > sht.size() && lng.compare(lng.size() - sht.size(), sht.size(), sht) == 0 &&
+           !std::isalnum(static_cast<unsigned char>(lng[lng.size() - sht.size() - 1]));
+}
+
+// A scene whose bands do not look like the bundle's training data maps silently badly (a
+// model of one sensor on another's scene): warn, naming the bands. Named bands that differ
+// from the bundle's; or a band "far" from the training normalisation: its mean more than 3
+// training standard deviations from the training mean, or its standard deviation below a
+// third or above 3 times the training one. The statistics come from a decimated read (at
+// most 512 pixels a side). Bundles that standardise each scene by itself are not checked.
+void check_scene_bands(const LoadedModel& m, const geo::ScenePair& pair, const RunContext& ctx) {
+    if (m.norm.scene != "none" || !m.bundle.header.contains("normalization")) return;
+    const auto& trained = m.bundle.info.bands;
+    const std::string model = quote(m.path);
+    for (const geo::Scene* s : {&pair.pre, &pair.post}) {
+        const auto& names = s->band_names();
+        std::string renamed;
+        auto generic = [](const std::string& n, size_t b) {  // "B1", "B2" ...: no description, no file name
+            return n == "B" + std::to_string(b + 1);
+        };
+        if (trained.size() == names.size())
+            for (size_t b = 0; b < names.size(); ++b)
+                if (!generic(names[b], b) && !generic(trained[b], b) && !same_band(names[b], trained[b]))
+                    renamed += (renamed.empty() ? "" : ", ") + quote(names[b]) + " where it was trained on " +
+                               quote(trained[b]);
+        if (!renamed.empty())
+            ctx.warn("scene " + quote(s->name()) + ": band " + renamed + " (" + model +
+                     "): another product or band order? Its bands must be the training bands, in order");
+        const geo::Grid& g = s->grid();
+        const double f = std::max(1.0, std::max(g.width, g.height) / 512.0);
+        const int w = std::max(1, static_cast<int>(g.width / f)), h = std::max(1, static_cast<int>(g.height / f));
+        const geo::Block blk = s->read_decimated(geo::Window{0, 0, g.width, g.height}, w, h);
+        std::string far;
+        for (int b = 0; b < blk.bands && b < static_cast<int>(m.norm.mean.size()); ++b) {
+            double sum = 0, sq = 0;
+            long long n = 0;
+            for (int y = 0; y < h; ++y)
+                for (int x = 0; x < w; ++x)
+                    if (blk.valid[static_cast<size_t>(y) * w + x]) {
+                        const double v = blk.value(b, x, y);
+                        sum += v;
+                        sq += v * v;
+                        ++n;
+                    }
+            if (n < 16) return;  // too little data to say
+            const double mean = sum / n, sd = std::sqrt(std::max(0.0, sq / n - mean * mean));
+            const double tm = m.norm.mean[b], ts = m.norm.std[b];
+            if (std::abs(mean - tm) > 3 * ts || sd < ts / 3 || sd > 3 * ts) {
+                char text[160];
+                std::snprintf(text, sizeof text, "%s (mean %.4g, std %.4g; training %.4g, %.4g)",
+                              quote(names[b]).c_str(), mean, sd, tm, ts);
+                far += (far.empty() ? "" : ", ") + std::string(text);
+            }
+        }
+        if (!far.empty())
+            ctx.warn("scene " + quote(s->name()) + ": bands far from the training data of " + model + ": " + far +
+                     ". Another sensor, scaling or band order maps badly; a model trained with --scene-norm band "
+                     "(cd-train-teacher) standardises each scene by its own statistics");
+    }
+}
+
 // The mask and the optional probability raster of a scene, created before any work so that
 // a refused output costs nothing. Strips fill the outputs out of block order: staged then,
 // so that no compressed block is written twice.
@@ -655,14 +762,29 @@ struct SceneOutputs {
     std::unique_ptr<geo::RasterWriter> mask, prob;
 };
 
-SceneOutputs open_outputs(const std::string& out, const std::string& prob, bool prob_is_scratch,
+// What made a map, in its metadata: the model, its architecture and checksum, the threshold.
+std::vector<std::pair<std::string, std::string>> model_provenance(const LoadedModel& m) {
+    std::vector<std::pair<std::string, std::string>> md = {{"CDK_MODEL", m.path},
+                                                           {"CDK_MODEL_ARCH", m.bundle.model->options().arch}};
+    if (m.bundle.header.contains("checksum") && m.bundle.header["checksum"].contains("weights"))
+        md.push_back({"CDK_MODEL_CRC32", m.bundle.header["checksum"]["weights"].get<std::string>()});
+    if (!m.teachers.bundles.empty()) md.push_back({"CDK_MODE", "origin-partition"});
+    md.push_back({"CDK_THRESHOLD", format_number(m.threshold)});
+    md.push_back({"CDK_THRESHOLD_SOURCE", m.threshold_source});
+    return md;
+}
+
+SceneOutputs open_outputs(const LoadedModel& m, const std::string& out, const std::string& prob, bool prob_is_scratch,
                           const geo::Grid& grid, size_t strips, const InferOptions& o, bool replace) {
     SceneOutputs w;
     geo::WriteOptions mw = o.write;
     mw.overwrite = mw.overwrite || replace;
     mw.stage = mw.stage || strips > 1;
+    const auto md = model_provenance(m);
+    mw.metadata.insert(mw.metadata.end(), md.begin(), md.end());
     w.mask = std::make_unique<geo::RasterWriter>(out, grid, 1, GDT_Byte, mw, double(kMaskNodata));
     geo::set_change_colour_table(*w.mask->dataset().GetRasterBand(1));
+    w.mask->dataset().GetRasterBand(1)->SetDescription("change");
     if (!prob.empty()) {
         geo::WriteOptions pw = mw;
         if (prob_is_scratch) {  // an intermediate: plain GeoTIFF, replacing a stale one
@@ -670,6 +792,7 @@ SceneOutputs open_outputs(const std::string& out, const std::string& prob, bool 
             pw.overwrite = true;
         }
         w.prob = std::make_unique<geo::RasterWriter>(prob, grid, 1, GDT_Float32, pw, double(kProbNodata));
+        w.prob->dataset().GetRasterBand(1)->SetDescription("change probability");
     }
     return w;
 }
@@ -839,6 +962,7 @@ nlohmann::json scene_summary(const LoadedModel& m, const SceneInputs& in, const 
             {"car", st.valid_pixels ? double(st.changed) / double(st.valid_pixels) : 0.0},
             {"changed_area_m2", pixel_m2 > 0 ? nlohmann::json(double(st.changed) * pixel_m2) : nlohmann::json(nullptr)},
             {"threshold", m.threshold},
+            {"threshold_source", m.threshold_source},
             {"window", plan.wp.tile},
             {"window_automatic", plan.wp.automatic},
             {"overlap", plan.wp.overlap},
@@ -878,7 +1002,9 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     // Progress: the statistics pass is the first 5 %, the windows the rest.
     const RunContext window_ctx = m.norm.scene != "none" ? ctx.scaled(0.05, 1.0) : ctx;
     const ScenePlan plan = plan_scene(m, in.pair, o, ctx);
-    SceneOutputs out = open_outputs(paths.out, prob, !scratch.path.empty(), in.pair.grid(), plan.stream.strips.size(), o,
+    if (o.check_bands) check_scene_bands(m, in.pair, ctx);
+    if (!paths.quicklook.empty()) geo::quicklook_bands(in.pair.post, o.quicklook.bands);
+    SceneOutputs out = open_outputs(m, paths.out, prob, !scratch.path.empty(), in.pair.grid(), plan.stream.strips.size(), o,
                                     paths.redo);
     m.predictor->begin_scene();
     const StreamStats st = SceneStream(m, in, plan, out, window_ctx).run();
@@ -889,7 +1015,7 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
     const std::string mask_file = out.mask->close();
     const std::string prob_file = out.prob ? out.prob->close() : std::string();
     std::vector<std::string> published;
-    nlohmann::json polygons = nullptr;
+    nlohmann::json polygons = nullptr, quicklook = nullptr;
     try {
         if (!paths.polygons.empty()) {
             geo::PolygonOptions po;
@@ -897,9 +1023,17 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
             po.prob = prob_file;
             po.out = paths.polygons;
             po.min_area_m2 = o.min_area_m2;
+            po.min_pixels = o.min_pixels;
             po.overwrite = true;  // conflicts were refused before any work
             polygons = geo::polygonize_changes(po, ctx);
             published.push_back(paths.polygons);
+        }
+        if (!paths.quicklook.empty()) {
+            geo::QuicklookOptions q = o.quicklook;
+            q.out = paths.quicklook;
+            q.overwrite = true;
+            quicklook = geo::write_quicklook(in.pair.post, mask_file, q, ctx);
+            published.push_back(paths.quicklook);
         }
         geo::write_change_style(paths.out, true);
         published.push_back(geo::style_path_for(paths.out));
@@ -914,7 +1048,9 @@ nlohmann::json map_scene(LoadedModel& m, const geo::SceneSpec& pre, const geo::S
         throw;
     }
     if (st.valid_pixels == 0) ctx.warn("scene " + quote(in.pair.pre.name()) + " has no pixel with data in both dates");
-    return scene_summary(m, in, plan, st, paths, polygons, seconds_since(t_start), o);
+    nlohmann::json summary = scene_summary(m, in, plan, st, paths, polygons, seconds_since(t_start), o);
+    summary["quicklook"] = quicklook;
+    return summary;
 }
 
 // An output that exists is part of a finished scene (--resume skips it), of a scene an
@@ -943,7 +1079,7 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
     nn::set_threads(o.threads);
     ctx.debug(nn::torch_build_info());
     if (o.pairs.empty()) {
-        ScenePaths paths{o.out, o.prob, o.polygons};
+        ScenePaths paths{o.out, o.prob, o.polygons, o.quicklook.out};
         if (o.resume && paths.finished()) {
             ctx.info("outputs of " + quote(o.out) + " exist; skipped (--resume)");
             return skipped(o.out);
@@ -975,7 +1111,8 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
         const fs::path dir(o.out);
         ScenePaths paths{(dir / (j.scene + ".tif")).string(),
                          o.with_prob ? (dir / (j.scene + "_prob.tif")).string() : "",
-                         o.with_polygons ? (dir / (j.scene + ".gpkg")).string() : ""};
+                         o.with_polygons ? (dir / (j.scene + ".gpkg")).string() : "",
+                         o.with_quicklook ? (dir / (j.scene + ".png")).string() : ""};
         plan.push_back({&j, std::move(paths)});
     }
     {

@@ -25,6 +25,7 @@ struct LoadedModel {
     double threshold = 0.5;  // on the change probability: --threshold, or the bundle's
     std::unique_ptr<nn::WindowPredictor> predictor;  // the mapping mode
     bool strict = false;  // change where probability > threshold (KD-MSI), else >=
+    std::string threshold_source = "given";  // given | model (the bundle's validation) | default
 };
 
 

@@ -25,6 +25,7 @@
 #include "cdk/nn/bundle.hpp"
 #include "cdk/nn/device.hpp"
 #include "cdk/nn/objective.hpp"
+#include "cdk/pipeline/curves.hpp"
 
 namespace cdk::pipeline {
 
@@ -394,14 +395,14 @@ namespace {
 // Where a run writes, and whether it goes on from a checkpoint. `skip` holds the summary
 // when --resume finds the run already finished.
 struct RunPaths {
-    std::string ckpt, log;
+    std::string ckpt, log, curves;
     bool resuming = false;
     nlohmann::json skip = nullptr;
 };
 
 RunPaths check_outputs(const TrainOptions& o, const RunContext& ctx) {
-    RunPaths r{o.out + ".ckpt", o.out + ".log.jsonl"};
-    for (const auto& out : {o.out, r.ckpt, r.log, o.save_last})
+    RunPaths r{o.out + ".ckpt", o.out + ".log.jsonl", o.out + ".curves.svg"};
+    for (const auto& out : {o.out, r.ckpt, r.log, r.curves, o.save_last})
         check_not_input(out, {{"--train", o.train}, {"--val", o.val}, {"--init", o.init}});
     check_output_folder(o.out);
     if (!o.save_last.empty()) check_output_folder(o.save_last);
@@ -587,6 +588,7 @@ public:
             restore(*start.ckpt, start.meta);
         } else {
             fs::remove(paths_.log);
+            fs::remove(paths_.curves);
             fs::remove(paths_.ckpt);
         }
         meta_ = {{"model", nn::to_json(mo_)}, {"train", o_.train}, {"val", o_.val}, {"seed", o_.seed},
@@ -930,6 +932,9 @@ private:
         if (!val.live.is_null()) line["val_live"] = val.live;
         if (partial) line["partial"] = true;
         append_line(paths_.log, line.dump());
+        // The curves so far, redrawn each epoch: a picture to glance at during a long run.
+        write_training_curves(paths_.log, paths_.curves,
+                              objective_->name() + ": " + mo_.arch + " -> " + fs::path(o_.out).filename().string());
         std::string term_text;
         if (r.term_order.size() > 1)
             for (const auto& name : r.term_order) term_text += (term_text.empty() ? " (" : ", ") + name + " " + fmt(terms[name].get<double>(), 4);
@@ -958,6 +963,7 @@ private:
         const double sps = prog_.train_seconds > 0 ? double(prog_.samples) / prog_.train_seconds : 0;
         nlohmann::json s = {{"out", o_.out},
                             {"log", paths_.log},
+                            {"curves", paths_.curves},
                             {"checkpoint", have_ckpt_now ? nlohmann::json(paths_.ckpt) : nlohmann::json(nullptr)},
                             {"last", o_.save_last.empty() ? nlohmann::json(nullptr) : nlohmann::json(o_.save_last)},
                             {"complete", complete},

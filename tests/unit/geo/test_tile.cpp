@@ -232,8 +232,10 @@ TEST_CASE("tile options are validated", "[geo][tile]") {
     o.overlap = 300;
     CHECK_THROWS_WITH(validate(o), Catch::Contains("overlap"));
     o.overlap = 0;
-    o.write.format = "PNG";
-    CHECK_THROWS_WITH(validate(o), Catch::Contains("'PNG'"));
+    o.write.format = "PNG";  // tiles are named .tif
+    CHECK_THROWS_WITH(validate(o), Catch::Contains("--of PNG does not go with a .tif name"));
+    o.write.format = "JPEG";
+    CHECK_THROWS_WITH(validate(o), Catch::Contains("does not go with a .tif name"));
 }
 
 TEST_CASE("one or several tile-writing threads give the same manifest and statistics", "[geo][tile]") {

@@ -161,8 +161,9 @@ TEST_CASE("pinned: bundles of an earlier commit load and map to the same bytes",
     ss.height = 96;
     ss.seed = 11;
     const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
+    // --threshold 0.5: the earlier commit's default (cd-infer now takes the bundle's own).
     const std::vector<std::string> io = {"--pre", scene + "/pre.tif", "--post", scene + "/post.tif", "--threads", "1",
-                                         "--quiet"};
+                                         "--quiet", "--threshold", "0.5"};
     auto map = [&](const std::string& name, std::vector<std::string> args) {
         args.insert(args.end(), io.begin(), io.end());
         for (const std::string& a : std::vector<std::string>{"--out", tmp / (name + ".tif"), "--prob", tmp / (name + "_p.tif")})

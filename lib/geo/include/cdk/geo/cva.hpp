@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cdk/core/context.hpp"
+#include "cdk/geo/quicklook.hpp"
 #include "cdk/geo/raster.hpp"
 #include "cdk/geo/scene.hpp"
 
@@ -19,6 +20,7 @@ struct CvaOptions {
     std::optional<double> threshold;  ///< magnitude threshold; empty = Otsu's automatic threshold
     PairOptions pair;                 ///< alignment of date 2, resampling, nodata override
     WriteOptions write;               ///< output format, creation options, overwrite
+    QuicklookOptions quicklook;       ///< a quick-look PNG of date 2 with the changes (out empty: none)
     int block_rows = 256;             ///< rows read and written at a time
     int sample_limit =
         1000000;  ///< at most this many pixels (a regular grid) feed Otsu's histogram

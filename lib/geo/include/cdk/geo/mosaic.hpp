@@ -19,6 +19,7 @@ struct MosaicOptions {
     std::string rule = "max";         ///< where inputs overlap: max (change wins / highest probability), first, last (order given)
     std::string polygons;             ///< optional GeoPackage of the mosaic's change regions (masks only)
     double min_area_m2 = 0;           ///< leave out smaller regions from the polygons
+    int min_pixels = 0;               ///< and regions of fewer pixels than this
     int strip_rows = 256;             ///< rows combined at a time
     WriteOptions write;               ///< format, creation options, overwrite
 };

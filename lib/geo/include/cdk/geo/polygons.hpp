@@ -14,6 +14,7 @@ struct PolygonOptions {
     std::string prob;            ///< change probability on the mask's grid (empty = no mean_prob)
     std::string out;             ///< GeoPackage to write (layer "changes")
     double min_area_m2 = 0;      ///< drop regions smaller than this (needs a georeferenced mask)
+    int min_pixels = 0;          ///< and regions of fewer pixels than this
     bool overwrite = false;      ///< replace an existing output
 };
 
@@ -21,7 +22,7 @@ struct PolygonOptions {
 /// mask's CRS, one feature each with `id`, `pixels`, `area_m2` (pixel count × the pixel's
 /// area, geodesic estimate for geographic CRSs; null without georeferencing) and `mean_prob`
 /// (mean change probability of its pixels; null without `prob`). Regions smaller than
-/// `min_area_m2` are left out. The GeoPackage appears only when complete. Holds the mask
+/// `min_area_m2` or of fewer than `min_pixels` pixels are left out. The GeoPackage appears only when complete. Holds the mask
 /// (1 byte), the region labels (4 bytes) and the probability (4 bytes) per pixel in memory.
 /// Returns {"out", "regions", "dropped", "area_m2"}.
 nlohmann::json polygonize_changes(const PolygonOptions& options, const RunContext& ctx = {});

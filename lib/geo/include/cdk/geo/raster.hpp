@@ -81,9 +81,19 @@ GDALDataType parse_data_type(const std::string& name);
 
 /// Options for writing a raster, as in gdal_translate (-of, -co).
 struct WriteOptions {
-    std::string format = "GTiff";                ///< GDAL driver: GTiff or COG
+    /// GDAL driver: GTiff, COG or PNG; empty = from the output's extension as GDAL's own
+    /// programs do (.tif/.tiff GTiff, .png PNG, none GTiff; another is refused).
+    std::string format;
     std::vector<std::string> creation_options;  ///< KEY=VALUE pairs passed to the driver
     bool overwrite = false;                      ///< replace an existing output
+    /// A GeoTIFF that a GIS keeps: tiled and DEFLATE-compressed (with the horizontal
+    /// predictor for integer data wider than 8 bits, the floating-point one for floats)
+    /// unless --co sets TILED, COMPRESS or PREDICTOR itself. Off for training tiles, which
+    /// are small and read every epoch.
+    bool compact = true;
+    /// Metadata items (KEY=VALUE, default domain) of this output, after the process-wide
+    /// provenance (set_provenance).
+    std::vector<std::pair<std::string, std::string>> metadata;
     /// Write a plain tiled GeoTIFF first and copy it into the format at commit() (always so
     /// for COG). For writers that fill the raster out of block order (column strips): a
     /// compressed block written twice would otherwise leave its first copy as dead space.
@@ -94,8 +104,23 @@ struct WriteOptions {
 /// wins). Returns the cache size in effect.
 long long set_block_cache(long long bytes);
 
-/// Check a driver name and its creation options before any work starts.
-void validate(const WriteOptions& options);
+/// Check a driver name and its creation options before any work starts; with `path`, also
+/// that the format can be guessed from its extension and agrees with it.
+void validate(const WriteOptions& options, const std::string& path = "");
+
+/// The GDAL driver that writes `path`: options.format, or the one its extension names.
+/// ConfigError for an extension cdkit cannot write ("cannot guess the output format of
+/// 'x.foo' …") or a format at odds with the extension.
+std::string output_format(const WriteOptions& options, const std::string& path);
+
+/// The creation options a raster of `type` gets: the user's, and for GTiff with `compact`
+/// the defaults they do not set (TILED=YES, COMPRESS=DEFLATE, PREDICTOR=2|3).
+std::vector<std::string> creation_options_for(const WriteOptions& options, const std::string& format,
+                                              GDALDataType type);
+
+/// Metadata every raster this process writes carries (CDK_VERSION, CDK_COMMAND ... and
+/// TIFFTAG_SOFTWARE): where it came from, for whoever opens it later.
+void set_provenance(std::vector<std::pair<std::string, std::string>> items);
 
 /// A raster being written: it exists under a temporary name until commit(), which
 /// flushes, closes (a failed close is an error) and renames. Destroying an uncommitted
@@ -123,10 +148,12 @@ public:
     const std::string& close();
 
 private:
-    bool staged() const { return options_.stage || options_.format == "COG"; }
+    bool staged() const { return options_.stage || format_ != "GTiff"; }
 
     std::string path_;
     WriteOptions options_;
+    std::string format_;                    ///< the driver of the output
+    std::vector<std::string> final_co_;     ///< its creation options
     AtomicPath out_;
     std::string work_path_;
     GDALDataset* ds_ = nullptr;

@@ -78,6 +78,10 @@ public:
     /// Read a window of every band and its validity. A pixel is nodata when every band that
     /// has a nodata value holds it, or when it falls outside the data after warping.
     Block read(const Window& w) const;
+    /// Read window `w` decimated to `width` x `height` pixels (nearest neighbour, from
+    /// overviews where the files have them), for pictures; the block's window is then
+    /// {0, 0, width, height}.
+    Block read_decimated(const Window& w, int width, int height) const;
 
     /// This scene warped onto `target` (CRS, geotransform and size of another scene).
     /// Pixels outside this scene's footprint become invalid.

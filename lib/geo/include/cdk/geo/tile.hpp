@@ -44,7 +44,13 @@ struct TileOptions {
     long long min_changed_pixels = 1;  ///< image-level label: changed = at least this many changed valid pixels
     std::string tile_labels;         ///< CSV id,changed giving tiles' image-level labels by hand (wins over the label's)
     PairOptions pair;                ///< alignment, resampling and nodata
-    WriteOptions write;              ///< tile format and creation options; overwrite
+    /// Tile format and creation options; overwrite. Tiles are written uncompressed (not
+    /// `compact`): small, and read every epoch.
+    WriteOptions write = [] {
+        WriteOptions w;
+        w.compact = false;
+        return w;
+    }();
     int threads = 1;                 ///< tile-writing threads, 0 = one per core (1 measured fastest on 2 cores)
 };
 

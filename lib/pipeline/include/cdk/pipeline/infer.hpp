@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cdk/core/context.hpp"
+#include "cdk/geo/quicklook.hpp"
 #include "cdk/geo/raster.hpp"
 #include "cdk/geo/scene.hpp"
 
@@ -31,10 +32,18 @@ struct InferOptions {
     std::string polygons;          ///< optional GeoPackage of change regions (area in m², mean probability); single scene
     bool with_polygons = false;    ///< with `pairs`: also write OUT/<scene>.gpkg
     double min_area_m2 = 0;        ///< leave out change regions smaller than this from the polygons
+    int min_pixels = 0;            ///< and those of fewer pixels than this (cd-infer's default: 5)
+    geo::QuicklookOptions quicklook;  ///< single scene: a quick-look PNG of date 2 with the changes (out empty: none)
+    bool with_quicklook = false;   ///< with `pairs`: also write OUT/<scene>.png
     std::string shard;             ///< with `pairs`: "I/N" = every N-th scene from the I-th; empty = Slurm array or all
     bool resume = false;           ///< skip scenes whose requested outputs all exist (finished by an earlier run)
     double threshold = 0.5;        ///< change where the change probability is >= this
     bool threshold_from_model = false;  ///< use the bundle's validation-chosen threshold instead (metrics.best_threshold)
+    /// The bundle's validation-chosen threshold when it has one (one bundle), else `threshold`:
+    /// cd-infer's default.
+    bool threshold_auto = false;
+    /// Warn when a scene's bands look unlike the bundle's training data (names, statistics).
+    bool check_bands = true;
     int tile_size = 0;             ///< window edge in pixels, 0 = automatic (see infer_scene)
     int overlap = -1;              ///< pixels shared by neighbouring windows, -1 = a quarter of the bundle's tile size (or of a smaller window)
     int batch_size = 0;            ///< windows per forward pass, 0 = automatic (about 4 x 256² pixels, at least 1, at most 4)
