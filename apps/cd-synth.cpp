@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
                    "Bands per date (blue, green, red, nir, swir1, swir2, ...)")
         ->capture_default_str()
         ->check(CLI::Range(1, 64));
-    app.add_option("--type", opt.type, "Data type: UInt8 (1..255) or UInt16 (reflectance x 10000)")
+    app.add_option("--type,--ot", opt.type, "Data type: UInt8 (1..255) or UInt16 (reflectance x 10000)")
         ->capture_default_str()
         ->check(CLI::IsMember({"UInt8", "Byte", "UInt16"}));
     app.add_option("--seed", opt.seed, "Seed: the same seed and options give identical files")

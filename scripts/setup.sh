@@ -14,7 +14,7 @@ PACKAGES=(
   help2man
 )
 # Optional clients used by the tests that talk to real tools; tests skip without them.
-OPTIONAL=(python3-torch python3-qgis)
+OPTIONAL=(python3-torch python3-qgis python3-yaml parallel slurm-wlm munge)
 
 missing=()
 for p in "${PACKAGES[@]}" "${OPTIONAL[@]}"; do

@@ -241,30 +241,11 @@ TEST_CASE("cd-infer runs a TorchScript model from Python and matches Python's ou
     ss.height = 80;
     ss.seed = 4;
     const std::string scene = cdk::test::synth_scene(tmp / "scene", ss);
-    // A model with no spatial context (1x1 convolutions): a windowed run must equal Python's
-    // run on the whole scene. Python also writes its own probabilities for the comparison.
-    const std::string script = R"PY(
-import sys, numpy as np, torch
-from osgeo import gdal
-class M(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = torch.nn.Conv2d(6, 8, 1)
-        self.b = torch.nn.Conv2d(8, 2, 1)
-    def forward(self, pre, post):
-        return self.b(torch.relu(self.a(torch.cat([pre, post - pre], 1))))
-torch.manual_seed(0)
-m = torch.jit.script(M().eval())
-m.save(sys.argv[2])
-mean = torch.tensor([90.0, 80.0, 70.0]).view(1, 3, 1, 1)
-std = torch.tensor([30.0, 25.0, 20.0]).view(1, 3, 1, 1)
-read = lambda p: torch.from_numpy(gdal.Open(p).ReadAsArray().astype(np.float32))[None]
-pre, post = read(sys.argv[1] + "/pre.tif"), read(sys.argv[1] + "/post.tif")
-with torch.no_grad():
-    p = torch.softmax(m((pre - mean) / std, (post - mean) / std), 1)[0, 1]
-p.numpy().astype(np.float32).tofile(sys.argv[3])
-)PY";
-    auto py = cdk::test::run_python(tmp.path(), script, {scene, tmp / "m.pt", tmp / "expected.f32"});
+    // examples/export_torchscript.py: a model with no spatial context (1x1 convolutions), so a
+    // windowed run must equal Python's run on the whole scene; Python writes its own
+    // probabilities for the comparison.
+    auto py = cdk::test::run_shell("/usr/bin/python3 " + std::string(CDK_SOURCE_DIR) + "/examples/export_torchscript.py '" +
+                                   tmp / "m.pt" + "' --probabilities '" + scene + "' '" + tmp / "expected.f32" + "'");
     INFO(py.err);
     REQUIRE(py.rc == 0);
 
@@ -323,38 +304,25 @@ TEST_CASE("QGIS loads cd-infer's change mask with its style and the polygons lay
     REQUIRE(run_tool("cd-train-teacher", {"--train", tmp / "tiles/tiles.csv", "--arch", "fc-siam-diff", "--width",
                                           "4", "--epochs", "1", "--out", tmp / "m.cdm", "--device", "cpu", "--quiet"})
                 .rc == 0);
+    // At the median probability, so that the 1-epoch model's map has changes to show.
     auto r = run_tool("cd-infer", {"--model", tmp / "m.cdm", "--pre", scene + "/pre.tif", "--post",
-                                   scene + "/post.tif", "--out", tmp / "change.tif", "--polygons",
-                                   tmp / "change.gpkg", "--quiet"});
+                                   scene + "/post.tif", "--out", tmp / "first.tif", "--prob", tmp / "p.tif", "--quiet"});
+    REQUIRE(r.rc == 0);
+    std::vector<double> probs;
+    for (double p : cdk::test::read_band(tmp / "p.tif"))
+        if (p >= 0) probs.push_back(p);
+    std::sort(probs.begin(), probs.end());
+    REQUIRE_FALSE(probs.empty());
+    r = run_tool("cd-infer", {"--model", tmp / "m.cdm", "--pre", scene + "/pre.tif", "--post", scene + "/post.tif",
+                              "--out", tmp / "change.tif", "--polygons", tmp / "change.gpkg", "--min-area", "0",
+                              "--threshold", std::to_string(probs[probs.size() / 2]), "--quiet"});
     INFO(r.err);
     REQUIRE(r.rc == 0);
-    // QGIS headless: the raster with the style QGIS picks up beside it, the polygon layer.
-    const std::string script = R"PY(
-import sys
-from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
-app = QgsApplication([], False)
-app.initQgis()
-raster = QgsRasterLayer(sys.argv[1], "change")
-msg, ok = raster.loadDefaultStyle()
-vector = QgsVectorLayer(sys.argv[2] + "|layername=changes", "changes", "ogr")
-print("raster_valid", raster.isValid())
-print("raster_crs", raster.crs().authid())
-print("style_loaded", ok)
-print("renderer", raster.renderer().type())
-print("vector_valid", vector.isValid())
-print("vector_crs", vector.crs().authid())
-print("fields", ",".join(f.name() for f in vector.fields()))
-print("features", vector.featureCount())
-sys.stdout.flush()
-# Layers must go before QGIS does; PyQGIS can still crash in interpreter teardown, so leave
-# directly once everything is printed.
-del raster, vector
-app.exitQgis()
-import os
-os._exit(0)
-)PY";
-    auto q = cdk::test::run_python(tmp.path(), script, {tmp / "change.tif", tmp / "change.gpkg"},
-                                   "QT_QPA_PLATFORM=offscreen");
+    // examples/qgis_render.py, QGIS headless: the raster with the style QGIS picks up beside it,
+    // the polygon layer, rendered to a PNG.
+    auto q = cdk::test::run_shell("QT_QPA_PLATFORM=offscreen /usr/bin/python3 " + std::string(CDK_SOURCE_DIR) +
+                                  "/examples/qgis_render.py '" + tmp / "change.tif" + "' '" + tmp / "change.gpkg" +
+                                  "' '" + tmp / "map.png" + "'");
     INFO(q.out << q.err);
     REQUIRE(q.rc == 0);
     const std::string crs = "EPSG:" + std::to_string(cdk::geo::epsg_of(cdk::geo::grid_of(*cdk::geo::open_raster(scene + "/pre.tif")).crs_wkt));
@@ -366,6 +334,12 @@ os._exit(0)
     CHECK(q.out.find("vector_crs " + crs + "\n") != std::string::npos);
     CHECK(q.out.find("area_m2") != std::string::npos);
     CHECK(q.out.find("mean_prob") != std::string::npos);
+    CHECK(q.out.find("rendered True") != std::string::npos);
+    // The rendered map shows the style's red for changed pixels.
+    const auto r_band = cdk::test::read_band(tmp / "map.png", 1), g_band = cdk::test::read_band(tmp / "map.png", 2);
+    size_t red = 0;
+    for (size_t i = 0; i < r_band.size(); ++i) red += r_band[i] > 200 && g_band[i] < 80;
+    CHECK(red > 0);
 }
 
 TEST_CASE("no seams: a windowed map equals the whole-scene map of a model that sees window borders",

@@ -98,7 +98,8 @@ std::string panel(double x0, double y0, double w, double h, const std::string& t
     if (best > 0)
         s += "<line x1=\"" + num(X(best)) + "\" x2=\"" + num(X(best)) + "\" y1=\"" + num(y0) + "\" y2=\"" +
              num(y0 + h) + "\" stroke=\"#2a9d3a\" stroke-dasharray=\"2,3\"/>\n";
-    double ly = y0 + 14;
+    // The legend in a row under the panel, where no curve runs.
+    double lx = x0, ly = y0 + h + 58;
     for (const auto& se : series) {
         if (se.points.empty()) continue;
         std::string pts;
@@ -109,17 +110,15 @@ std::string panel(double x0, double y0, double w, double h, const std::string& t
         for (const auto& [e, v] : se.points)
             if (std::isfinite(v))
                 s += "<circle cx=\"" + num(X(e)) + "\" cy=\"" + num(Y(v)) + "\" r=\"2.5\" fill=\"" + se.colour + "\"/>\n";
-        s += "<line x1=\"" + num(x0 + w - 150) + "\" x2=\"" + num(x0 + w - 126) + "\" y1=\"" + num(ly - 4) +
-             "\" y2=\"" + num(ly - 4) + "\" stroke=\"" + se.colour + "\" stroke-width=\"2\"" +
+        s += "<line x1=\"" + num(lx) + "\" x2=\"" + num(lx + 24) + "\" y1=\"" + num(ly - 4) + "\" y2=\"" +
+             num(ly - 4) + "\" stroke=\"" + se.colour + "\" stroke-width=\"2\"" +
              (se.dashed ? " stroke-dasharray=\"6,4\"" : "") + "/>\n";
-        s += "<text x=\"" + num(x0 + w - 120) + "\" y=\"" + num(ly) + "\" font-size=\"11\">" + esc(se.name) +
-             "</text>\n";
-        ly += 15;
+        s += "<text x=\"" + num(lx + 30) + "\" y=\"" + num(ly) + "\" font-size=\"11\">" + esc(se.name) + "</text>\n";
+        lx += 40 + 6.5 * static_cast<double>(se.name.size());
     }
-    if (best > 0) {
-        s += "<text x=\"" + num(x0 + w - 120) + "\" y=\"" + num(ly) + "\" font-size=\"11\" fill=\"#2a9d3a\">best epoch " +
+    if (best > 0)
+        s += "<text x=\"" + num(lx) + "\" y=\"" + num(ly) + "\" font-size=\"11\" fill=\"#2a9d3a\">dotted: best epoch " +
              std::to_string(best) + "</text>\n";
-    }
     return s;
 }
 
@@ -139,7 +138,6 @@ std::string training_curves_svg(const std::vector<nlohmann::json>& lines, const 
     Series f1{"F1 (change)", "#c0392b"}, f1best{"F1 at best threshold", "#8e44ad", true};
     double max_epoch = 1;
     int best = 0;
-    double best_f1 = -1;
     for (const auto& l : lines) {
         if (!l.is_object() || !l.contains("epoch")) continue;
         const double e = l["epoch"].get<double>();
@@ -149,16 +147,19 @@ std::string training_curves_svg(const std::vector<nlohmann::json>& lines, const 
         const double vl = number_at(l, {"val", "loss"});
         if (std::isfinite(vl)) vloss.points.push_back({e, vl});
         double f = number_at(l, {"val", "change", "f1"});
-        if (!std::isfinite(f)) f = number_at(l, {"val", "f1"});
-        if (std::isfinite(f)) f1.points.push_back({e, f});
-        const double fb = number_at(l, {"val", "best_threshold", "f1"});
-        if (std::isfinite(fb)) f1best.points.push_back({e, fb});
-        if (l.value("best", false) && std::isfinite(f) && f >= best_f1) {
-            best_f1 = f;
-            best = static_cast<int>(e);
+        double fb = number_at(l, {"val", "best_threshold", "f1"});
+        if (!std::isfinite(f) && std::isfinite(number_at(l, {"val", "image", "accuracy"}))) {
+            // Image-level validation (KD-MSI): the accuracy that picks the best epoch, and the F1.
+            f1.name = "image accuracy";
+            f1best.name = "image F1";
+            f = number_at(l, {"val", "image", "accuracy"});
+            fb = number_at(l, {"val", "image", "f1"});
         }
+        if (std::isfinite(f)) f1.points.push_back({e, f});
+        if (std::isfinite(fb)) f1best.points.push_back({e, fb});
+        if (l.value("best", false)) best = static_cast<int>(e);  // the last improvement is the bundle's epoch
     }
-    const double W = 960, H = 400;
+    const double W = 960, H = 430;
     std::string s = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" +
                     num(W) + "\" height=\"" + num(H) + "\" viewBox=\"0 0 " + num(W) + " " + num(H) +
                     "\" font-family=\"DejaVu Sans, Arial, sans-serif\">\n<rect width=\"" + num(W) + "\" height=\"" +
