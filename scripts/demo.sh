@@ -32,8 +32,8 @@ echo "== cd-synth: 1024x1024, 4 bands, UInt16, seed 7" >&2
 echo "== cd-tile: 128 px tiles, 32 px overlap" >&2
 "$BIN/cd-tile" --pre "$OUT/scene/pre.tif" --post "$OUT/scene/post.tif" --label "$OUT/scene/label.tif" \
     --scene-name synthetic --tile-size 128 --overlap 32 --out "$OUT/tiles" > "$OUT/tile.json"
-echo "== cd-partition: paper thresholds 0.05, 0.2; 10 % validation" >&2
-"$BIN/cd-partition" "$OUT/tiles/tiles.csv" --out "$OUT/parts" --thresholds 0.05,0.2 --val-fraction 0.1 \
+echo "== cd-partition: paper thresholds 0.05, 0.2; validation from held-out 256 px blocks" >&2
+"$BIN/cd-partition" "$OUT/tiles/tiles.csv" --out "$OUT/parts" --thresholds 0.05,0.2 --val-blocks 256 \
     --seed 0 > "$OUT/partition.json"
 echo "== cd-cva: change-vector analysis baseline" >&2
 "$BIN/cd-cva" --pre "$OUT/scene/pre.tif" --post "$OUT/scene/post.tif" --out "$OUT/cva_change.tif" > "$OUT/cva.json"
@@ -109,3 +109,13 @@ PY
 
 echo "== KD-MSI: change maps from image-level labels (scripts/kdmsi_recipe.sh)" >&2
 bash scripts/kdmsi_recipe.sh "$OUT/kdmsi"
+
+cat <<DONE
+
+== where everything is ($OUT)
+  change map, probability, polygons:  $OUT/change.tif  $OUT/change_prob.tif  $OUT/change.gpkg
+  quick look (date 2, changes in red): $OUT/change.png
+  the model and its training curves:   $OUT/model.cdm  $OUT/model.cdm.curves.svg
+  MTKD, HiCD, KD-MSI:                  $OUT/mtkd/  $OUT/hicd_*.tif  $OUT/kdmsi/
+To look at the result: open $OUT/change.png, or in QGIS: qgis $OUT/change.tif $OUT/change.gpkg
+DONE

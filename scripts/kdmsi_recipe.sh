@@ -69,13 +69,13 @@ step "pseudo-masks of the training tiles (threshold $TAU), and (c) FC-Siam-diff 
 "$BIN/cd-infer" -q --model "$OUT/kdmsi.cdm" --tiles "$OUT/parts/val.csv" --threshold "$TAU" \
     --out "$OUT/pseudo_val" > "$OUT/pseudo_val.json"
 SEG=(--arch fc-siam-diff --width 8 --epochs 10 --batch-size 8 --lr 1e-3 --class-weights 1,3 --seed 0)
-"$BIN/cd-train-teacher" -q "${SEG[@]}" --train "$OUT/pseudo_train/tiles.csv" --val "$OUT/pseudo_val/tiles.csv" \
+"$BIN/cd-train-teacher" "${SEG[@]}" --train "$OUT/pseudo_train/tiles.csv" --val "$OUT/pseudo_val/tiles.csv" \
     --out "$OUT/stage2.cdm" > "$OUT/stage2.json"
 "$BIN/cd-infer" -q --model "$OUT/stage2.cdm" --pre "$OUT/test/pre.tif" --post "$OUT/test/post.tif" \
     --out "$OUT/c_stage2.tif" --threshold 0.5 > /dev/null
 
 step "for comparison: (d) the same FC-Siam-diff on pixel labels, (e) cd-cva"
-"$BIN/cd-train-teacher" -q "${SEG[@]}" --train "$OUT/parts_labelled/origin.csv" --val "$OUT/parts_labelled/val.csv" \
+"$BIN/cd-train-teacher" "${SEG[@]}" --train "$OUT/parts_labelled/origin.csv" --val "$OUT/parts_labelled/val.csv" \
     --out "$OUT/supervised.cdm" > "$OUT/supervised.json"
 "$BIN/cd-infer" -q --model "$OUT/supervised.cdm" --pre "$OUT/test/pre.tif" --post "$OUT/test/post.tif" \
     --out "$OUT/d_supervised.tif" --threshold 0.5 > /dev/null
