@@ -7,6 +7,7 @@
 
 #include <gdal.h>
 #include <ogr_api.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -121,10 +122,17 @@ TEST_CASE("stale temporaries of a killed run are removed by the next run, others
     const std::string stale = tmp / (".m.cdm.ckpt.part-" + h + "-" + pid + "-0-1");
     const std::string other_host = tmp / (".m.cdm.part-elsewhere-" + pid + "-0-1");
     const std::string alive = tmp / (".m.cdm.part-" + h + "-" + std::to_string(::getpid()) + "-0-1");
-    for (const auto& p : {stale, other_host, alive}) write_all(p, "half a checkpoint");
+    // A writer killed but not yet reaped (a zombie: kill(pid, 0) still succeeds) is dead too.
+    const pid_t zombie = ::fork();
+    REQUIRE(zombie >= 0);
+    if (zombie == 0) ::_exit(0);
+    const std::string of_zombie = tmp / (".m.cdm.part-" + h + "-" + std::to_string(zombie) + "-0-2");
+    for (const auto& p : {stale, other_host, alive, of_zombie}) write_all(p, "half a checkpoint");
     auto r = run_tool("cd-train-teacher", train_args(train, tmp / "m.cdm", 1));
+    ::waitpid(zombie, nullptr, 0);
     INFO(r.err);
     REQUIRE(r.rc == 0);
+    CHECK_FALSE(exists(of_zombie));  // this host, writer a zombie: removed
     CHECK_FALSE(exists(stale));      // this host, writer dead: removed
     CHECK(exists(other_host));       // another host's writer may be running (shared file system)
     CHECK(exists(alive));            // a running writer

@@ -51,6 +51,23 @@ std::string temp_name_for(const fs::path& final_path) {
     return (final_path.parent_path() / name).string();
 }
 
+// Whether process `pid` of this host may still be writing. A zombie counts as dead: a
+// process killed with SIGKILL keeps its pid until its parent reaps it, and in a container
+// whose init does not reap orphans it keeps it for ever (kill(pid, 0) still succeeds).
+bool writer_alive(pid_t pid) {
+    if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (std::getline(stat, line)) {
+        const auto close = line.rfind(')');  // "pid (name) S ...": the name may hold spaces
+        if (close != std::string::npos && close + 2 < line.size()) {
+            const char state = line[close + 2];
+            if (state == 'Z' || state == 'X') return false;
+        }
+    }
+    return true;  // alive, or not ours to judge (EPERM)
+}
+
 // Temporaries that a dead process of this host left in `folder`, by the output name they
 // were for. Each folder is listed once per process (a tile folder holds thousands of files).
 // Another host's temporaries are never touched: on a shared file system (a Slurm cluster)
@@ -65,7 +82,7 @@ std::vector<std::pair<std::string, fs::path>> stale_parts_in(const fs::path& fol
         if (f.empty() || f[0] != '.' || at == std::string::npos || at < 1) continue;
         const long pid = std::strtol(f.c_str() + at + mark.size(), nullptr, 10);
         if (pid <= 0 || pid == ::getpid()) continue;
-        if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+        if (writer_alive(pid_t(pid))) continue;
         stale.emplace_back(f.substr(1, at - 1), it->path());
     }
     return stale;

@@ -135,7 +135,9 @@ nlohmann::json find_dataset_json(const std::string& manifest) {
     // lies in <tiles>.
     const CsvTable t = read_csv(manifest);
     const int a = t.column("a");
-    if (a >= 0 && !t.rows.empty()) {
+    if (t.rows.empty())  // e.g. a validation set that cd-partition --val-blocks left empty
+        throw ConfigError("manifest " + quote(manifest) + " lists no tiles");
+    if (a >= 0) {
         const std::string tile = resolve_path(t.rows[0][a], folder_of(manifest));
         const std::string above = (fs::path(tile).parent_path().parent_path() / "dataset.json").string();
         if (fs::exists(above)) return read_json_file(above);

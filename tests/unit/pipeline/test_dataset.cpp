@@ -196,6 +196,11 @@ TEST_CASE("dataset.json is found beside the manifest or beside its tiles", "[pip
     } catch (const cdk::ConfigError& e) {
         CHECK(std::string(e.what()).find("lonely.csv") != std::string::npos);
     }
+    // A manifest without rows (a validation set --val-blocks left empty) says so.
+    std::ofstream empty(tmp / "empty.csv");
+    empty << "id,a,b,label\n";
+    empty.close();
+    CHECK_THROWS_WITH(find_dataset_json(tmp / "empty.csv"), Catch::Contains("'" + (tmp / "empty.csv") + "' lists no tiles"));
 }
 
 TEST_CASE("labels are 0/1 with 255 for nodata, inputs 0 there", "[pipeline][dataset]") {
