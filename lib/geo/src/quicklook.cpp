@@ -6,6 +6,7 @@
 
 #include "cdk/core/error.hpp"
 #include "cdk/geo/raster.hpp"
+#include "cdk/geo/stats.hpp"
 
 namespace cdk::geo {
 
@@ -29,12 +30,6 @@ int band_named(const std::vector<std::string>& band_names, const std::vector<std
         }
     }
     return 0;
-}
-
-// The value at quantile q of a sorted sample.
-float quantile(const std::vector<float>& sorted, double q) {
-    if (sorted.empty()) return 0;
-    return sorted[std::min(sorted.size() - 1, static_cast<size_t>(q * (sorted.size() - 1) + 0.5))];
 }
 
 }  // namespace
@@ -83,21 +78,22 @@ nlohmann::json write_quicklook(const Scene& image, const std::string& mask_path,
 
     // The image, decimated; each shown band stretched between its 2nd and 98th percentiles.
     const Block img = image.read_decimated(Window{0, 0, grid.width, grid.height}, W, H);
+    std::vector<uint8_t> finite = img.valid;  // a NaN in a shown band stretches nothing
+    for (int b : bands)
+        for (int y = 0; y < H; ++y)
+            for (int x = 0; x < W; ++x)
+                if (!std::isfinite(img.value(b - 1, x, y))) finite[static_cast<size_t>(y) * W + x] = 0;
+    std::vector<BandStatistics> stats(static_cast<size_t>(img.bands), BandStatistics(img.type));
+    accumulate_block(stats, img, Window{0, 0, W, H}, finite.data());
     std::vector<uint8_t> rgb(3 * n, 0);
     for (size_t c = 0; c < 3; ++c) {
         const int band = bands[bands.size() == 1 ? 0 : c] - 1;
-        std::vector<float> v(n), sample;
+        const double lo = stats[size_t(band)].percentile(2), hi = stats[size_t(band)].percentile(98);
+        const double scale = hi > lo ? 255.0 / (hi - lo) : 0.0;
         for (int y = 0; y < H; ++y)
-            for (int x = 0; x < W; ++x) {
-                const size_t i = static_cast<size_t>(y) * W + x;
-                v[i] = static_cast<float>(img.value(band, x, y));
-                if (img.valid[i] && std::isfinite(v[i])) sample.push_back(v[i]);
-            }
-        std::sort(sample.begin(), sample.end());
-        const float lo = quantile(sample, 0.02), hi = quantile(sample, 0.98);
-        const float scale = hi > lo ? 255.0f / (hi - lo) : 0.0f;
-        for (size_t i = 0; i < n; ++i)
-            rgb[c * n + i] = static_cast<uint8_t>(std::clamp((v[i] - lo) * scale, 0.0f, 255.0f) + 0.5f);
+            for (int x = 0; x < W; ++x)
+                rgb[c * n + static_cast<size_t>(y) * W + x] = static_cast<uint8_t>(
+                    std::clamp((img.value(band, x, y) - lo) * scale, 0.0, 255.0) + 0.5);
     }
 
     // The mask, read in strips at full resolution: a picture pixel counts the changed and the

@@ -699,59 +699,58 @@ bool same_band(const std::string& a, const std::string& b) {
 }
 
 // A scene whose bands do not look like the bundle's training data maps silently badly (a
-// model of one sensor on another's scene): warn, naming the bands. Named bands that differ
-// from the bundle's; or a band "far" from the training normalisation: its mean more than 3
-// training standard deviations from the training mean, or its standard deviation below a
-// third or above 3 times the training one. The statistics come from a decimated read (at
-// most 512 pixels a side). Bundles that standardise each scene by itself are not checked.
+// model of one sensor on another's scene): warn, naming the bands. check_band_names warns of
+// named bands that differ from the bundle's; check_band_statistics of a band "far" from the
+// training normalisation: its mean more than 3 training standard deviations from the
+// training mean, or its standard deviation below a third or above 3 times the training one,
+// from a decimated read (at most 512 pixels a side). Bundles that standardise each scene by
+// itself are not checked.
+void check_band_names(const LoadedModel& m, const geo::Scene& s, const RunContext& ctx) {
+    const auto& trained = m.bundle.info.bands;
+    const auto& names = s.band_names();
+    if (trained.size() != names.size()) return;
+    auto generic = [](const std::string& n, size_t b) {  // "B1", "B2" ...: no description, no file name
+        return n == "B" + std::to_string(b + 1);
+    };
+    std::string renamed;
+    for (size_t b = 0; b < names.size(); ++b)
+        if (!generic(names[b], b) && !generic(trained[b], b) && !same_band(names[b], trained[b]))
+            renamed += (renamed.empty() ? "" : ", ") + quote(names[b]) + " where it was trained on " + quote(trained[b]);
+    if (!renamed.empty())
+        ctx.warn("scene " + quote(s.name()) + ": band " + renamed + " (" + quote(m.path) +
+                 "): another product or band order? Its bands must be the training bands, in order");
+}
+
+void check_band_statistics(const LoadedModel& m, const geo::Scene& s, const RunContext& ctx) {
+    const geo::Grid& g = s.grid();
+    const double f = std::max(1.0, std::max(g.width, g.height) / 512.0);
+    const int w = std::max(1, static_cast<int>(g.width / f)), h = std::max(1, static_cast<int>(g.height / f));
+    const geo::Block blk = s.read_decimated(geo::Window{0, 0, g.width, g.height}, w, h);
+    std::vector<geo::BandStatistics> stats(static_cast<size_t>(blk.bands), geo::BandStatistics(blk.type));
+    geo::accumulate_block(stats, blk, geo::Window{0, 0, w, h}, blk.valid.data());
+    std::string far;
+    for (size_t b = 0; b < stats.size() && b < m.norm.mean.size(); ++b) {
+        if (stats[b].count() < 16) return;  // too little data to say
+        const double mean = stats[b].mean(), sd = stats[b].stddev();
+        const double tm = m.norm.mean[b], ts = m.norm.std[b];
+        if (std::abs(mean - tm) > 3 * ts || sd < ts / 3 || sd > 3 * ts) {
+            char text[160];
+            std::snprintf(text, sizeof text, "%s (mean %.4g, std %.4g; training %.4g, %.4g)",
+                          quote(s.band_names()[b]).c_str(), mean, sd, tm, ts);
+            far += (far.empty() ? "" : ", ") + std::string(text);
+        }
+    }
+    if (!far.empty())
+        ctx.warn("scene " + quote(s.name()) + ": bands far from the training data of " + quote(m.path) + ": " + far +
+                 ". Another sensor, scaling or band order maps badly; a model trained with --scene-norm band "
+                 "(cd-train-teacher) standardises each scene by its own statistics");
+}
+
 void check_scene_bands(const LoadedModel& m, const geo::ScenePair& pair, const RunContext& ctx) {
     if (m.norm.scene != "none" || !m.bundle.header.contains("normalization")) return;
-    const auto& trained = m.bundle.info.bands;
-    const std::string model = quote(m.path);
     for (const geo::Scene* s : {&pair.pre, &pair.post}) {
-        const auto& names = s->band_names();
-        std::string renamed;
-        auto generic = [](const std::string& n, size_t b) {  // "B1", "B2" ...: no description, no file name
-            return n == "B" + std::to_string(b + 1);
-        };
-        if (trained.size() == names.size())
-            for (size_t b = 0; b < names.size(); ++b)
-                if (!generic(names[b], b) && !generic(trained[b], b) && !same_band(names[b], trained[b]))
-                    renamed += (renamed.empty() ? "" : ", ") + quote(names[b]) + " where it was trained on " +
-                               quote(trained[b]);
-        if (!renamed.empty())
-            ctx.warn("scene " + quote(s->name()) + ": band " + renamed + " (" + model +
-                     "): another product or band order? Its bands must be the training bands, in order");
-        const geo::Grid& g = s->grid();
-        const double f = std::max(1.0, std::max(g.width, g.height) / 512.0);
-        const int w = std::max(1, static_cast<int>(g.width / f)), h = std::max(1, static_cast<int>(g.height / f));
-        const geo::Block blk = s->read_decimated(geo::Window{0, 0, g.width, g.height}, w, h);
-        std::string far;
-        for (int b = 0; b < blk.bands && b < static_cast<int>(m.norm.mean.size()); ++b) {
-            double sum = 0, sq = 0;
-            long long n = 0;
-            for (int y = 0; y < h; ++y)
-                for (int x = 0; x < w; ++x)
-                    if (blk.valid[static_cast<size_t>(y) * w + x]) {
-                        const double v = blk.value(b, x, y);
-                        sum += v;
-                        sq += v * v;
-                        ++n;
-                    }
-            if (n < 16) return;  // too little data to say
-            const double mean = sum / n, sd = std::sqrt(std::max(0.0, sq / n - mean * mean));
-            const double tm = m.norm.mean[b], ts = m.norm.std[b];
-            if (std::abs(mean - tm) > 3 * ts || sd < ts / 3 || sd > 3 * ts) {
-                char text[160];
-                std::snprintf(text, sizeof text, "%s (mean %.4g, std %.4g; training %.4g, %.4g)",
-                              quote(names[b]).c_str(), mean, sd, tm, ts);
-                far += (far.empty() ? "" : ", ") + std::string(text);
-            }
-        }
-        if (!far.empty())
-            ctx.warn("scene " + quote(s->name()) + ": bands far from the training data of " + model + ": " + far +
-                     ". Another sensor, scaling or band order maps badly; a model trained with --scene-norm band "
-                     "(cd-train-teacher) standardises each scene by its own statistics");
+        check_band_names(m, *s, ctx);
+        check_band_statistics(m, *s, ctx);
     }
 }
 
