@@ -279,6 +279,11 @@ std::string trim(const std::string& text) {
     return text.substr(b, e - b);
 }
 
+std::string to_lower(std::string text) {
+    for (auto& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return text;
+}
+
 bool parse_number(const std::string& text, double& v) {
     const char* first = text.data();
     const char* last = first + text.size();

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cdk/core/error.hpp"
+#include "cdk/core/fs.hpp"
 #include "cdk/geo/raster.hpp"
 #include "cdk/geo/stats.hpp"
 
@@ -12,23 +13,11 @@ namespace cdk::geo {
 
 namespace {
 
-std::string lower(std::string t) {
-    for (auto& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return t;
-}
-
-// The band whose name ends in one of `names` (a description "Red", a file "..._B04.tif").
+// The band (1-based) named one of `names` (a description "Red", a file "..._B04.tif"), or 0.
 int band_named(const std::vector<std::string>& band_names, const std::vector<std::string>& names) {
-    for (size_t b = 0; b < band_names.size(); ++b) {
-        std::string n = lower(band_names[b]);
-        if (const auto dot = n.rfind('.'); dot != std::string::npos && n.size() - dot <= 5) n.erase(dot);
-        for (const auto& want : names) {
-            if (n == want) return static_cast<int>(b) + 1;
-            if (n.size() > want.size() && n.compare(n.size() - want.size(), want.size(), want) == 0 &&
-                !std::isalnum(static_cast<unsigned char>(n[n.size() - want.size() - 1])))
-                return static_cast<int>(b) + 1;
-        }
-    }
+    for (size_t b = 0; b < band_names.size(); ++b)
+        for (const auto& want : names)
+            if (same_band_name(band_names[b], want)) return static_cast<int>(b) + 1;
     return 0;
 }
 
@@ -36,7 +25,7 @@ int band_named(const std::vector<std::string>& band_names, const std::vector<std
 
 void check_quicklook_path(const std::string& quicklook, const std::string& map) {
     const auto dot = quicklook.rfind('.');
-    if (dot == std::string::npos || lower(quicklook.substr(dot)) != ".png")
+    if (dot == std::string::npos || to_lower(quicklook.substr(dot)) != ".png")
         throw ConfigError("--quicklook " + quote(quicklook) + ": a quick look is a PNG picture; name it .png");
     if (quicklook == map) throw ConfigError("--quicklook and --out name the same file " + quote(map));
 }

@@ -212,21 +212,16 @@ namespace {
 
 std::vector<std::pair<std::string, std::string>> g_provenance;
 
-std::string lower(std::string t) {
-    for (auto& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return t;
-}
-
 bool has_key(const std::vector<std::string>& co, const std::string& key) {
     for (const auto& kv : co)
-        if (lower(kv.substr(0, kv.find('='))) == lower(key)) return true;
+        if (to_lower(kv.substr(0, kv.find('='))) == to_lower(key)) return true;
     return false;
 }
 
 }  // namespace
 
 std::string output_format(const WriteOptions& options, const std::string& path) {
-    const std::string ext = lower(std::filesystem::path(path).extension().string());
+    const std::string ext = to_lower(std::filesystem::path(path).extension().string());
     std::string guessed;
     if (ext == ".tif" || ext == ".tiff") guessed = "GTiff";
     else if (ext == ".png") guessed = "PNG";

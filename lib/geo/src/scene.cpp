@@ -6,6 +6,7 @@
 #include <ogr_spatialref.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -256,6 +257,26 @@ int Scene::block_width() const {
         widest = std::max(widest, bx);
     }
     return widest;
+}
+
+namespace {
+
+// A band name as same_band_name compares it: no folder, no short extension, lower case.
+std::string band_key(const std::string& name) {
+    std::string n = to_lower(name.substr(name.find_last_of('/') + 1));
+    if (const auto dot = n.rfind('.'); dot != std::string::npos && n.size() - dot <= 5) n.erase(dot);
+    return n;
+}
+
+}  // namespace
+
+bool same_band_name(const std::string& a, const std::string& b) {
+    const std::string x = band_key(a), y = band_key(b);
+    const std::string& lng = x.size() >= y.size() ? x : y;
+    const std::string& sht = x.size() >= y.size() ? y : x;
+    if (lng == sht) return true;
+    return !sht.empty() && lng.compare(lng.size() - sht.size(), sht.size(), sht) == 0 &&
+           !std::isalnum(static_cast<unsigned char>(lng[lng.size() - sht.size() - 1]));
 }
 
 Block Scene::read(const Window& w) const { return read_decimated(w, w.width, w.height); }

@@ -30,8 +30,7 @@ std::string safe_name(const std::string& s) {
 }
 
 bool is_raster_name(const std::string& name) {
-    std::string ext = fs::path(name).extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+    const std::string ext = to_lower(fs::path(name).extension().string());
     static const std::set<std::string> exts = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".vrt", ".img", ".bmp"};
     return exts.count(ext) > 0;
 }

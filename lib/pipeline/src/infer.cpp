@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cmath>
@@ -680,24 +679,6 @@ ScenePlan plan_scene(const LoadedModel& m, const geo::ScenePair& pair, const Inf
     return p;
 }
 
-// A band name without folder and extension, in lower case: "T32_B04.jp2" -> "t32_b04".
-std::string band_stem(const std::string& name) {
-    std::string n = fs::path(name).stem().string();
-    for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return n;
-}
-
-// Whether two band names can name the same band: equal, or one ends with the other after a
-// separator ("B04" and "T32TQM_20200101_B04").
-bool same_band(const std::string& a, const std::string& b) {
-    const std::string x = band_stem(a), y = band_stem(b);
-    const std::string& lng = x.size() >= y.size() ? x : y;
-    const std::string& sht = x.size() >= y.size() ? y : x;
-    if (lng == sht) return true;
-    return !sht.empty() && lng.size() > sht.size() && lng.compare(lng.size() - sht.size(), sht.size(), sht) == 0 &&
-           !std::isalnum(static_cast<unsigned char>(lng[lng.size() - sht.size() - 1]));
-}
-
 // A scene whose bands do not look like the bundle's training data maps silently badly (a
 // model of one sensor on another's scene): warn, naming the bands. check_band_names warns of
 // named bands that differ from the bundle's; check_band_statistics of a band "far" from the
@@ -714,7 +695,7 @@ void check_band_names(const LoadedModel& m, const geo::Scene& s, const RunContex
     };
     std::string renamed;
     for (size_t b = 0; b < names.size(); ++b)
-        if (!generic(names[b], b) && !generic(trained[b], b) && !same_band(names[b], trained[b]))
+        if (!generic(names[b], b) && !generic(trained[b], b) && !geo::same_band_name(names[b], trained[b]))
             renamed += (renamed.empty() ? "" : ", ") + quote(names[b]) + " where it was trained on " + quote(trained[b]);
     if (!renamed.empty())
         ctx.warn("scene " + quote(s.name()) + ": band " + renamed + " (" + quote(m.path) +

@@ -69,6 +69,9 @@ std::string format_number(double v);
 /// `text` without leading and trailing whitespace (spaces, tabs, CR, LF).
 std::string trim(const std::string& text);
 
+/// `text` in ASCII lower case (extensions, option keys, band names).
+std::string to_lower(std::string text);
+
 /// Read a whole string as a double, locale-independently; false on empty text or trailing
 /// junk ("0.5x", which strtod would accept as 0.5). A leading '+' is allowed.
 bool parse_number(const std::string& text, double& v);

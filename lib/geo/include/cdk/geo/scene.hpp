@@ -103,6 +103,11 @@ private:
     bool warped_ = false;
 };
 
+/// Whether two band names can name the same band, case aside: equal, or one ends with the
+/// other after a separator ("B04" and "T32TQM_20200101_B04.jp2", "red" and "Red"). A folder
+/// and a file extension (up to 4 characters) are left out first.
+bool same_band_name(const std::string& a, const std::string& b);
+
 /// How date 2 is brought onto date 1's grid.
 enum class AlignMode {
     Warp,   ///< warp date 2 onto date 1's grid when CRS, geotransform or size differ
