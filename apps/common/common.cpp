@@ -199,6 +199,7 @@ std::string error_line(const std::exception& e) {
 }
 
 std::string g_command_line;
+std::string g_program;  // the program's file name, from argv[0]
 std::string g_summary_path;  // CommonFlags::summary of the running program
 
 // A word of a command line as a POSIX shell reads it back.
@@ -242,6 +243,7 @@ int parse_command_line(CLI::App& app, int argc, char** argv) {
     std::vector<std::string> args;
     g_command_line.clear();
     for (int i = 0; i < argc; ++i) g_command_line += (i ? " " : "") + shell_quoted(argv[i]);
+    g_program = argc > 0 ? std::string(argv[0]).substr(std::string(argv[0]).rfind('/') + 1) : app.get_name();
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "-of" || a == "-co" || a == "-ot") {
@@ -277,8 +279,6 @@ int parse_command_line(CLI::App& app, int argc, char** argv) {
     }
     return -1;
 }
-
-const std::string& command_line() { return g_command_line; }
 
 void set_footer(CLI::App& app, const std::string& example) {
     const std::string name = app.get_name();
@@ -359,8 +359,7 @@ void on_crash(int sig) {
 }
 
 void install_crash_line(const std::string& memory_options) {
-    const std::string program = g_command_line.substr(0, g_command_line.find(' '));
-    const std::string line = "ERROR: " + program.substr(program.rfind('/') + 1) +
+    const std::string line = "ERROR: " + g_program +
                              " crashed inside a library (signal); near a memory limit this is running out of memory" +
                              (memory_options.empty() ? std::string() : " (" + memory_options + " lower what a run needs)") +
                              "\n";
@@ -387,11 +386,9 @@ int run_guarded(const CommonFlags& flags, const std::function<void(const RunCont
     CPLSetErrorHandler(gdal_error_handler);
     // Where every raster this run writes came from (gdalinfo shows it, QGIS under
     // Properties > Information).
-    const std::string program = g_command_line.substr(0, g_command_line.find(' '));
     geo::set_provenance({{"CDK_VERSION", kVersion},
                          {"CDK_COMMAND", g_command_line},
-                         {"TIFFTAG_SOFTWARE", "cdkit " + std::string(kVersion) + " (" +
-                                                  program.substr(program.rfind('/') + 1) + ")"}});
+                         {"TIFFTAG_SOFTWARE", "cdkit " + std::string(kVersion) + " (" + g_program + ")"}});
     tune_allocator();
     // Programs stream whole strips, so GDAL's default block cache (5 % of RAM) only grows the
     // resident size: cd-tile on an 8192x8192 pair ran in 4.0 s / 303 MB with 128 MiB of

@@ -29,7 +29,7 @@ struct CommonFlags {
 /// configuration option (CPLSetConfigOption) before any GDAL call. Returns -1 when the
 /// program goes on, else its exit code: 0 after --help or --version, 2 for a usage error
 /// (CLI11's own codes are 105-114; POSIX tools use 2). Records the command line for
-/// the provenance every output carries (command_line()).
+/// the provenance every output carries.
 int parse_command_line(CLI::App& app, int argc, char** argv);
 
 /// Parse, or return from main() with the exit code parse_command_line() chose.
@@ -38,9 +38,6 @@ int parse_command_line(CLI::App& app, int argc, char** argv);
         if (const int cdk_rc_ = ::cdk::apps::parse_command_line(app, argc, argv); cdk_rc_ >= 0) \
             return cdk_rc_;                                                           \
     } while (0)
-
-/// The command line as the user typed it, shell-quoted where needed ("" before parsing).
-const std::string& command_line();
 
 /// End --help with an example, the exit codes and where the program's page is:
 /// "man PROGRAM" once installed, docs/PROGRAM.md in the source tree.
