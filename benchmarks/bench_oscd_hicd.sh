@@ -8,6 +8,8 @@
 #
 #   usage: benchmarks/bench_oscd_hicd.sh [ARCH=fc-siam-diff] [BANDSET=rgb] [SPEC=res=4] [SEED=0]
 #          [TEACHER_EPOCHS=20] [EPOCHS=10] [MODELS="direct hicd feature_mse"]
+#          (MODELS may also name self, cross and global: HiCD with only that correlation term;
+#          and clean: the teacher fine-tuned EPOCHS more on clean pairs, mapped on clean pairs)
 #   e.g.   benchmarks/bench_oscd_hicd.sh fc-siam-diff rgb res=4 0 20 10
 #
 # Tiles as bench_oscd_train.sh (96 px, CDK_OVERLAP, default 32); training options
@@ -49,16 +51,25 @@ log "teacher: $ARCH on clean pairs, $TEACHER_EPOCHS epochs"
 fine=("${common[@]}" --epochs "$EPOCHS" --lr 5e-4 --schedule constant --degrade "$SPEC")
 for m in $MODELS; do
     out=$RUN/$m-$TAG.cdm
+    [ "$m" = clean ] && out=$RUN/clean.cdm
     log "$m: $EPOCHS epochs from the teacher, date 2 degraded by $SPEC"
     case $m in
+        # The same extra epochs on clean pairs: the ceiling (e) at the students' training budget.
+        clean) "$BIN/cd-train-teacher" -q "${common[@]}" --epochs "$EPOCHS" --lr 5e-4 --schedule constant \
+                   --arch "$ARCH" --init "$RUN/teacher.cdm" --out "$out" ;;
         direct) "$BIN/cd-train-teacher" -q "${fine[@]}" --arch "$ARCH" --init "$RUN/teacher.cdm" --out "$out" ;;
         hicd) "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
                   --student-init "$RUN/teacher.cdm" --out "$out" ;;
         feature_mse) "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
                   --student-init "$RUN/teacher.cdm" --hicd-self 0 --hicd-cross 0 --hicd-global 0 \
                   --feature-mse 1 --out "$out" ;;
+        # The per-term ablation: HiCD with one correlation term on and the other two off.
+        self|cross|global) w=(--hicd-self 0 --hicd-cross 0 --hicd-global 0)
+              case $m in self) w[1]=1 ;; cross) w[3]=1 ;; global) w[5]=1 ;; esac
+              "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
+                  --student-init "$RUN/teacher.cdm" "${w[@]}" --out "$out" ;;
         *) echo "unknown model '$m'" >&2; exit 2 ;;
-    esac | keep "$RUN/$m-$TAG.json"
+    esac | keep "${out%.cdm}.json"
 done
 
 # The test cities' dates, each stacked into one VRT (the bands in BANDSET order, on the grid
@@ -95,16 +106,21 @@ score() {  # NAME MODEL clean|degraded
 log "mapping the 10 test cities"
 score teacher-clean "$RUN/teacher.cdm" clean
 score teacher-$TAG "$RUN/teacher.cdm" degraded
-for m in $MODELS; do score "$m-$TAG" "$RUN/$m-$TAG.cdm" degraded; done
+for m in $MODELS; do
+    if [ "$m" = clean ]; then score clean "$RUN/clean.cdm" clean; else score "$m-$TAG" "$RUN/$m-$TAG.cdm" degraded; fi
+done
 
 /usr/bin/python3 - "$RUN" "$TAG" "$SPEC" "$ARCH" "$BANDSET" "$SEED" "$MODELS" <<'PY'
 import json, sys
 run, tag, spec, arch, bandset, seed, models = sys.argv[1:8]
 rows = [("(a) teacher, degraded test pairs", f"teacher-{tag}")]
 names = {"direct": "(b) fine-tuned on degraded pairs", "feature_mse": "(c) feature-MSE distillation",
-         "hicd": "(d) HiCD student"}
-rows += [(names[m], f"{m}-{tag}") for m in models.split()]
+         "hicd": "(d) HiCD student", "self": "(d) self-correlation only",
+         "cross": "(d) cross-correlation only", "global": "(d) global correlation only"}
+rows += [(names[m], f"{m}-{tag}") for m in models.split() if m != "clean"]
 rows.append(("(e) teacher, clean test pairs", "teacher-clean"))
+if "clean" in models.split():
+    rows.append(("(e') fine-tuned on clean pairs, clean test pairs", "clean"))
 print(f"{arch}, {bandset}, date 2 degraded by {spec}, seed {seed}: pooled over the 10 OSCD test cities\n")
 print("| model | F1 | IoU | precision | recall |\n|---|---:|---:|---:|---:|")
 for label, d in rows:
