@@ -293,6 +293,7 @@ TEST_CASE("no program writes over an input, --overwrite or not", "[cli][reliabil
         {"cd-tile", {"--pre", pre, "--post", post, "--out", tmp.path()}, "pre"},
         {"cd-train-teacher", train_args(train, train, 1), "--train"},
         {"cd-mosaic", {tmp / "x.tif", "--out", tmp / "x.tif"}, "raster"},
+        {"cd-partition", {train, "--out", tmp / "tiles"}, "manifest"},
     };
     for (const auto& c : cases) {
         auto args = c.args;

@@ -162,10 +162,7 @@ void AtomicPath::commit() {
     committed_ = true;
 }
 
-namespace {
-
-// The path with links resolved as far as it exists (the rest appended as written).
-fs::path resolved(const std::string& p) {
+fs::path resolved_path(const std::string& p) {
     std::error_code ec;
     fs::path abs = fs::absolute(p, ec);
     if (ec) abs = fs::path(p);
@@ -173,24 +170,25 @@ fs::path resolved(const std::string& p) {
     return ec ? abs.lexically_normal() : c;
 }
 
-bool same_file(const std::string& a, const std::string& b) {
-    std::error_code ec;
-    if (fs::exists(a, ec) && fs::exists(b, ec)) {
-        const bool same = fs::equivalent(a, b, ec);
-        if (!ec) return same;
-    }
-    return resolved(a) == resolved(b);
-}
-
-// Whether `path` lies inside folder `folder` (both resolved).
 bool lies_in(const std::string& folder, const std::string& path) {
-    const fs::path f = resolved(folder), x = resolved(path);
+    const fs::path f = resolved_path(folder), x = resolved_path(path);
     auto fi = f.begin(), xi = x.begin();
     for (; fi != f.end() && xi != x.end(); ++fi, ++xi) {
         if (fi->empty()) break;  // a trailing separator
         if (*fi != *xi) return false;
     }
     return fi == f.end() || fi->empty();
+}
+
+namespace {
+
+bool same_file(const std::string& a, const std::string& b) {
+    std::error_code ec;
+    if (fs::exists(a, ec) && fs::exists(b, ec)) {
+        const bool same = fs::equivalent(a, b, ec);
+        if (!ec) return same;
+    }
+    return resolved_path(a) == resolved_path(b);
 }
 
 }  // namespace

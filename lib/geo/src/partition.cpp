@@ -56,19 +56,6 @@ std::size_t val_count(std::size_t n, double f) {
     return std::clamp<std::size_t>(v, 1, n - 1);
 }
 
-// Absolute path with symlinks in its existing prefix resolved, so that paths to the same
-// file compare equal and relative paths between them are right as the kernel reads them.
-fs::path real_path(const fs::path& p) {
-    std::error_code ec;
-    auto r = fs::weakly_canonical(fs::absolute(p), ec);
-    return ec ? fs::absolute(p).lexically_normal() : r;
-}
-
-bool is_within(const fs::path& p, const fs::path& dir) {
-    const auto rel = p.lexically_relative(dir);
-    return !rel.empty() && *rel.begin() != "..";
-}
-
 bool is_rewritable(const std::string& cell) {
     return !cell.empty() && !fs::path(cell).is_absolute() && cell.rfind("/vsi", 0) != 0;
 }
@@ -489,13 +476,8 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
                                       ? fs::path(".")
                                       : fs::path(o.manifest).parent_path();
     const fs::path final_out = fs::absolute(fs::path(out.final_path())).lexically_normal();
-    const fs::path out_real = real_path(final_out.parent_path()) / final_out.filename();
-    const auto refuse_inside = [&](const fs::path& p, const std::string& what) {
-        if (is_within(real_path(p), out_real))
-            throw ConfigError("output folder " + quote(o.out) + " would replace " + what + " " +
-                              quote(p.string()) + ": choose another --out");
-    };
-    refuse_inside(o.manifest, "the manifest");
+    const fs::path out_real = resolved_path(final_out.parent_path().string()) / final_out.filename();
+    check_not_input(final_out.string(), {{"manifest", o.manifest}});
 
     std::vector<std::string> header;
     for (std::size_t c = 0; c < table.header.size(); ++c)
@@ -510,8 +492,8 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         for (int c : c_path) {
             if (!is_rewritable(row[c])) continue;
             const fs::path tile = resolve_path(row[c], manifest_dir.string());
-            if (o.overwrite) refuse_inside(tile, "tile file");
-            row[c] = real_path(tile).lexically_relative(out_real).generic_string();
+            if (o.overwrite) check_not_input(final_out.string(), {{"tile file", tile.string()}});
+            row[c] = resolved_path(tile.string()).lexically_relative(out_real).generic_string();
         }
         if (c_old_partition >= 0) row.erase(row.begin() + c_old_partition);
         row.push_back(names[partition_of(car[i], thresholds)]);
@@ -625,7 +607,7 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         {"created_by", std::string("cdkit ") + kVersion},
         {"out", o.out},
         {"manifest", o.manifest},
-        {"manifest_from_out", real_path(o.manifest).lexically_relative(out_real).generic_string()},
+        {"manifest_from_out", resolved_path(o.manifest).lexically_relative(out_real).generic_string()},
         {"mode", o.quantiles > 0 ? "quantiles" : "thresholds"},
         {"image_level_tiles", image_level},
         {"quantiles", o.quantiles > 0 ? nlohmann::json(o.quantiles) : nlohmann::json(nullptr)},

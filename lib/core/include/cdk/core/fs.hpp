@@ -1,5 +1,6 @@
 #pragma once
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,14 @@ private:
 /// Refuse, before any work, an output whose folder does not exist or cannot be written to:
 /// IoError "output folder 'F' does not exist (for 'PATH')" or "… is not writable …".
 void check_output_folder(const std::string& path);
+
+/// The absolute path with links resolved as far as it exists (the rest appended as
+/// written, normalised): paths to one file compare equal, and a relative path between two
+/// of them is right as the kernel reads it.
+std::filesystem::path resolved_path(const std::string& path);
+
+/// Whether `path` is the folder `folder` or lies inside it (both resolved).
+bool lies_in(const std::string& folder, const std::string& path);
 
 /// An input of a program, for check_not_input: the option that named it, and its path.
 struct NamedInput {
