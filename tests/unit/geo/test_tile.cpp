@@ -36,11 +36,8 @@ void make_pair(const TempDir& tmp) {
         return (x >= 10 && x < 20 && y < 8) ? 1 : 0;
     });
 }
-}  // namespace
-
-TEST_CASE("tiling writes tiles, a manifest with CAR over valid pixels, and statistics", "[geo][tile]") {
-    TempDir tmp;
-    make_pair(tmp);
+// make_pair's dates and label, tiled 16 px into TMP/tiles, every tile kept.
+TileOptions labelled_pair_options(const TempDir& tmp) {
     TileOptions o;
     o.pre = tmp / "pre.tif";
     o.post = tmp / "post.tif";
@@ -48,6 +45,14 @@ TEST_CASE("tiling writes tiles, a manifest with CAR over valid pixels, and stati
     o.out = tmp / "tiles";
     o.tile_size = 16;
     o.min_valid = 0.0;
+    return o;
+}
+}  // namespace
+
+TEST_CASE("tiling writes tiles, a manifest with CAR over valid pixels, and statistics", "[geo][tile]") {
+    TempDir tmp;
+    make_pair(tmp);
+    const auto o = labelled_pair_options(tmp);
     auto summary = tile_scenes(o);
     // x offsets 0,16,24; y offsets 0,14 -> 6 tiles
     CHECK(summary["tiles"] == 6);
@@ -97,13 +102,7 @@ TEST_CASE("tiling writes tiles, a manifest with CAR over valid pixels, and stati
 TEST_CASE("tiles.csv carries each tile's image-level label: from the label, or given by hand", "[geo][tile][kdmsi]") {
     TempDir tmp;
     make_pair(tmp);
-    TileOptions o;
-    o.pre = tmp / "pre.tif";
-    o.post = tmp / "post.tif";
-    o.label = tmp / "label.tif";
-    o.out = tmp / "tiles";
-    o.tile_size = 16;
-    o.min_valid = 0.0;
+    auto o = labelled_pair_options(tmp);
     auto changed_column = [&](const std::string& dir) {
         const auto t = cdk::read_csv(dir + "/tiles.csv");
         const int c = t.column("changed");
