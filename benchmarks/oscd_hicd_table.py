@@ -72,7 +72,8 @@ def main():
                 continue
             gap = statistics.mean(e[s] - b[s] for s in both)
             got = statistics.mean(d[s] - b[s] for s in both)
-            share = f"{got / gap:.0%} of it" if gap > 0 else "no gap: (b) is at or above the ceiling"
+            share = ("no gap: (b) is at or above the ceiling" if gap <= 0 else
+                     "(d) is below (b)" if got < 0 else f"{got / gap:.0%} of it")
             print(f"gap from (b) to ({ceiling}): {gap:+.3f} on average; (d) closes {got:+.3f} ({share})")
 
 
