@@ -170,8 +170,10 @@ fs::path resolved_path(const std::string& p) {
     return ec ? abs.lexically_normal() : c;
 }
 
-bool lies_in(const std::string& folder, const std::string& path) {
-    const fs::path f = resolved_path(folder), x = resolved_path(path);
+namespace {
+
+// Whether the resolved path x is the resolved folder f or lies inside it.
+bool lies_in_resolved(const fs::path& f, const fs::path& x) {
     auto fi = f.begin(), xi = x.begin();
     for (; fi != f.end() && xi != x.end(); ++fi, ++xi) {
         if (fi->empty()) break;  // a trailing separator
@@ -180,27 +182,28 @@ bool lies_in(const std::string& folder, const std::string& path) {
     return fi == f.end() || fi->empty();
 }
 
-namespace {
-
-bool same_file(const std::string& a, const std::string& b) {
-    std::error_code ec;
-    if (fs::exists(a, ec) && fs::exists(b, ec)) {
-        const bool same = fs::equivalent(a, b, ec);
-        if (!ec) return same;
-    }
-    return resolved_path(a) == resolved_path(b);
-}
-
 }  // namespace
+
+bool lies_in(const std::string& folder, const std::string& path) {
+    return lies_in_resolved(resolved_path(folder), resolved_path(path));
+}
 
 void check_not_input(const std::string& output, const std::vector<NamedInput>& inputs) {
     if (output.empty() || output.rfind("/vsi", 0) == 0) return;
+    // The output is resolved once, however many inputs (cd-partition passes every tile).
+    const fs::path out_real = resolved_path(output);
+    std::error_code ec;
+    const bool out_exists = fs::exists(output, ec);
     for (const auto& in : inputs) {
         if (in.path.empty() || in.path.rfind("/vsi", 0) == 0) continue;
-        if (same_file(output, in.path))
+        const fs::path in_real = resolved_path(in.path);
+        // One file by its path, or by another name (a hard link) when both exist.
+        bool same = out_real == in_real;
+        if (!same && out_exists && fs::exists(in.path, ec)) same = fs::equivalent(output, in.path, ec) && !ec;
+        if (same)
             throw ConfigError("output " + quote(output) + " is the input " + in.option + " " + quote(in.path) +
                               ": choose another output (inputs are never replaced)");
-        if (lies_in(output, in.path))
+        if (lies_in_resolved(out_real, in_real))
             throw ConfigError("output " + quote(output) + " holds the input " + in.option + " " + quote(in.path) +
                               ": choose another output (inputs are never replaced)");
     }

@@ -487,18 +487,20 @@ nlohmann::json partition_tiles(const PartitionOptions& o, const RunContext& ctx)
         ctx.info("the manifest's own 'partition' column is replaced by the new partitions");
 
     std::vector<std::vector<std::string>> rows(n);
+    std::vector<NamedInput> tiles;  // --overwrite replaces the output folder: none may lie in it
     for (std::size_t i = 0; i < n; ++i) {
         auto row = table.rows[i];
         for (int c : c_path) {
             if (!is_rewritable(row[c])) continue;
             const fs::path tile = resolve_path(row[c], manifest_dir.string());
-            if (o.overwrite) check_not_input(final_out.string(), {{"tile file", tile.string()}});
+            if (o.overwrite) tiles.push_back({"tile file", tile.string()});
             row[c] = resolved_path(tile.string()).lexically_relative(out_real).generic_string();
         }
         if (c_old_partition >= 0) row.erase(row.begin() + c_old_partition);
         row.push_back(names[partition_of(car[i], thresholds)]);
         rows[i] = std::move(row);
     }
+    check_not_input(final_out.string(), tiles);
 
     // Outputs, rows in manifest order.
     std::error_code ec;

@@ -68,6 +68,34 @@ TEST_CASE("AtomicPath: nothing at the final name until commit, temp removed on f
     CHECK(cdk::test::list_dir(tmp.path()).size() == 2);  // dir and out.txt, no leftovers
 }
 
+TEST_CASE("check_not_input: one file under any name, and a folder holding an input", "[core]") {
+    namespace fs = std::filesystem;
+    TempDir tmp;
+    const std::string in = tmp / "in.tif";
+    std::ofstream(in) << "input";
+    fs::create_directory(tmp / "dir");
+    fs::create_hard_link(in, tmp / "hard.tif");
+    fs::create_symlink(in, tmp / "soft.tif");
+    const auto check = [&](const std::string& out, const std::vector<cdk::NamedInput>& ins) {
+        cdk::check_not_input(out, ins);
+    };
+    // The same file: by its path, "./"-style detours, a symbolic link, a hard link.
+    for (const std::string& out : {in, tmp / "dir/../in.tif", tmp / "soft.tif", tmp / "hard.tif"})
+        CHECK_THROWS_WITH(check(out, {{"--pre", in}}),
+                          Catch::StartsWith("output '" + out + "' is the input --pre '" + in + "'"));
+    // A folder output that holds an input, however deep, and among many inputs.
+    std::vector<cdk::NamedInput> many;
+    for (int i = 0; i < 50; ++i) many.push_back({"tile file", tmp / ("other/t" + std::to_string(i) + ".tif")});
+    many.push_back({"tile file", tmp / "dir/a/b.tif"});
+    CHECK_THROWS_WITH(check(tmp / "dir", many), Catch::Contains("holds the input tile file"));
+    CHECK_THROWS_WITH(check(tmp.path(), {{"--pre", in}}), Catch::Contains("holds the input --pre"));
+    // Not the input, not holding it: a sibling, a folder whose name only starts alike, /vsi paths.
+    CHECK_NOTHROW(check(tmp / "out.tif", {{"--pre", in}}));
+    CHECK_NOTHROW(check(tmp / "di", {{"tile file", tmp / "dir/a/b.tif"}}));
+    CHECK_NOTHROW(check(tmp / "dir", {{"tile file", tmp / "dir2/b.tif"}}));
+    CHECK_NOTHROW(check("/vsimem/x.tif", {{"--pre", "/vsimem/x.tif"}}));
+}
+
 TEST_CASE("format_number reads back exactly", "[core]") {
     for (double v : {0.0, 0.05, 0.2, 1.0 / 3.0, 1e-12, 12345.678})
         CHECK(std::strtod(cdk::format_number(v).c_str(), nullptr) == v);
