@@ -11,6 +11,7 @@
 #include "cdk/core/error.hpp"
 #include "cdk/core/fs.hpp"
 #include "cdk/geo/raster.hpp"
+#include "gdal_messages.hpp"
 
 namespace cdk::geo {
 
@@ -87,16 +88,7 @@ nlohmann::json polygonize_changes(const PolygonOptions& o, const RunContext& ctx
     // SQLite reports some failed writes (a full disk) only as GDAL errors from calls whose
     // results the driver does not pass on: any GDAL failure while the GeoPackage is written
     // makes it an error, or a truncated file would be published as complete.
-    std::string failure;
-    CPLPushErrorHandlerEx(
-        [](CPLErr cls, CPLErrorNum, const char* msg) {
-            auto* first = static_cast<std::string*>(CPLGetErrorHandlerUserData());
-            if (cls >= CE_Failure && first->empty()) *first = msg;
-        },
-        &failure);
-    struct PopHandler {
-        ~PopHandler() { CPLPopErrorHandler(); }
-    } pop_handler;
+    const GdalMessages gdal_messages;
     CPLErrorReset();
     std::unique_ptr<GDALDataset> vec(gpkg->Create(out.temp().c_str(), 0, 0, 0, GDT_Unknown, nullptr));
     if (!vec) throw IoError("cannot create " + quote(o.out) + ": " + gdal_message());
@@ -146,7 +138,8 @@ nlohmann::json polygonize_changes(const PolygonOptions& o, const RunContext& ctx
     CPLErrorReset();
     vec.reset();  // closes the GeoPackage
     if (CPLGetLastErrorType() >= CE_Failure) throw IoError("cannot close " + quote(o.out) + ": " + gdal_message());
-    if (!failure.empty()) throw IoError("cannot write " + quote(o.out) + ": " + failure);
+    if (const auto failure = gdal_messages.first_failure(); !failure.empty())
+        throw IoError("cannot write " + quote(o.out) + ": " + failure);
     out.commit();
     ctx.info(std::to_string(regions) + " change regions written to " + quote(o.out) +
              (dropped ? " (" + std::to_string(dropped) + " smaller than the minimum area left out)" : ""));

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "cdk/core/error.hpp"
+#include "gdal_messages.hpp"
 
 namespace cdk::geo {
 
@@ -281,17 +282,13 @@ void validate(const WriteOptions& options, const std::string& path) {
     CPLStringList co;
     for (const auto& kv : options.creation_options) co.AddString(kv.c_str());
     std::string complaints;
-    CPLPushErrorHandlerEx(
-        [](CPLErr, CPLErrorNum, const char* msg) {
-            const std::string m(msg);
-            if (m.find("does not support") == std::string::npos && m.find("string-select") == std::string::npos)
-                return;
-            auto* text = static_cast<std::string*>(CPLGetErrorHandlerUserData());
-            *text += (text->empty() ? "" : "; ") + m;
-        },
-        &complaints);
-    GDALValidateCreationOptions(driver, co.List());
-    CPLPopErrorHandler();
+    {
+        const GdalMessages gdal_messages;
+        GDALValidateCreationOptions(driver, co.List());
+        for (const auto& m : gdal_messages.all())
+            if (m.text.find("does not support") != std::string::npos || m.text.find("string-select") != std::string::npos)
+                complaints += (complaints.empty() ? "" : "; ") + m.text;
+    }
     if (!complaints.empty())
         throw ConfigError("--co refused (GDAL's " + format + " driver would ignore it): " + complaints);
 }
