@@ -1,12 +1,14 @@
 #include "cdk/core/fs.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <charconv>
@@ -188,24 +190,67 @@ bool lies_in(const std::string& folder, const std::string& path) {
     return lies_in_resolved(resolved_path(folder), resolved_path(path));
 }
 
+namespace {
+
+// A resolved path without a trailing separator ("/a/b/" -> "/a/b"): one spelling per folder.
+fs::path resolved_key(const std::string& path) {
+    fs::path p = resolved_path(path);
+    if (p.has_relative_path() && p.filename().empty()) p = p.parent_path();
+    return p;
+}
+
+bool checked(const std::string& path) { return !path.empty() && path.rfind("/vsi", 0) != 0; }
+
+[[noreturn]] void refuse(const std::string& output, const char* relation, const NamedInput& in) {
+    throw ConfigError("output " + quote(output) + " " + relation + " the input " + in.option + " " + quote(in.path) +
+                      ": choose another output (inputs are never replaced)");
+}
+
+}  // namespace
+
 void check_not_input(const std::string& output, const std::vector<NamedInput>& inputs) {
-    if (output.empty() || output.rfind("/vsi", 0) == 0) return;
-    // The output is resolved once, however many inputs (cd-partition passes every tile).
-    const fs::path out_real = resolved_path(output);
-    std::error_code ec;
-    const bool out_exists = fs::exists(output, ec);
-    for (const auto& in : inputs) {
-        if (in.path.empty() || in.path.rfind("/vsi", 0) == 0) continue;
-        const fs::path in_real = resolved_path(in.path);
-        // One file by its path, or by another name (a hard link) when both exist.
-        bool same = out_real == in_real;
-        if (!same && out_exists && fs::exists(in.path, ec)) same = fs::equivalent(output, in.path, ec) && !ec;
-        if (same)
-            throw ConfigError("output " + quote(output) + " is the input " + in.option + " " + quote(in.path) +
-                              ": choose another output (inputs are never replaced)");
-        if (lies_in_resolved(out_real, in_real))
-            throw ConfigError("output " + quote(output) + " holds the input " + in.option + " " + quote(in.path) +
-                              ": choose another output (inputs are never replaced)");
+    check_not_inputs({output}, inputs);
+}
+
+void check_not_inputs(const std::vector<std::string>& outputs, const std::vector<NamedInput>& inputs) {
+    // Every path is resolved once and the inputs sorted: (outputs + inputs) log inputs, not
+    // outputs x inputs (cd-infer --pairs over an archive of band files, cd-partition's tiles).
+    struct Resolved {
+        fs::path real;
+        std::size_t index;  // in `inputs`: the first listed is the one named
+    };
+    std::vector<Resolved> by_path;
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+        if (checked(inputs[i].path)) by_path.push_back({resolved_key(inputs[i].path), i});
+    if (by_path.empty()) return;
+    std::sort(by_path.begin(), by_path.end(),
+              [](const Resolved& a, const Resolved& b) { return a.real < b.real || (a.real == b.real && a.index < b.index); });
+    // Files by device and inode, for another name of one file (a hard link); made when an
+    // output exists.
+    std::map<std::pair<dev_t, ino_t>, std::size_t> by_inode;
+    bool inodes_made = false;
+    for (const auto& output : outputs) {
+        if (!checked(output)) continue;
+        const fs::path out_real = resolved_key(output);
+        // The paths that lie in out_real (out_real itself first) are one run of the sorted list.
+        auto it = std::lower_bound(by_path.begin(), by_path.end(), out_real,
+                                   [](const Resolved& r, const fs::path& p) { return r.real < p; });
+        if (it != by_path.end() && it->real == out_real) refuse(output, "is", inputs[it->index]);
+        struct stat st {};
+        if (::stat(output.c_str(), &st) == 0) {
+            if (!inodes_made) {
+                for (const auto& r : by_path) {
+                    struct stat si {};
+                    if (::stat(inputs[r.index].path.c_str(), &si) == 0)
+                        by_inode.emplace(std::pair{si.st_dev, si.st_ino}, r.index);  // keeps the first listed
+                }
+                inodes_made = true;
+            }
+            if (auto f = by_inode.find({st.st_dev, st.st_ino}); f != by_inode.end()) refuse(output, "is", inputs[f->second]);
+        }
+        std::size_t held = inputs.size();
+        for (; it != by_path.end() && lies_in_resolved(out_real, it->real); ++it) held = std::min(held, it->index);
+        if (held < inputs.size()) refuse(output, "holds", inputs[held]);
     }
 }
 

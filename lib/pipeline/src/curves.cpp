@@ -134,8 +134,8 @@ double number_at(const nlohmann::json& j, std::initializer_list<const char*> pat
 }  // namespace
 
 std::string training_curves_svg(const std::vector<nlohmann::json>& lines, const std::string& title) {
-    Series train{"training loss", "#1f5fbf"}, vloss{"validation loss", "#e07b00", true};
-    Series f1{"F1 (change)", "#c0392b"}, f1best{"F1 at best threshold", "#8e44ad", true};
+    Series train{"training loss", "#1f5fbf", false, {}}, vloss{"validation loss", "#e07b00", true, {}};
+    Series f1{"F1 (change)", "#c0392b", false, {}}, f1best{"F1 at best threshold", "#8e44ad", true, {}};
     double max_epoch = 1;
     int best = 0;
     for (const auto& l : lines) {

@@ -335,7 +335,7 @@ void check_not_inputs(const std::vector<std::string>& outputs, std::vector<Named
                       const std::vector<std::pair<std::string, const geo::SceneSpec*>>& scenes) {
     for (const auto& [option, spec] : scenes)
         for (const auto& f : spec->files) inputs.push_back({option, f});
-    for (const auto& out : outputs) check_not_input(out, inputs);
+    cdk::check_not_inputs(outputs, inputs);
 }
 
 // Where one scene's outputs go.

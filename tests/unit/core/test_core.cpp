@@ -94,6 +94,15 @@ TEST_CASE("check_not_input: one file under any name, and a folder holding an inp
     CHECK_NOTHROW(check(tmp / "di", {{"tile file", tmp / "dir/a/b.tif"}}));
     CHECK_NOTHROW(check(tmp / "dir", {{"tile file", tmp / "dir2/b.tif"}}));
     CHECK_NOTHROW(check("/vsimem/x.tif", {{"--pre", "/vsimem/x.tif"}}));
+    // Many outputs at once: the one that is an input is named, with the first input listed
+    // for that file; a folder written with a trailing separator holds what lies in it.
+    const std::vector<cdk::NamedInput> two = {{"--post", tmp / "other.tif"}, {"--pre", in}, {"--label", in}};
+    CHECK_NOTHROW(cdk::check_not_inputs({tmp / "a.tif", tmp / "b.tif"}, two));
+    CHECK_THROWS_WITH(cdk::check_not_inputs({tmp / "a.tif", tmp / "hard.tif", tmp / "b.tif"}, two),
+                      Catch::StartsWith("output '" + tmp / "hard.tif" + "' is the input --pre '" + in + "'"));
+    CHECK_THROWS_WITH(cdk::check_not_inputs({tmp / "a.tif", tmp / "dir/"}, many),
+                      Catch::StartsWith("output '" + tmp / "dir/" + "' holds the input tile file"));
+    CHECK_NOTHROW(cdk::check_not_inputs({}, many));
 }
 
 TEST_CASE("format_number reads back exactly", "[core]") {

@@ -56,6 +56,10 @@ struct NamedInput {
 /// of the user's is ever overwritten or deleted, --overwrite or not.
 void check_not_input(const std::string& output, const std::vector<NamedInput>& inputs);
 
+/// check_not_input for many outputs at once; each path is resolved once, so it costs
+/// (outputs + inputs) log inputs. The first input listed is the one an error names.
+void check_not_inputs(const std::vector<std::string>& outputs, const std::vector<NamedInput>& inputs);
+
 /// Write `bytes` into the file `path` (created or truncated) and close it, checking every
 /// step: a failure throws IoError "cannot write WHAT 'NAME': REASON" (REASON from the
 /// system, "No space left on device" on a full disk). `name` is what the user knows the
