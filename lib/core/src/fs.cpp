@@ -235,19 +235,22 @@ void check_not_inputs(const std::vector<std::string>& outputs, const std::vector
         // The paths that lie in out_real (out_real itself first) are one run of the sorted list.
         auto it = std::lower_bound(by_path.begin(), by_path.end(), out_real,
                                    [](const Resolved& r, const fs::path& p) { return r.real < p; });
-        if (it != by_path.end() && it->real == out_real) refuse(output, "is", inputs[it->index]);
+        std::size_t same = inputs.size();  // the first listed input that is the output
+        if (it != by_path.end() && it->real == out_real) same = it->index;
         struct stat st {};
         if (::stat(output.c_str(), &st) == 0) {
             if (!inodes_made) {
                 for (const auto& r : by_path) {
                     struct stat si {};
-                    if (::stat(inputs[r.index].path.c_str(), &si) == 0)
-                        by_inode.emplace(std::pair{si.st_dev, si.st_ino}, r.index);  // keeps the first listed
+                    if (::stat(inputs[r.index].path.c_str(), &si) != 0) continue;
+                    auto [f, fresh] = by_inode.emplace(std::pair{si.st_dev, si.st_ino}, r.index);
+                    if (!fresh) f->second = std::min(f->second, r.index);
                 }
                 inodes_made = true;
             }
-            if (auto f = by_inode.find({st.st_dev, st.st_ino}); f != by_inode.end()) refuse(output, "is", inputs[f->second]);
+            if (auto f = by_inode.find({st.st_dev, st.st_ino}); f != by_inode.end()) same = std::min(same, f->second);
         }
+        if (same < inputs.size()) refuse(output, "is", inputs[same]);
         std::size_t held = inputs.size();
         for (; it != by_path.end() && lies_in_resolved(out_real, it->real); ++it) held = std::min(held, it->index);
         if (held < inputs.size()) refuse(output, "holds", inputs[held]);

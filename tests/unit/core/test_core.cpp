@@ -103,6 +103,11 @@ TEST_CASE("check_not_input: one file under any name, and a folder holding an inp
     CHECK_THROWS_WITH(cdk::check_not_inputs({tmp / "a.tif", tmp / "dir/"}, many),
                       Catch::StartsWith("output '" + tmp / "dir/" + "' holds the input tile file"));
     CHECK_NOTHROW(cdk::check_not_inputs({}, many));
+    // The first listed of two names of one file is named, whichever sorts first.
+    CHECK_THROWS_WITH(cdk::check_not_inputs({in}, {{"--post", in}, {"--pre", tmp / "hard.tif"}}),
+                      Catch::Contains("is the input --post"));
+    CHECK_THROWS_WITH(cdk::check_not_inputs({in}, {{"--pre", tmp / "hard.tif"}, {"--post", in}}),
+                      Catch::Contains("is the input --pre"));
 }
 
 TEST_CASE("format_number reads back exactly", "[core]") {
