@@ -250,9 +250,10 @@ void check_not_inputs(const std::vector<std::string>& outputs, const std::vector
             }
             if (auto f = by_inode.find({st.st_dev, st.st_ino}); f != by_inode.end()) same = std::min(same, f->second);
         }
-        if (same < inputs.size()) refuse(output, "is", inputs[same]);
-        std::size_t held = inputs.size();
+        std::size_t held = inputs.size();  // the first listed input that lies in the output
         for (; it != by_path.end() && lies_in_resolved(out_real, it->real); ++it) held = std::min(held, it->index);
+        // The first listed input of either kind is named, "is" before "holds" for one input.
+        if (same < inputs.size() && same <= held) refuse(output, "is", inputs[same]);
         if (held < inputs.size()) refuse(output, "holds", inputs[held]);
     }
 }

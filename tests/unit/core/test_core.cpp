@@ -103,6 +103,11 @@ TEST_CASE("check_not_input: one file under any name, and a folder holding an inp
     CHECK_THROWS_WITH(cdk::check_not_inputs({tmp / "a.tif", tmp / "dir/"}, many),
                       Catch::StartsWith("output '" + tmp / "dir/" + "' holds the input tile file"));
     CHECK_NOTHROW(cdk::check_not_inputs({}, many));
+    // The first listed input is named, whether the output is it or holds it.
+    CHECK_THROWS_WITH(check(tmp / "dir", {{"--tiles", tmp / "dir/t.csv"}, {"--tiles folder", tmp / "dir"}}),
+                      Catch::Contains("holds the input --tiles '"));
+    CHECK_THROWS_WITH(check(tmp / "dir", {{"--tiles folder", tmp / "dir"}, {"--tiles", tmp / "dir/t.csv"}}),
+                      Catch::Contains("is the input --tiles folder"));
     // The first listed of two names of one file is named, whichever sorts first.
     CHECK_THROWS_WITH(cdk::check_not_inputs({in}, {{"--post", in}, {"--pre", tmp / "hard.tif"}}),
                       Catch::Contains("is the input --post"));
