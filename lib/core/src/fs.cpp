@@ -223,8 +223,8 @@ void check_not_inputs(const std::vector<std::string>& outputs, const std::vector
     for (std::size_t i = 0; i < inputs.size(); ++i)
         if (checked(inputs[i].path)) by_path.push_back({resolved_key(inputs[i].path), i});
     if (by_path.empty()) return;
-    std::sort(by_path.begin(), by_path.end(),
-              [](const Resolved& a, const Resolved& b) { return a.real < b.real || (a.real == b.real && a.index < b.index); });
+    // Stable: one path listed twice keeps its listed order, so the first listed is found first.
+    std::stable_sort(by_path.begin(), by_path.end(), [](const Resolved& a, const Resolved& b) { return a.real < b.real; });
     // Files by device and inode, for another name of one file (a hard link); made when an
     // output exists.
     std::map<std::pair<dev_t, ino_t>, std::size_t> by_inode;
