@@ -62,7 +62,8 @@ def main():
         common = sorted(set(b) & set(d))
         diffs = [d[s] - b[s] for s in common]
         print(f"\n(d) − (b) in F1 per seed: " + ", ".join(f"{x:+.3f}" for x in diffs) +
-              f"; mean {statistics.mean(diffs):+.3f}; (d) above (b) in {sum(x > 0 for x in diffs)} of {len(diffs)}")
+              f"; mean {statistics.mean(diffs):+.3f}; (d) above (b) in {sum(x >= 0.0005 for x in diffs)} of "
+              f"{len(diffs)}, level (within 0.0005) in {sum(abs(x) < 0.0005 for x in diffs)}")
         for ceiling in ("e", "e'"):
             e = per_seed.get(ceiling)
             if not e:
