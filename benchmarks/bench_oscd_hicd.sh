@@ -9,6 +9,7 @@
 #   usage: benchmarks/bench_oscd_hicd.sh [ARCH=fc-siam-diff] [BANDSET=rgb] [SPEC=res=4] [SEED=0]
 #          [TEACHER_EPOCHS=20] [EPOCHS=10] [MODELS="direct hicd feature_mse"]
 #          (MODELS may also name self, cross and global: HiCD with only that correlation term;
+#          hicd-wW: HiCD with every correlation weight W, e.g. hicd-w10;
 #          and clean: the teacher fine-tuned EPOCHS more on clean pairs, mapped on clean pairs)
 #   e.g.   benchmarks/bench_oscd_hicd.sh fc-siam-diff rgb res=4 0 20 10
 #
@@ -68,6 +69,12 @@ for m in $MODELS; do
               case $m in self) w[1]=1 ;; cross) w[3]=1 ;; global) w[5]=1 ;; esac
               "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
                   --student-init "$RUN/teacher.cdm" "${w[@]}" --out "$out" ;;
+        # HiCD with every correlation weight W instead of 1 (hicd-w10: W = 10).
+        hicd-w*) w=${m#hicd-w}
+              [[ $w =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "bad weight in model '$m'" >&2; exit 2; }
+              "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
+                  --student-init "$RUN/teacher.cdm" --hicd-self "$w" --hicd-cross "$w" --hicd-global "$w" \
+                  --out "$out" ;;
         *) echo "unknown model '$m'" >&2; exit 2 ;;
     esac | keep "${out%.cdm}.json"
 done
@@ -117,6 +124,7 @@ rows = [("(a) teacher, degraded test pairs", f"teacher-{tag}")]
 names = {"direct": "(b) fine-tuned on degraded pairs", "feature_mse": "(c) feature-MSE distillation",
          "hicd": "(d) HiCD student", "self": "(d) self-correlation only",
          "cross": "(d) cross-correlation only", "global": "(d) global correlation only"}
+names.update({m: f"(d) HiCD, correlation weights {m[6:]}" for m in models.split() if m.startswith("hicd-w")})
 rows += [(names[m], f"{m}-{tag}") for m in models.split() if m != "clean"]
 rows.append(("(e) teacher, clean test pairs", "teacher-clean"))
 if "clean" in models.split():

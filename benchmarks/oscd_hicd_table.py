@@ -18,6 +18,7 @@ LABELS = [  # (key, label, map folder with {tag} for the setting's tag)
     ("self", "(d) self-correlation only", "self-{tag}"),
     ("cross", "(d) cross-correlation only", "cross-{tag}"),
     ("global", "(d) global correlation only", "global-{tag}"),
+    ("w10", "(d) HiCD, correlation weights 10", "hicd-w10-{tag}"),
     ("e", "(e) teacher, clean test pairs", "teacher-clean"),
     ("e'", "(e') fine-tuned on clean pairs, clean test pairs", "clean"),
 ]
