@@ -184,14 +184,6 @@ bool lies_in_resolved(const fs::path& f, const fs::path& x) {
     return fi == f.end() || fi->empty();
 }
 
-}  // namespace
-
-bool lies_in(const std::string& folder, const std::string& path) {
-    return lies_in_resolved(resolved_path(folder), resolved_path(path));
-}
-
-namespace {
-
 // A resolved path without a trailing separator ("/a/b/" -> "/a/b"): one spelling per folder.
 fs::path resolved_key(const std::string& path) {
     fs::path p = resolved_path(path);

@@ -331,8 +331,8 @@ std::vector<NamedInput> model_inputs(const InferOptions& o) {
 }
 
 // No output may be (or, as a folder, hold) an input: nothing of the user's is replaced.
-void check_not_inputs(const std::vector<std::string>& outputs, std::vector<NamedInput> inputs,
-                      const std::vector<std::pair<std::string, const geo::SceneSpec*>>& scenes) {
+void check_outputs_spare(const std::vector<std::string>& outputs, std::vector<NamedInput> inputs,
+                         const std::vector<std::pair<std::string, const geo::SceneSpec*>>& scenes) {
     for (const auto& [option, spec] : scenes)
         for (const auto& f : spec->files) inputs.push_back({option, f});
     cdk::check_not_inputs(outputs, inputs);
@@ -1052,6 +1052,59 @@ void check_scene_outputs(ScenePaths& paths, const InferOptions& o, const RunCont
     throw ConfigError("output " + quote(have.front()) + " exists (use --overwrite to replace it, or --resume to skip finished scenes)");
 }
 
+// One scene of a --pairs run in this shard, and where its outputs go.
+struct Planned {
+    const geo::PairJob* job;
+    ScenePaths paths;
+};
+
+// The scenes of `jobs` in this shard, with their outputs in o.out; a scene name that is no
+// file name, or one listed twice, is refused (whatever the shard).
+std::vector<Planned> plan_pairs(const InferOptions& o, const std::vector<geo::PairJob>& jobs, const Shard& shard) {
+    std::set<std::string> names;
+    std::vector<Planned> plan;
+    const fs::path dir(o.out);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+        const auto& j = jobs[i];
+        if (j.scene.find_first_of("/\\") != std::string::npos || j.scene == "." || j.scene == "..")
+            throw ConfigError("pairs file " + quote(o.pairs) + ": scene name " + quote(j.scene) +
+                              " cannot be a file name");
+        if (!names.insert(j.scene).second)
+            throw ConfigError("pairs file " + quote(o.pairs) + " lists scene " + quote(j.scene) + " twice");
+        if (!shard.holds(i)) continue;
+        ScenePaths paths{(dir / (j.scene + ".tif")).string(),
+                         o.with_prob ? (dir / (j.scene + "_prob.tif")).string() : "",
+                         o.with_polygons ? (dir / (j.scene + ".gpkg")).string() : "",
+                         o.with_quicklook ? (dir / (j.scene + ".png")).string() : ""};
+        plan.push_back({&j, std::move(paths)});
+    }
+    return plan;
+}
+
+// Before any work: no output of the plan is (or holds) an input of any scene, the output
+// folder exists, and no scene's outputs conflict with files already there (--resume marks
+// a scene with some of its outputs missing to be mapped again).
+void prepare_pairs_outputs(const InferOptions& o, const std::vector<geo::PairJob>& jobs,
+                           std::vector<Planned>& plan, const RunContext& ctx) {
+    std::vector<std::pair<std::string, const geo::SceneSpec*>> scenes;
+    std::vector<NamedInput> inputs = model_inputs(o);
+    for (const auto& j : jobs) {
+        scenes.push_back({"scene " + quote(j.scene) + " (pre)", &j.pre});
+        scenes.push_back({"scene " + quote(j.scene) + " (post)", &j.post});
+        if (!j.label.empty()) inputs.push_back({"scene " + quote(j.scene) + " (label)", j.label});
+    }
+    std::vector<std::string> outputs;  // the folder may hold inputs: nothing replaces it whole
+    for (const auto& p : plan)
+        for (const auto& f : p.paths.all()) outputs.push_back(f);
+    check_outputs_spare(outputs, inputs, scenes);
+    std::error_code ec;
+    fs::create_directories(o.out, ec);
+    if (ec || !fs::is_directory(o.out))
+        throw IoError("cannot create output folder " + quote(o.out) + ": " + ec.message());
+    for (auto& p : plan)
+        if (!(o.resume && p.paths.finished())) check_scene_outputs(p.paths, o, ctx);
+}
+
 }  // namespace
 
 nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
@@ -1066,7 +1119,7 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
         }
         const auto pre = geo::SceneSpec::parse(o.pre, o.band_pattern);
         const auto post = geo::SceneSpec::parse(o.post, o.band_pattern);
-        check_not_inputs(paths.all(), model_inputs(o), {{"--pre", &pre}, {"--post", &post}});
+        check_outputs_spare(paths.all(), model_inputs(o), {{"--pre", &pre}, {"--post", &post}});
         check_scene_outputs(paths, o, ctx);
         LoadedModel m = load_model(o, ctx);
         return map_scene(m, pre, post, paths, o, ctx);
@@ -1074,47 +1127,8 @@ nlohmann::json infer_scene(const InferOptions& o, const RunContext& ctx) {
 
     const std::vector<geo::PairJob> jobs = geo::read_pairs_csv(o.pairs, o.band_pattern);
     const Shard shard = resolve_shard(o.shard);
-    std::set<std::string> names;
-    struct Planned {
-        const geo::PairJob* job;
-        ScenePaths paths;
-    };
-    std::vector<Planned> plan;
-    for (size_t i = 0; i < jobs.size(); ++i) {
-        const auto& j = jobs[i];
-        if (j.scene.find_first_of("/\\") != std::string::npos || j.scene == "." || j.scene == "..")
-            throw ConfigError("pairs file " + quote(o.pairs) + ": scene name " + quote(j.scene) +
-                              " cannot be a file name");
-        if (!names.insert(j.scene).second)
-            throw ConfigError("pairs file " + quote(o.pairs) + " lists scene " + quote(j.scene) + " twice");
-        if (!shard.holds(i)) continue;
-        const fs::path dir(o.out);
-        ScenePaths paths{(dir / (j.scene + ".tif")).string(),
-                         o.with_prob ? (dir / (j.scene + "_prob.tif")).string() : "",
-                         o.with_polygons ? (dir / (j.scene + ".gpkg")).string() : "",
-                         o.with_quicklook ? (dir / (j.scene + ".png")).string() : ""};
-        plan.push_back({&j, std::move(paths)});
-    }
-    {
-        std::vector<std::pair<std::string, const geo::SceneSpec*>> scenes;
-        std::vector<NamedInput> inputs = model_inputs(o);
-        for (const auto& j : jobs) {
-            scenes.push_back({"scene " + quote(j.scene) + " (pre)", &j.pre});
-            scenes.push_back({"scene " + quote(j.scene) + " (post)", &j.post});
-            if (!j.label.empty()) inputs.push_back({"scene " + quote(j.scene) + " (label)", j.label});
-        }
-        std::vector<std::string> outputs;  // the folder may hold inputs: nothing replaces it whole
-        for (const auto& p : plan)
-            for (const auto& f : p.paths.all()) outputs.push_back(f);
-        check_not_inputs(outputs, inputs, scenes);
-    }
-    std::error_code ec;
-    fs::create_directories(o.out, ec);
-    if (ec || !fs::is_directory(o.out))
-        throw IoError("cannot create output folder " + quote(o.out) + ": " + ec.message());
-    // Refuse conflicts before any work.
-    for (auto& p : plan)
-        if (!(o.resume && p.paths.finished())) check_scene_outputs(p.paths, o, ctx);
+    std::vector<Planned> plan = plan_pairs(o, jobs, shard);
+    prepare_pairs_outputs(o, jobs, plan, ctx);
 
     ctx.info(std::to_string(plan.size()) + " of " + std::to_string(jobs.size()) + " scenes in shard " + shard.text());
     LoadedModel m = load_model(o, ctx);

@@ -41,9 +41,6 @@ void check_output_folder(const std::string& path);
 /// of them is right as the kernel reads it.
 std::filesystem::path resolved_path(const std::string& path);
 
-/// Whether `path` is the folder `folder` or lies inside it (both resolved).
-bool lies_in(const std::string& folder, const std::string& path);
-
 /// An input of a program, for check_not_input: the option that named it, and its path.
 struct NamedInput {
     std::string option;  ///< "--pre", "--model", "pairs file" ...
