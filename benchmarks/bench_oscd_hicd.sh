@@ -64,17 +64,18 @@ for m in $MODELS; do
         feature_mse) "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
                   --student-init "$RUN/teacher.cdm" --hicd-self 0 --hicd-cross 0 --hicd-global 0 \
                   --feature-mse 1 --out "$out" ;;
-        # The per-term ablation: HiCD with one correlation term on and the other two off.
-        self|cross|global) w=(--hicd-self 0 --hicd-cross 0 --hicd-global 0)
-              case $m in self) w[1]=1 ;; cross) w[3]=1 ;; global) w[5]=1 ;; esac
+        # HiCD with other correlation weights (self, cross, global): the per-term ablation
+        # (one term on, the other two off), or hicd-wW (every weight W, e.g. hicd-w10).
+        self|cross|global|hicd-w*)
+              case $m in
+                  self) w=(1 0 0) ;; cross) w=(0 1 0) ;; global) w=(0 0 1) ;;
+                  *) v=${m#hicd-w}
+                     [[ $v =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "bad weight in model '$m'" >&2; exit 2; }
+                     w=("$v" "$v" "$v") ;;
+              esac
               "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
-                  --student-init "$RUN/teacher.cdm" "${w[@]}" --out "$out" ;;
-        # HiCD with every correlation weight W instead of 1 (hicd-w10: W = 10).
-        hicd-w*) w=${m#hicd-w}
-              [[ $w =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "bad weight in model '$m'" >&2; exit 2; }
-              "$BIN/cd-distill" -q --method hicd "${fine[@]}" --teacher "$RUN/teacher.cdm" \
-                  --student-init "$RUN/teacher.cdm" --hicd-self "$w" --hicd-cross "$w" --hicd-global "$w" \
-                  --out "$out" ;;
+                  --student-init "$RUN/teacher.cdm" --hicd-self "${w[0]}" --hicd-cross "${w[1]}" \
+                  --hicd-global "${w[2]}" --out "$out" ;;
         *) echo "unknown model '$m'" >&2; exit 2 ;;
     esac | keep "${out%.cdm}.json"
 done
