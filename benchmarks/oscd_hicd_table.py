@@ -8,7 +8,7 @@ IoU, precision and recall per model, and how (d) HiCD stands against (b) seed by
 Reads ROOT/ARCH-BANDSET-sSEED/maps-*/eval.json (ROOT: $CDK_BENCH_DIR or
 /tmp/cdk-bench-oscd-hicd); a model missing in a seed is left out of that row's mean and the
 row says how many seeds it has."""
-import argparse, json, os, statistics
+import argparse, json, os, re, statistics
 
 LABELS = [  # (key, label, map folder with {tag} for the setting's tag)
     ("a", "(a) teacher, degraded test pairs", "teacher-{tag}"),
@@ -18,7 +18,8 @@ LABELS = [  # (key, label, map folder with {tag} for the setting's tag)
     ("self", "(d) self-correlation only", "self-{tag}"),
     ("cross", "(d) cross-correlation only", "cross-{tag}"),
     ("global", "(d) global correlation only", "global-{tag}"),
-    ("w10", "(d) HiCD, correlation weights 10", "hicd-w10-{tag}"),
+]
+CEILINGS = [
     ("e", "(e) teacher, clean test pairs", "teacher-clean"),
     ("e'", "(e') fine-tuned on clean pairs, clean test pairs", "clean"),
 ]
@@ -46,8 +47,18 @@ def main():
           "test cities; mean (min–max)\n")
     print("| model | seeds | F1 | IoU | precision | recall |")
     print("|---|---:|---:|---:|---:|---:|")
+    # hicd-wW runs (every correlation weight W), whichever weights were run in any seed
+    weights = set()
+    for seed in seeds:
+        run = os.path.join(a.root, f"{a.arch}-{a.bandset}-s{seed}")
+        for name in os.listdir(run) if os.path.isdir(run) else []:
+            m = re.fullmatch(r"maps-hicd-w([0-9]+(?:\.[0-9]+)?)-" + re.escape(tag), name)
+            if m:
+                weights.add(m.group(1))
+    rows = LABELS + [(f"w{w}", f"(d) HiCD, correlation weights {w}", f"hicd-w{w}-{{tag}}")
+                     for w in sorted(weights, key=float)] + CEILINGS
     per_seed = {}
-    for key, label, folder in LABELS:
+    for key, label, folder in rows:
         runs = {s: load(s, folder) for s in seeds}
         runs = {s: r for s, r in runs.items() if r is not None}
         if not runs:
