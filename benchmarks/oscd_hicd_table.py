@@ -37,8 +37,11 @@ def main():
     tag = a.spec.translate(str.maketrans(",=:%@", "_____"))
     seeds = [int(s) for s in a.seeds.split(",")]
 
+    def run_dir(seed):
+        return os.path.join(a.root, f"{a.arch}-{a.bandset}-s{seed}")
+
     def load(seed, folder):
-        path = os.path.join(a.root, f"{a.arch}-{a.bandset}-s{seed}", "maps-" + folder.format(tag=tag), "eval.json")
+        path = os.path.join(run_dir(seed), "maps-" + folder.format(tag=tag), "eval.json")
         if not os.path.exists(path):
             return None
         return json.load(open(path))["pooled"]["change"]
@@ -50,7 +53,7 @@ def main():
     # hicd-wW runs (every correlation weight W), whichever weights were run in any seed
     weights = set()
     for seed in seeds:
-        run = os.path.join(a.root, f"{a.arch}-{a.bandset}-s{seed}")
+        run = run_dir(seed)
         for name in os.listdir(run) if os.path.isdir(run) else []:
             m = re.fullmatch(r"maps-hicd-w([0-9]+(?:\.[0-9]+)?)-" + re.escape(tag), name)
             if m:

@@ -3,7 +3,7 @@
 # with stub programs (each records its arguments and writes what it was asked to) on a fake
 # OSCD tree, then benchmarks/oscd_hicd_table.py on what it left. Checks that each model gets
 # the cd-distill / cd-train-teacher flags its documentation promises, that a bad model name
-# fails, that a rerun maps and degrades nothing twice, and the table's sums.
+# fails, that a rerun maps and degrades nothing twice, and the table's means and differences.
 # usage: tests/bench/test_bench_hicd.sh
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -116,14 +116,15 @@ bench fc-siam-diff rgb res=4 0 20 10 "direct hicd" > /dev/null 2>&1 || fail "the
 grep -q "^cd-infer " "$CALLS" && fail "the rerun mapped a city again"
 grep -q "^cd-degrade " "$CALLS" && fail "the rerun degraded a city again"
 
-# Bad model names fail before anything else is trained.
+# Bad model names fail, with a message naming the model.
 : > "$CALLS"
 bench fc-siam-diff rgb res=4 0 20 10 "hicd-wx" > /dev/null 2> "$TMP/err.txt" && fail "model 'hicd-wx' was accepted"
 grep -q "bad weight in model 'hicd-wx'" "$TMP/err.txt" || fail "no message for 'hicd-wx': $(cat "$TMP/err.txt")"
 bench fc-siam-diff rgb res=4 0 20 10 "nonsense" > /dev/null 2> "$TMP/err.txt" && fail "model 'nonsense' was accepted"
 grep -q "unknown model 'nonsense'" "$TMP/err.txt" || fail "no message for 'nonsense'"
 
-# The three-seed table: seed 1 holds only (b) and (d); its differences and shares add up.
+# The three-seed table: seed 1 holds only (b) and (d); seed counts, means and per-seed
+# differences match the scores.
 bench fc-siam-diff rgb res=4 1 20 10 "direct hicd" > /dev/null 2>&1 || fail "seed 1 failed"
 "$PY" "$SRC/benchmarks/oscd_hicd_table.py" --root "$TMP/bench" fc-siam-diff rgb res=4 > "$TMP/three.md"
 "$PY" - "$TMP/three.md" "$TMP/bench/fc-siam-diff-rgb-s0" "$TMP/bench/fc-siam-diff-rgb-s1" <<'PY' || fail "the table's figures"
